@@ -1,0 +1,98 @@
+"""Every setting of the service, typed, with defaults that serve, read once.
+
+Values come from the environment (``VERIFIER_<GROUP>__<NAME>``, for example
+``VERIFIER_SERVER__PORT=50052``) so that a deployment changes behaviour without
+touching code; nothing else in the package holds a threshold, limit or path.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class ModelSettings(BaseModel):
+    """Where the model pack is described and cached, and how sessions run."""
+
+    manifest: Path = REPO_ROOT / "models" / "manifest.toml"
+    cache_dir: Path = REPO_ROOT / "models" / "cache"
+    pack: str = "default"
+    # "cpu", "cuda" (refused at start when ONNX Runtime has no CUDA provider) or
+    # "auto" (CUDA when present, else CPU).
+    execution_provider: Literal["cpu", "cuda", "auto"] = "auto"
+    # Threads inside one inference; one per core suits a 2-core gate server.
+    intra_op_threads: int = Field(default=1, ge=0)
+
+
+class ImagingSettings(BaseModel):
+    """Limits on the images we accept: a chip photo is 10-30 KB, a capture a few hundred."""
+
+    max_bytes: int = 8 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    min_side: int = 32
+    formats: tuple[str, ...] = ("JPEG", "PNG", "JPEG2000")
+    # A decoded image whose longer side exceeds this is decoded at a reduced
+    # scale (JPEG) or resized: faces at the gate never need more.
+    working_max_side: int = 1280
+
+
+class DetectorSettings(BaseModel):
+    min_score: float = 0.7
+    nms_iou: float = 0.3
+    # Faces smaller than this (box side, original pixels) are not acquired.
+    min_face_px: int = 24
+    # Pad the image to the detector's aspect ratio instead of squashing it
+    # (portrait chip photos into a 4:3 input).
+    letterbox: bool = True
+
+
+class PipelineSettings(BaseModel):
+    # Add the mirror image's embedding to the face's: a little more accuracy for
+    # one more embedder run per face.
+    embed_mirror: bool = False
+    # Scale of the landmark crop around the detected box.
+    landmark_crop_scale: float = 1.0
+
+
+class MatchingSettings(BaseModel):
+    # Cosine threshold used until a calibration table is loaded, and the
+    # false-match rate it stood for when measured (see README: LFW dev half).
+    default_threshold: float = 0.45
+    default_threshold_fmr: float = 1e-3
+    target_fmr: float = 1e-3
+    calibration_file: Path | None = None
+
+
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 50051
+    workers: int = 8
+    max_message_bytes: int = 10 * 1024 * 1024
+    grace_seconds: float = 5.0
+    metrics_port: int | None = None
+
+
+class Settings(BaseSettings):
+    """The whole configuration; build it with :func:`get_settings`."""
+
+    model_config = SettingsConfigDict(env_prefix="VERIFIER_", env_nested_delimiter="__")
+
+    data_dir: Path = REPO_ROOT / "data"
+    models: ModelSettings = ModelSettings()
+    imaging: ImagingSettings = ImagingSettings()
+    detector: DetectorSettings = DetectorSettings()
+    pipeline: PipelineSettings = PipelineSettings()
+    matching: MatchingSettings = MatchingSettings()
+    server: ServerSettings = ServerSettings()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment once."""
+    return Settings()

@@ -1,0 +1,86 @@
+"""Domain errors: each carries a machine-readable reason and the kind of failure.
+
+The core raises these and nothing else for bad input; the transport maps the
+kind to a gRPC status in one place (``verifier.server.errors``), so that a kiosk
+can act on the reason (ask the traveller to look again, send them to an officer).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Kind(Enum):
+    """What sort of failure: decides the status code, not the reason."""
+
+    INVALID_INPUT = "invalid_input"
+    PRECONDITION = "precondition"
+    NOT_FOUND = "not_found"
+    ALREADY_EXISTS = "already_exists"
+    UNAVAILABLE = "unavailable"
+
+
+class Reason(str, Enum):
+    IMAGE_EMPTY = "IMAGE_EMPTY"
+    IMAGE_TOO_LARGE = "IMAGE_TOO_LARGE"
+    IMAGE_TOO_SMALL = "IMAGE_TOO_SMALL"
+    IMAGE_UNDECODABLE = "IMAGE_UNDECODABLE"
+    IMAGE_FORMAT_UNSUPPORTED = "IMAGE_FORMAT_UNSUPPORTED"
+    NO_FACE = "NO_FACE"
+    TEMPLATE_MALFORMED = "TEMPLATE_MALFORMED"
+    TEMPLATE_VERSION_UNSUPPORTED = "TEMPLATE_VERSION_UNSUPPORTED"
+    TEMPLATE_MODEL_MISMATCH = "TEMPLATE_MODEL_MISMATCH"
+    REQUEST_INCOMPLETE = "REQUEST_INCOMPLETE"
+    CALIBRATION_MODEL_MISMATCH = "CALIBRATION_MODEL_MISMATCH"
+    WATCHLIST_NOT_FOUND = "WATCHLIST_NOT_FOUND"
+    WATCHLIST_EXISTS = "WATCHLIST_EXISTS"
+    SUBJECT_NOT_FOUND = "SUBJECT_NOT_FOUND"
+    SUBJECT_EXISTS = "SUBJECT_EXISTS"
+    INDEX_NOT_READY = "INDEX_NOT_READY"
+
+
+_KIND_OF: dict[Reason, Kind] = {
+    Reason.IMAGE_EMPTY: Kind.INVALID_INPUT,
+    Reason.IMAGE_TOO_LARGE: Kind.INVALID_INPUT,
+    Reason.IMAGE_TOO_SMALL: Kind.INVALID_INPUT,
+    Reason.IMAGE_UNDECODABLE: Kind.INVALID_INPUT,
+    Reason.IMAGE_FORMAT_UNSUPPORTED: Kind.INVALID_INPUT,
+    Reason.NO_FACE: Kind.PRECONDITION,
+    Reason.TEMPLATE_MALFORMED: Kind.INVALID_INPUT,
+    Reason.TEMPLATE_VERSION_UNSUPPORTED: Kind.INVALID_INPUT,
+    Reason.TEMPLATE_MODEL_MISMATCH: Kind.PRECONDITION,
+    Reason.REQUEST_INCOMPLETE: Kind.INVALID_INPUT,
+    Reason.CALIBRATION_MODEL_MISMATCH: Kind.PRECONDITION,
+    Reason.WATCHLIST_NOT_FOUND: Kind.NOT_FOUND,
+    Reason.WATCHLIST_EXISTS: Kind.ALREADY_EXISTS,
+    Reason.SUBJECT_NOT_FOUND: Kind.NOT_FOUND,
+    Reason.SUBJECT_EXISTS: Kind.ALREADY_EXISTS,
+    Reason.INDEX_NOT_READY: Kind.UNAVAILABLE,
+}
+
+
+class VerifierError(Exception):
+    """A request the core cannot serve, with a reason the caller can act on.
+
+    ``details`` holds small string facts (which side of a comparison, sizes,
+    the expected model) that travel to the client as error metadata.
+    """
+
+    def __init__(self, reason: Reason, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.details = {k: str(v) for k, v in details.items()}
+
+    @property
+    def kind(self) -> Kind:
+        return _KIND_OF[self.reason]
+
+    def with_detail(self, **details: object) -> "VerifierError":
+        """The same error with more context added (for example ``side="probe"``)."""
+        self.details.update({k: str(v) for k, v in details.items()})
+        return self
+
+
+class ModelPackError(Exception):
+    """A model file is missing, fails its hash, or cannot be prepared: never served."""

@@ -1,0 +1,44 @@
+"""Scores and decisions: cosine similarity against a threshold chosen for a target FMR."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from verifier.templates import Template
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A score threshold and what it stands for, with where that figure came from."""
+
+    value: float
+    false_match_rate: float
+    source: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    score: float
+    match: bool
+    threshold: Threshold
+
+
+def similarity(a: Template, b: Template) -> float:
+    """Cosine similarity of two templates of the same model (both are unit vectors)."""
+    b.require_model(a.model_id)
+    return float(np.dot(a.vector, b.vector))
+
+
+class Matcher:
+    """Turns scores into decisions at one operating threshold."""
+
+    def __init__(self, model_id: str, threshold: Threshold) -> None:
+        self.model_id = model_id
+        self.threshold = threshold
+
+    def decide(self, probe: Template, reference: Template) -> Decision:
+        probe.require_model(self.model_id)
+        score = similarity(probe, reference)
+        return Decision(score=score, match=score >= self.threshold.value, threshold=self.threshold)

