@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from verifier.config import MatchingSettings
 from verifier.templates import Template
 
 
@@ -42,3 +43,12 @@ class Matcher:
         probe.require_model(self.model_id)
         score = similarity(probe, reference)
         return Decision(score=score, match=score >= self.threshold.value, threshold=self.threshold)
+
+
+def default_threshold(settings: MatchingSettings) -> Threshold:
+    """The configured threshold, used when no calibration table is loaded."""
+    return Threshold(
+        value=settings.default_threshold,
+        false_match_rate=settings.default_threshold_fmr,
+        source="configured default (measured on the LFW dev half; see README)",
+    )

@@ -1,0 +1,72 @@
+"""Shared fixtures: real settings, the real model pack, real photos, a real server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from verifier.config import Settings, get_settings
+from verifier.modelzoo.fetch import fetch_asset
+from verifier.modelzoo.manifest import load_manifest
+from verifier.pipeline import FaceEngine
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+LFW_DEV = SHARED_DATA / "lfw-dev"
+SMOKE = SHARED_DATA / "smoke"
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return get_settings()
+
+
+@pytest.fixture(scope="session")
+def engine(settings: Settings) -> FaceEngine:
+    return FaceEngine.from_settings(settings)
+
+
+@pytest.fixture(scope="session")
+def photos(settings: Settings) -> dict[str, Path]:
+    """Real photos shipped in the face_recognition 1.3.0 sdist: obama.jpg, obama2.jpg,
+    obama3.jpg (one person), biden.jpg (another) and 32bit.png (RGBA)."""
+    manifest = load_manifest(settings.models.manifest)
+    return fetch_asset(manifest.assets["face-recognition-photos"], settings.models.cache_dir)
+
+
+@pytest.fixture(scope="session")
+def lfw_dev() -> Path:
+    if not (LFW_DEV / "pairs.txt").exists():
+        pytest.skip(f"LFW dev half not found at {LFW_DEV} (shared data is absent on a fresh machine)")
+    return LFW_DEV
+
+
+@pytest.fixture(scope="session")
+def smoke() -> Path:
+    if not SMOKE.exists():
+        pytest.skip(f"smoke photos not found at {SMOKE} (shared data is absent on a fresh machine)")
+    return SMOKE
+
+
+@pytest.fixture(scope="session")
+def server_address(settings: Settings, engine: FaceEngine) -> Iterator[str]:
+    """The real gRPC server on a free loopback port, sharing the session's engine."""
+    from verifier.server.app import build_service, start_server
+
+    local = settings.model_copy(deep=True)
+    local.server.host = "127.0.0.1"
+    local.server.port = 0
+    running = start_server(local, build_service(local, engine))
+    try:
+        yield f"127.0.0.1:{running.port}"
+    finally:
+        running.stop(grace=1.0)
+
+
+@pytest.fixture(scope="session")
+def channel(server_address: str) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(server_address) as chan:
+        grpc.channel_ready_future(chan).result(timeout=10)
+        yield chan

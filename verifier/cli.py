@@ -1,0 +1,133 @@
+"""The `verifier` command: serve, verify two photos, manage the model pack.
+
+Each area adds its own subcommands through a ``register(subparsers)`` function,
+so this file only wires them together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from verifier.config import Settings, get_settings
+from verifier.errors import ModelPackError, VerifierError
+
+EXIT_MATCH = 0
+EXIT_NO_MATCH = 1
+EXIT_ERROR = 2
+
+
+def _models_fetch(args: argparse.Namespace, settings: Settings) -> int:
+    from verifier.modelzoo.fetch import fetch_asset, fetch_pack
+    from verifier.modelzoo.manifest import load_manifest
+
+    manifest = load_manifest(settings.models.manifest)
+    for result in fetch_pack(manifest, settings.models.cache_dir, force=args.force):
+        state = "fetched, verified, prepared" if result.fetched else "cached, verified"
+        print(f"{result.name:28s} {state:28s} sha256 {result.sha256[:16]}…  {result.path}")
+    if args.assets:
+        for spec in manifest.assets.values():
+            paths = fetch_asset(spec, settings.models.cache_dir)
+            print(f"{spec.name:28s} {len(paths)} files in {next(iter(paths.values())).parent}")
+    return 0
+
+
+def _models_list(args: argparse.Namespace, settings: Settings) -> int:
+    from verifier.modelzoo.fetch import model_path
+    from verifier.modelzoo.manifest import load_manifest
+
+    manifest = load_manifest(settings.models.manifest)
+    in_pack = set(manifest.packs.get(settings.models.pack, {}).values())
+    for spec in manifest.models.values():
+        cached = "cached" if model_path(settings.models.cache_dir, spec).exists() else "not fetched"
+        marker = "*" if spec.name in in_pack else " "
+        source = f"{spec.source.registry}:{spec.source.package}@{spec.source.version}"
+        print(f"{marker} {spec.name:26s} {spec.task:10s} {cached:12s} {spec.model_id:40s} {source}")
+    print(f"(* = in pack {settings.models.pack!r})")
+    return 0
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from verifier.server.app import serve
+
+    if args.port is not None:
+        settings.server.port = args.port
+    serve(settings)
+    return 0
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        print(f"error: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        raise SystemExit(EXIT_ERROR) from exc
+
+
+def _verify(args: argparse.Namespace, settings: Settings) -> int:
+    from verifier.server.app import build_service
+
+    service = build_service(settings)
+    probe, reference = _read(args.probe), _read(args.reference)
+    try:
+        outcome = service.verify(probe, reference)
+    except VerifierError as error:
+        side = error.details.get("side")
+        which = {"probe": args.probe, "reference": args.reference}.get(side or "", "input")
+        print(f"error: {which}: {error.message} [{error.reason.value}]", file=sys.stderr)
+        return EXIT_ERROR
+    decision = outcome.decision
+    verdict = "match" if decision.match else "no match"
+    print(
+        f"{verdict}: score {decision.score:.4f}, threshold {decision.threshold.value:.4f} "
+        f"(FMR {decision.threshold.false_match_rate:g}, {decision.threshold.source})"
+    )
+    stages = ", ".join(f"{k} {v:.1f} ms" for k, v in outcome.timings_ms.items())
+    print(f"model {outcome.model_id}; {stages}")
+    return EXIT_MATCH if decision.match else EXIT_NO_MATCH
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="verifier", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gRPC service (127.0.0.1 by default)")
+    serve.add_argument("--port", type=int, help="override VERIFIER_SERVER__PORT")
+    serve.set_defaults(handler=_serve)
+
+    verify = commands.add_parser(
+        "verify", help="compare two photos; exit 0 match, 1 no match, 2 error",
+    )
+    verify.add_argument("probe", type=Path)
+    verify.add_argument("reference", type=Path)
+    verify.set_defaults(handler=_verify)
+
+    models = commands.add_parser("models", help="fetch, verify and list the model pack")
+    model_commands = models.add_subparsers(dest="models_command", required=True)
+    fetch = model_commands.add_parser("fetch", help="download, sha256-check and prepare every model")
+    fetch.add_argument("--force", action="store_true", help="fetch again even when the cache verifies")
+    fetch.add_argument("--assets", action="store_true", help="also fetch the test photos named in the manifest")
+    fetch.set_defaults(handler=_models_fetch)
+    listing = model_commands.add_parser("list", help="models in the manifest and whether they are cached")
+    listing.set_defaults(handler=_models_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("tflite2onnx").setLevel(logging.WARNING)
+    try:
+        return int(args.handler(args, get_settings()))
+    except ModelPackError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
