@@ -65,8 +65,30 @@ class MatchingSettings(BaseModel):
     # false-match rate it stood for when measured (see README: LFW dev half).
     default_threshold: float = 0.45
     default_threshold_fmr: float = 1e-3
+    # The server takes the threshold of the calibration table row for this FMR
+    # (the nearest row at or below it: never a laxer one).
     target_fmr: float = 1e-3
+    # Tables written by `verifier eval --calibrate`, one per pack: <pack>.json.
+    calibration_dir: Path = REPO_ROOT / "models" / "calibration"
+    # A table to use instead of calibration_dir/<pack>.json.
     calibration_file: Path | None = None
+
+
+class EvaluationSettings(BaseModel):
+    """How `verifier eval` measures accuracy (ISO/IEC 19795-1 terms)."""
+
+    cache_dir: Path = REPO_ROOT / ".eval-cache"
+    output_dir: Path = REPO_ROOT / "benchmarks" / "results" / "eval"
+    # Images per model run when embedding a data set.
+    batch_size: int = Field(default=32, ge=1)
+    # Rows of the score matrix computed at once: bounds memory on large sets.
+    chunk_rows: int = Field(default=1024, ge=1)
+    fmr_targets: tuple[float, ...] = (1e-2, 1e-3, 1e-4, 1e-5)
+    fpir_targets: tuple[float, ...] = (1e-2, 1e-3)
+    confidence: float = Field(default=0.95, gt=0, lt=1)
+    # Subject-bootstrap replicates for intervals that respect correlated scores.
+    bootstrap_replicates: int = Field(default=1000, ge=0)
+    bootstrap_seed: int = 19795
 
 
 class ServerSettings(BaseModel):
@@ -89,6 +111,7 @@ class Settings(BaseSettings):
     detector: DetectorSettings = DetectorSettings()
     pipeline: PipelineSettings = PipelineSettings()
     matching: MatchingSettings = MatchingSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
     server: ServerSettings = ServerSettings()
 
 
