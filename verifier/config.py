@@ -100,6 +100,33 @@ class ServerSettings(BaseModel):
     metrics_port: int | None = None
 
 
+class WatchlistSettings(BaseModel):
+    """The watch-list store, its search index and the identification operating point."""
+
+    enabled: bool = True
+    # Relative paths are under ``Settings.data_dir``.
+    store_path: Path = Path("watchlist") / "store.sqlite3"
+    # The FAISS index saved at shutdown, tagged with the store's change
+    # sequence; None: always rebuild from the store at start.
+    snapshot_path: Path | None = Path("watchlist") / "index.snapshot"
+    # How long a write waits on another connection's lock before failing.
+    busy_timeout_seconds: float = Field(default=5.0, gt=0)
+    default_top_k: int = Field(default=10, ge=1)
+    max_top_k: int = Field(default=100, ge=1)
+    # Photos per person raise hit rates; 256 is the most a template key can hold.
+    max_templates_per_subject: int = Field(default=16, ge=1, le=256)
+    # Cosine score a candidate must reach, and the false-positive identification
+    # rate it stood for when measured (LFW dev, `python -m benchmarks.identification`).
+    threshold: float = 0.5
+    threshold_fpir: float = 0.01
+
+    def store_file(self, data_dir: Path) -> Path:
+        return data_dir / self.store_path
+
+    def snapshot_file(self, data_dir: Path) -> Path | None:
+        return None if self.snapshot_path is None else data_dir / self.snapshot_path
+
+
 class Settings(BaseSettings):
     """The whole configuration; build it with :func:`get_settings`."""
 
@@ -113,6 +140,7 @@ class Settings(BaseSettings):
     matching: MatchingSettings = MatchingSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
     server: ServerSettings = ServerSettings()
+    watchlist: WatchlistSettings = WatchlistSettings()
 
 
 @lru_cache(maxsize=1)
