@@ -37,6 +37,7 @@ class Reason(str, Enum):
     SUBJECT_NOT_FOUND = "SUBJECT_NOT_FOUND"
     SUBJECT_EXISTS = "SUBJECT_EXISTS"
     INDEX_NOT_READY = "INDEX_NOT_READY"
+    TOO_MANY_TEMPLATES = "TOO_MANY_TEMPLATES"
 
 
 _KIND_OF: dict[Reason, Kind] = {
@@ -56,6 +57,7 @@ _KIND_OF: dict[Reason, Kind] = {
     Reason.SUBJECT_NOT_FOUND: Kind.NOT_FOUND,
     Reason.SUBJECT_EXISTS: Kind.ALREADY_EXISTS,
     Reason.INDEX_NOT_READY: Kind.UNAVAILABLE,
+    Reason.TOO_MANY_TEMPLATES: Kind.INVALID_INPUT,
 }
 
 
