@@ -39,7 +39,7 @@ def _models_list(args: argparse.Namespace, settings: Settings) -> int:
     from verifier.modelzoo.manifest import load_manifest
 
     manifest = load_manifest(settings.models.manifest)
-    in_pack = set(manifest.packs.get(settings.models.pack, {}).values())
+    in_pack = {name for names in manifest.packs.get(settings.models.pack, {}).values() for name in names}
     for spec in manifest.models.values():
         cached = "cached" if model_path(settings.models.cache_dir, spec).exists() else "not fetched"
         marker = "*" if spec.name in in_pack else " "

@@ -22,6 +22,7 @@ from verifier.errors import ModelPackError, Reason, VerifierError
 from verifier.face.align import align
 from verifier.face.detector import Detection, FaceDetector
 from verifier.face.embedder import Embedder
+from verifier.face.fusion import FusedEmbedder
 from verifier.face.landmarks import LandmarkModel
 from verifier.imaging import DecodedImage, decode
 from verifier.modelzoo.fetch import model_path, sha256_of
@@ -89,7 +90,9 @@ class FaceEngine:
     """Detector, landmarks and embedder of one model pack, shared by all requests
     (ONNX Runtime sessions are safe to run from several threads)."""
 
-    def __init__(self, settings: Settings, detector: FaceDetector, landmarks: LandmarkModel, embedder: Embedder) -> None:
+    def __init__(
+        self, settings: Settings, detector: FaceDetector, landmarks: LandmarkModel, embedder: Embedder | FusedEmbedder
+    ) -> None:
         self.settings = settings
         self.detector = detector
         self.landmarks = landmarks
@@ -98,16 +101,18 @@ class FaceEngine:
     @classmethod
     def from_settings(cls, settings: Settings) -> "FaceEngine":
         """Load the configured pack, refusing missing or altered model files."""
-        pack = load_manifest(settings.models.manifest).pack(settings.models.pack)
+        members = load_manifest(settings.models.manifest).members(settings.models.pack)
+        (detector,), (landmarks,) = members["detector"], members["landmarks"]
 
-        def session(task: str) -> ort.InferenceSession:
-            return create_session(_verified_model(pack[task], settings), settings.models)
+        def session(spec: ModelSpec) -> ort.InferenceSession:
+            return create_session(_verified_model(spec, settings), settings.models)
 
+        embedders = [Embedder(spec, session(spec), settings.pipeline.embed_mirror) for spec in members["embedder"]]
         return cls(
             settings,
-            FaceDetector(pack["detector"], session("detector"), settings.detector),
-            LandmarkModel(pack["landmarks"], session("landmarks"), settings.pipeline.landmark_crop_scale),
-            Embedder(pack["embedder"], session("embedder"), settings.pipeline.embed_mirror),
+            FaceDetector(detector, session(detector), settings.detector),
+            LandmarkModel(landmarks, session(landmarks), settings.pipeline.landmark_crop_scale),
+            embedders[0] if len(embedders) == 1 else FusedEmbedder(embedders),
         )
 
     @property
@@ -172,3 +177,18 @@ class FaceEngine:
                 timings_ms=dict(clock.ms),
             )
         return [outcome for outcome in outcomes if outcome is not None]
+
+    def embed_with_landmarks(self, images: list[bytes], points: list[np.ndarray]) -> list[Template | VerifierError]:
+        """Templates from given five points (original pixels) instead of detected ones,
+        to measure the embedder alone on a set with published landmarks."""
+        outcomes: dict[int, Template | VerifierError] = {}
+        crops: dict[int, np.ndarray] = {}
+        for i, (data, face_points) in enumerate(zip(images, points, strict=True)):
+            try:
+                image = decode(data, self.settings.imaging)
+                crops[i] = align(image.bgr, face_points * image.scale, self.embedder.input_size)
+            except VerifierError as exc:
+                outcomes[i] = exc
+        for i, vector in zip(crops, self.embedder.embed(list(crops.values()))):
+            outcomes[i] = Template(model_id=self.model_id, vector=vector)
+        return [outcomes[i] for i in range(len(images))]

@@ -15,6 +15,8 @@ from typing import Any
 from verifier.errors import ModelPackError
 
 TASKS = ("detector", "landmarks", "embedder", "liveness")
+# Tasks whose pack entry may list several models: their scores are fused.
+FUSABLE_TASKS = ("embedder",)
 
 
 @dataclass(frozen=True)
@@ -63,22 +65,34 @@ class AssetSpec:
 class Manifest:
     path: Path
     models: dict[str, ModelSpec]
-    packs: dict[str, dict[str, str]]
+    # Pack name -> task -> the model names of that task (several only where fused).
+    packs: dict[str, dict[str, tuple[str, ...]]]
     assets: dict[str, AssetSpec] = field(default_factory=dict)
 
-    def pack(self, name: str) -> dict[str, ModelSpec]:
+    def members(self, name: str) -> dict[str, tuple[ModelSpec, ...]]:
         """The models of one pack by task; an unknown pack or model is a config error."""
         if name not in self.packs:
             raise ModelPackError(f"pack {name!r} is not in {self.path} (have {sorted(self.packs)})")
-        chosen: dict[str, ModelSpec] = {}
-        for task, model_name in self.packs[name].items():
-            if model_name not in self.models:
-                raise ModelPackError(f"pack {name!r} names unknown model {model_name!r}")
-            spec = self.models[model_name]
-            if spec.task != task:
-                raise ModelPackError(f"pack {name!r} uses {model_name!r} ({spec.task}) as {task}")
-            chosen[task] = spec
+        chosen: dict[str, tuple[ModelSpec, ...]] = {}
+        for task, model_names in self.packs[name].items():
+            specs = []
+            for model_name in model_names:
+                if model_name not in self.models:
+                    raise ModelPackError(f"pack {name!r} names unknown model {model_name!r}")
+                spec = self.models[model_name]
+                if spec.task != task:
+                    raise ModelPackError(f"pack {name!r} uses {model_name!r} ({spec.task}) as {task}")
+                specs.append(spec)
+            chosen[task] = tuple(specs)
         return chosen
+
+    def pack(self, name: str) -> dict[str, ModelSpec]:
+        """The model of each task of a pack that fuses nothing."""
+        members = self.members(name)
+        fused = [task for task, specs in members.items() if len(specs) != 1]
+        if fused:
+            raise ModelPackError(f"pack {name!r} fuses several models for {', '.join(fused)}; read its members")
+        return {task: specs[0] for task, specs in members.items()}
 
 
 def load_manifest(path: Path) -> Manifest:
@@ -110,4 +124,17 @@ def load_manifest(path: Path) -> Manifest:
         name: AssetSpec(name=name, source=Source(**entry["source"]), files=dict(entry["files"]))
         for name, entry in raw.get("assets", {}).items()
     }
-    return Manifest(path=path, models=models, packs=dict(raw.get("packs", {})), assets=assets)
+    return Manifest(path=path, models=models, packs=_packs(raw.get("packs", {}), path), assets=assets)
+
+
+def _packs(raw: dict[str, dict[str, Any]], path: Path) -> dict[str, dict[str, tuple[str, ...]]]:
+    """Pack entries as tuples of model names; a list is allowed only where scores can be fused."""
+    packs: dict[str, dict[str, tuple[str, ...]]] = {}
+    for pack_name, entries in raw.items():
+        packs[pack_name] = {}
+        for task, value in entries.items():
+            names = (value,) if isinstance(value, str) else tuple(value)
+            if not names or (len(names) > 1 and task not in FUSABLE_TASKS):
+                raise ModelPackError(f"pack {pack_name!r} in {path} needs one model for {task}, has {list(names)}")
+            packs[pack_name][task] = names
+    return packs
