@@ -77,4 +77,5 @@ class FaceVerifierServicer(pb_grpc.FaceVerifierServicer):
             threshold=decision.threshold.value,
             false_match_rate=decision.threshold.false_match_rate,
             model_id=self.service.model_id,
+            threshold_source=decision.threshold.source,
         )

@@ -127,15 +127,17 @@ class CompareTemplatesRequest(_message.Message):
     def __init__(self, a: _Optional[_Union[Template, _Mapping]] = ..., b: _Optional[_Union[Template, _Mapping]] = ...) -> None: ...
 
 class CompareTemplatesResponse(_message.Message):
-    __slots__ = ("score", "match", "threshold", "false_match_rate", "model_id")
+    __slots__ = ("score", "match", "threshold", "false_match_rate", "model_id", "threshold_source")
     SCORE_FIELD_NUMBER: _ClassVar[int]
     MATCH_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     FALSE_MATCH_RATE_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_SOURCE_FIELD_NUMBER: _ClassVar[int]
     score: float
     match: bool
     threshold: float
     false_match_rate: float
     model_id: str
-    def __init__(self, score: _Optional[float] = ..., match: _Optional[bool] = ..., threshold: _Optional[float] = ..., false_match_rate: _Optional[float] = ..., model_id: _Optional[str] = ...) -> None: ...
+    threshold_source: str
+    def __init__(self, score: _Optional[float] = ..., match: _Optional[bool] = ..., threshold: _Optional[float] = ..., false_match_rate: _Optional[float] = ..., model_id: _Optional[str] = ..., threshold_source: _Optional[str] = ...) -> None: ...
