@@ -58,6 +58,9 @@ class PipelineSettings(BaseModel):
     embed_mirror: bool = False
     # Scale of the landmark crop around the detected box.
     landmark_crop_scale: float = 1.0
+    # Threads that analyse the probe and the reference image of one Verify side by
+    # side (0: one after the other in the request's thread). Two suit two cores.
+    image_workers: int = Field(default=2, ge=0)
 
 
 class MatchingSettings(BaseModel):

@@ -7,6 +7,7 @@ into decisions and keeps per-stage timings with every answer.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from verifier.errors import VerifierError
@@ -25,9 +26,20 @@ class Verification:
 
 
 class VerificationService:
-    def __init__(self, engine: FaceEngine, matcher: Matcher) -> None:
+    def __init__(self, engine: FaceEngine, matcher: Matcher, image_workers: int = 0) -> None:
         self.engine = engine
         self.matcher = matcher
+        self._images = (
+            ThreadPoolExecutor(max_workers=image_workers, thread_name_prefix="image") if image_workers else None
+        )
+
+    def _analyse_pair(self, probe: bytes, reference: bytes) -> list[FaceResult | VerifierError]:
+        """Both images, side by side on the image workers when there are any: at a
+        quiet gate this halves the latency; under load it costs nothing extra."""
+        if self._images is None:
+            return [self.engine.analyse_batch([image])[0] for image in (probe, reference)]
+        pending = [self._images.submit(self.engine.analyse_batch, [image]) for image in (probe, reference)]
+        return [future.result()[0] for future in pending]
 
     @property
     def model_id(self) -> str:
@@ -39,15 +51,15 @@ class VerificationService:
     def verify(self, probe: bytes, reference: bytes | Template) -> Verification:
         """Probe image against a reference image or template.
 
-        Both images go through the models in one batch. An error names the side
-        that failed (``side=probe`` or ``side=reference``) so a kiosk knows
-        whether to ask the traveller to look again or to re-read the chip.
+        An error names the side that failed (``side=probe`` or ``side=reference``)
+        so a kiosk knows whether to ask the traveller to look again or to re-read
+        the chip. Timings are per side (``probe.detect``, ``reference.embed``, ...).
         """
         if isinstance(reference, Template):
             reference.require_model(self.model_id)
             results = self.engine.analyse_batch([probe])
         else:
-            results = self.engine.analyse_batch([probe, reference])
+            results = self._analyse_pair(probe, reference)
         for side, result in zip(("probe", "reference"), results):
             if isinstance(result, VerifierError):
                 raise result.with_detail(side=side)
@@ -56,7 +68,9 @@ class VerificationService:
         reference_template = reference_result.template if reference_result else reference
         start = time.perf_counter()
         decision = self.matcher.decide(probe_result.template, reference_template)
-        timings = dict(probe_result.timings_ms)
+        timings = {f"probe.{stage}": ms for stage, ms in probe_result.timings_ms.items()}
+        if reference_result is not None:
+            timings.update({f"reference.{stage}": ms for stage, ms in reference_result.timings_ms.items()})
         timings["compare"] = (time.perf_counter() - start) * 1000.0
         return Verification(decision, probe_result, reference_result, timings, self.model_id)
 

@@ -40,7 +40,9 @@ class RunningServer:
 
 def build_service(settings: Settings, engine: FaceEngine | None = None) -> VerificationService:
     engine = engine or FaceEngine.from_settings(settings)
-    return VerificationService(engine, Matcher(engine.model_id, default_threshold(settings.matching)))
+    return VerificationService(
+        engine, Matcher(engine.model_id, default_threshold(settings.matching)), settings.pipeline.image_workers
+    )
 
 
 def start_server(settings: Settings, service: VerificationService | None = None) -> RunningServer:
