@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -50,14 +51,18 @@ def smoke() -> Path:
     return SMOKE
 
 
-@pytest.fixture(scope="session")
-def server_address(settings: Settings, engine: FaceEngine) -> Iterator[str]:
-    """The real gRPC server on a free loopback port, sharing the session's engine."""
+@contextmanager
+def _loopback_server(settings: Settings, engine: FaceEngine, data_dir: Path | None) -> Iterator[str]:
+    """A server on a free loopback port sharing the session's engine; with a
+    ``data_dir`` it also serves the Watchlist service, its store there."""
     from verifier.server.app import build_service, start_server
 
     local = settings.model_copy(deep=True)
     local.server.host = "127.0.0.1"
     local.server.port = 0
+    local.watchlist.enabled = data_dir is not None
+    if data_dir is not None:
+        local.data_dir = data_dir
     running = start_server(local, build_service(local, engine))
     try:
         yield f"127.0.0.1:{running.port}"
@@ -66,7 +71,30 @@ def server_address(settings: Settings, engine: FaceEngine) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def server_address(settings: Settings, engine: FaceEngine) -> Iterator[str]:
+    """The real gRPC server on a free loopback port, sharing the session's engine."""
+    with _loopback_server(settings, engine, data_dir=None) as address:
+        yield address
+
+
+@pytest.fixture(scope="session")
 def channel(server_address: str) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(server_address) as chan:
+        grpc.channel_ready_future(chan).result(timeout=10)
+        yield chan
+
+
+@pytest.fixture(scope="session")
+def watchlist_server_address(
+    settings: Settings, engine: FaceEngine, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The real gRPC server with the Watchlist service, its store in a fresh data directory."""
+    with _loopback_server(settings, engine, data_dir=tmp_path_factory.mktemp("watchlist-server")) as address:
+        yield address
+
+
+@pytest.fixture(scope="session")
+def watchlist_channel(watchlist_server_address: str) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(watchlist_server_address) as chan:
         grpc.channel_ready_future(chan).result(timeout=10)
         yield chan

@@ -18,12 +18,15 @@ from verifier.matching import Matcher, default_threshold
 from verifier.pipeline import FaceEngine
 from verifier.server.interceptors import MetricsInterceptor
 from verifier.server.servicer import FaceVerifierServicer
+from verifier.server.watchlist_servicer import WatchlistServicer
 from verifier.service import VerificationService
-from verifier.v1 import verifier_pb2, verifier_pb2_grpc
+from verifier.v1 import verifier_pb2, verifier_pb2_grpc, watchlist_pb2, watchlist_pb2_grpc
+from verifier.watchlist.service import WatchlistService
 
 log = logging.getLogger(__name__)
 
 VERIFIER_SERVICE = verifier_pb2.DESCRIPTOR.services_by_name["FaceVerifier"].full_name
+WATCHLIST_SERVICE = watchlist_pb2.DESCRIPTOR.services_by_name["Watchlist"].full_name
 
 
 @dataclass
@@ -31,11 +34,18 @@ class RunningServer:
     server: grpc.Server
     port: int
     health: health.HealthServicer
+    watchlist: WatchlistService | None = None
+    index_loader: threading.Thread | None = None
 
     def stop(self, grace: float) -> None:
-        """Refuse new calls, let in-flight ones finish within ``grace`` seconds."""
+        """Refuse new calls, let in-flight ones finish within ``grace`` seconds,
+        then save the watch-list index and close its store."""
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        if self.watchlist is not None:
+            if self.index_loader is not None:
+                self.index_loader.join()
+            self.watchlist.close()
 
 
 def build_service(settings: Settings, engine: FaceEngine | None = None) -> VerificationService:
@@ -45,9 +55,27 @@ def build_service(settings: Settings, engine: FaceEngine | None = None) -> Verif
     )
 
 
-def start_server(settings: Settings, service: VerificationService | None = None) -> RunningServer:
-    """Start serving on ``settings.server.host:port`` (port 0 picks a free one)."""
+def _load_index(watchlist: WatchlistService, health_servicer: health.HealthServicer) -> None:
+    try:
+        watchlist.load()
+    except Exception:  # noqa: BLE001 - logged; identification stays NOT_SERVING
+        log.exception("the watch-list index could not be loaded")
+        return
+    health_servicer.set(WATCHLIST_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+
+
+def start_server(
+    settings: Settings, service: VerificationService | None = None, watchlist: WatchlistService | None = None
+) -> RunningServer:
+    """Start serving on ``settings.server.host:port`` (port 0 picks a free one).
+
+    With ``settings.watchlist.enabled`` (or a ``watchlist`` given) the Watchlist
+    service is served too; its health is NOT_SERVING until the index has been
+    loaded in the background, and identification is refused until then.
+    """
     service = service or build_service(settings)
+    if watchlist is None and settings.watchlist.enabled:
+        watchlist = WatchlistService.open(settings, service.engine)
     limit = settings.server.max_message_bytes
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.server.workers, thread_name_prefix="rpc"),
@@ -59,18 +87,27 @@ def start_server(settings: Settings, service: VerificationService | None = None)
         ],
     )
     verifier_pb2_grpc.add_FaceVerifierServicer_to_server(FaceVerifierServicer(service), server)
+    served = [VERIFIER_SERVICE]
+    if watchlist is not None:
+        watchlist_pb2_grpc.add_WatchlistServicer_to_server(WatchlistServicer(watchlist), server)
+        served.append(WATCHLIST_SERVICE)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (VERIFIER_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        (*served, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
     port = server.add_insecure_port(f"{settings.server.host}:{settings.server.port}")
     server.start()
     for name in ("", VERIFIER_SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("serving %s on %s:%d (model %s)", VERIFIER_SERVICE, settings.server.host, port, service.model_id)
-    return RunningServer(server, port, health_servicer)
+    loader = None
+    if watchlist is not None:
+        health_servicer.set(WATCHLIST_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
+        loader = threading.Thread(target=_load_index, args=(watchlist, health_servicer), name="watchlist-index")
+        loader.start()
+    log.info("serving %s on %s:%d (model %s)", ", ".join(served), settings.server.host, port, service.model_id)
+    return RunningServer(server, port, health_servicer, watchlist, loader)
 
 
 def serve(settings: Settings) -> None:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from verifier.errors import Reason, VerifierError
 from verifier.pipeline import FaceResult
 from verifier.templates import Template
 from verifier.v1 import verifier_pb2 as pb
+from verifier.v1 import watchlist_pb2 as wl
+from verifier.watchlist.store import Subject, SubjectEntry, Watchlist
 
 
 def template_from_pb(message: pb.Template, field: str) -> Template:
@@ -39,3 +45,46 @@ def face_to_pb(result: FaceResult) -> pb.Face:
 
 def timings_to_pb(timings_ms: dict[str, float]) -> list[pb.StageTiming]:
     return [pb.StageTiming(stage=stage, milliseconds=ms) for stage, ms in timings_ms.items()]
+
+
+def sample_from_pb(message: pb.FaceSample, field: str) -> bytes | Template:
+    """An image's bytes or a template, from a FaceSample."""
+    which = message.WhichOneof("sample")
+    if which == "image":
+        return image_bytes(message.image, field)
+    if which == "template":
+        return template_from_pb(message.template, f"{field}.template")
+    raise VerifierError(Reason.REQUEST_INCOMPLETE, f"{field} must be an image or a template", field=field)
+
+
+def _timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def watchlist_to_pb(watchlist: Watchlist) -> wl.WatchlistInfo:
+    return wl.WatchlistInfo(
+        name=watchlist.name, description=watchlist.description, created=_timestamp(watchlist.created_at),
+        subject_count=watchlist.subjects, template_count=watchlist.templates,
+    )
+
+
+def entry_from_pb(message: wl.Subject) -> SubjectEntry:
+    return SubjectEntry(
+        watchlist=message.watchlist, subject_id=message.subject_id, reason=message.reason,
+        source_agency=message.source_agency, external_ref=message.external_reference,
+        expires_at=message.expires.ToDatetime(UTC) if message.HasField("expires") else None,
+    )
+
+
+def subject_to_pb(subject: Subject) -> wl.Subject:
+    entry = subject.entry
+    message = wl.Subject(
+        watchlist=entry.watchlist, subject_id=entry.subject_id, external_reference=entry.external_ref,
+        reason=entry.reason, source_agency=entry.source_agency, created=_timestamp(subject.created_at),
+        template_count=subject.template_count, model_ids=subject.model_ids,
+    )
+    if entry.expires_at is not None:
+        message.expires.CopyFrom(_timestamp(entry.expires_at))
+    return message

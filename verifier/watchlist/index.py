@@ -1,0 +1,301 @@
+"""The search index: FAISS, derived from the store, one exact index per watch-list.
+
+Each watch-list has an ``IndexIDMap2`` over ``IndexFlatIP``: inner product of
+unit vectors is their cosine, the search is exact, and the ids are ours, so a
+subject's templates can be removed again. A template's id is its subject's
+store row shifted left by :data:`TEMPLATE_BITS` plus its position, so a search
+hit names its subject without a lookup table, and rows are never reused.
+
+Concurrency: a readers-writer lock. Searches share it; adding or removing a
+subject (all its templates in one FAISS call) takes it alone. A search thus
+sees all or none of a subject's templates, and FAISS (which releases the GIL)
+runs several searches at once. Copy-on-write was the alternative; it would copy
+the whole gallery on every enrolment, which at a million templates is 768 MB.
+
+Expired subjects stay in the index until swept (see :meth:`WatchlistIndex.sweep`)
+but are skipped by every search, so they are never returned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import faiss
+import numpy as np
+
+TEMPLATE_BITS = 8
+_SNAPSHOT_MAGIC = b"VWLIDX01"
+_TRAILER = struct.Struct("<Q8s")
+
+
+def template_ids(rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """The index ids of templates, from their subjects' store rows and their positions."""
+    return (rows.astype(np.int64) << TEMPLATE_BITS) + positions.astype(np.int64)
+
+
+def _subject_ids(row: int, count: int) -> np.ndarray:
+    return template_ids(np.full(count, row, dtype=np.int64), np.arange(count, dtype=np.int64))
+
+
+class ReadWriteLock:
+    """Many readers or one writer. A waiting writer holds back new readers, so a
+    steady stream of searches cannot starve an enrolment. Not re-entrant."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._cond:
+            while self._writing or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        with self._cond:
+            self._writers_waiting += 1
+            while self._writing or self._readers:
+                self._cond.wait()
+            self._writers_waiting -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
+
+
+@dataclass(frozen=True)
+class SubjectHit:
+    watchlist: str
+    row: int
+    score: float
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    hits: list[SubjectHit]
+    searched: int
+    expired_skipped: int
+
+
+@dataclass(frozen=True)
+class SnapshotTag:
+    """What a saved index was built from; it is loaded only when all of it matches."""
+
+    store_id: str
+    change_seq: int
+    model_id: str
+    dimension: int
+
+
+class WatchlistIndex:
+    """Exact inner-product search over the live templates of one model."""
+
+    def __init__(self, dimension: int) -> None:
+        self.dimension = dimension
+        self._lock = ReadWriteLock()
+        self._lists: dict[str, faiss.IndexIDMap2] = {}
+        self._expiry: dict[int, float] = {}
+
+    def _new_list(self) -> faiss.IndexIDMap2:
+        return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dimension))
+
+    def add_watchlist(self, name: str) -> None:
+        with self._lock.writing():
+            self._lists.setdefault(name, self._new_list())
+
+    def has_watchlist(self, name: str) -> bool:
+        with self._lock.reading():
+            return name in self._lists
+
+    def watchlists(self) -> list[str]:
+        with self._lock.reading():
+            return sorted(self._lists)
+
+    def add_subject(self, watchlist: str, row: int, vectors: np.ndarray, expires_at: float | None) -> None:
+        """Add all of one subject's templates at once: searches see all or none."""
+        keys = _subject_ids(row, len(vectors))
+        with self._lock.writing():
+            self._lists[watchlist].add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), keys)
+            if expires_at is not None:
+                self._expiry[row] = expires_at
+
+    def remove_subject(self, watchlist: str, row: int, count: int) -> None:
+        with self._lock.writing():
+            self._remove(watchlist, row, count)
+
+    def _remove(self, watchlist: str, row: int, count: int) -> None:
+        index = self._lists.get(watchlist)
+        if index is not None:
+            index.remove_ids(_subject_ids(row, count))
+        self._expiry.pop(row, None)
+
+    def set_expiries(self, expiries: dict[int, float]) -> None:
+        with self._lock.writing():
+            self._expiry = dict(expiries)
+
+    def sweep(self, now: float) -> int:
+        """Drop the templates of subjects expired by ``now``; returns how many subjects."""
+        with self._lock.reading():
+            if not any(when <= now for when in self._expiry.values()):
+                return 0
+        with self._lock.writing():
+            expired = {row for row, when in self._expiry.items() if when <= now}
+            for index in self._lists.values():
+                keys = faiss.vector_to_array(index.id_map)
+                doomed = keys[np.isin(keys >> TEMPLATE_BITS, np.fromiter(expired, dtype=np.int64))]
+                if len(doomed):
+                    index.remove_ids(doomed)
+            for row in expired:
+                del self._expiry[row]
+            return len(expired)
+
+    def keys(self) -> dict[str, np.ndarray]:
+        """Every watch-list's template ids, sorted: to check the index against the store."""
+        with self._lock.reading():
+            return {name: np.sort(faiss.vector_to_array(index.id_map)) for name, index in self._lists.items()}
+
+    def size(self) -> int:
+        with self._lock.reading():
+            return sum(index.ntotal for index in self._lists.values())
+
+    def search(
+        self, vector: np.ndarray, watchlists: list[str], top_k: int, threshold: float, now: float
+    ) -> SearchOutcome:
+        """The best ``top_k`` subjects scoring at least ``threshold`` in the given
+        watch-lists, each scored by its best template, expired ones skipped.
+
+        Asks FAISS for twice as many templates as subjects wanted and doubles
+        that until enough distinct live subjects are found, the scores fall below
+        the threshold, or the gallery is exhausted; every answer comes from one
+        FAISS pass per list under one read lock.
+        """
+        query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
+        with self._lock.reading():
+            lists = [(name, self._lists[name]) for name in watchlists]
+            total = sum(index.ntotal for _, index in lists)
+            k = min(total, 2 * top_k)
+            while True:
+                best, skipped, lowest = self._best_subjects(query, lists, k, now)
+                live = [hit for hit in best if hit.score >= threshold][:top_k]
+                if len(live) >= top_k or k >= total or lowest < threshold:
+                    return SearchOutcome(live, total, skipped)
+                k = min(total, 2 * k)
+
+    def _best_subjects(
+        self, query: np.ndarray, lists: list[tuple[str, faiss.IndexIDMap2]], k: int, now: float
+    ) -> tuple[list[SubjectHit], int, float]:
+        found: list[tuple[float, int, str]] = []
+        for name, index in lists:
+            if index.ntotal:
+                scores, keys = index.search(query, min(k, index.ntotal))
+                found.extend((float(s), int(key), name) for s, key in zip(scores[0], keys[0]) if key >= 0)
+        found.sort(key=lambda hit: -hit[0])
+        found = found[:k]
+        best: dict[int, SubjectHit] = {}
+        skipped: set[int] = set()
+        for score, key, name in found:
+            row = key >> TEMPLATE_BITS
+            if row in best or row in skipped:
+                continue
+            if self._expiry.get(row, np.inf) <= now:
+                skipped.add(row)
+                continue
+            best[row] = SubjectHit(name, row, score)
+        lowest = found[-1][0] if found else -np.inf
+        return list(best.values()), len(skipped), lowest
+
+    @classmethod
+    def build(cls, dimension: int, lists: dict[str, tuple[np.ndarray, np.ndarray]]) -> "WatchlistIndex":
+        """An index of the given (template ids, vectors) of each watch-list."""
+        index = cls(dimension)
+        for name, (keys, vectors) in lists.items():
+            index._lists[name] = index._new_list()
+            if len(keys):
+                index._lists[name].add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), keys)
+        return index
+
+    def save(self, path: Path, tag: SnapshotTag) -> None:
+        """Write the index atomically (temporary file, fsync, rename): a crash
+        leaves the old snapshot or the new one, never half of one."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        sizes: dict[str, int] = {}
+        with self._lock.reading(), partial.open("wb") as out:
+            out.write(_SNAPSHOT_MAGIC)
+            for name, index in self._lists.items():
+                start = out.tell()
+                faiss.write_index(index, faiss.PyCallbackIOWriter(out.write))
+                sizes[name] = out.tell() - start
+            trailer = json.dumps({"tag": asdict(tag), "lists": sizes}).encode()
+            out.write(trailer)
+            out.write(_TRAILER.pack(len(trailer), _SNAPSHOT_MAGIC))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(partial, path)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    @classmethod
+    def load(cls, path: Path, expected: SnapshotTag) -> "WatchlistIndex | None":
+        """The saved index if it exists and was built from exactly ``expected``, else None."""
+        try:
+            with path.open("rb") as source:
+                header = _read_trailer(source)
+                if header is None or SnapshotTag(**header["tag"]) != expected:
+                    return None
+                source.seek(len(_SNAPSHOT_MAGIC))
+                index = cls(expected.dimension)
+                for name, size in header["lists"].items():
+                    start = source.tell()
+                    loaded = faiss.read_index(faiss.PyCallbackIOReader(source.read))
+                    if (
+                        not isinstance(loaded, faiss.IndexIDMap2)
+                        or source.tell() - start != size
+                        or loaded.d != expected.dimension
+                    ):
+                        return None
+                    index._lists[name] = loaded
+                return index
+        except (OSError, RuntimeError, ValueError, KeyError, TypeError):
+            return None
+
+
+def _read_trailer(source: BinaryIO) -> dict | None:
+    source.seek(0, os.SEEK_END)
+    end = source.tell()
+    if end < len(_SNAPSHOT_MAGIC) + _TRAILER.size:
+        return None
+    source.seek(0)
+    if source.read(len(_SNAPSHOT_MAGIC)) != _SNAPSHOT_MAGIC:
+        return None
+    source.seek(end - _TRAILER.size)
+    length, magic = _TRAILER.unpack(source.read(_TRAILER.size))
+    if magic != _SNAPSHOT_MAGIC or length > end:
+        return None
+    source.seek(end - _TRAILER.size - length)
+    return json.loads(source.read(length))
