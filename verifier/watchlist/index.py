@@ -12,12 +12,17 @@ sees all or none of a subject's templates, and FAISS (which releases the GIL)
 runs several searches at once. Copy-on-write was the alternative; it would copy
 the whole gallery on every enrolment, which at a million templates is 768 MB.
 
+A snapshot is one file: the FAISS index of each watch-list, then a trailer
+with the tag (store id, change sequence, model, dimension), each list's size
+and a SHA-256 of the indexes; anything that does not match is not loaded.
+
 Expired subjects stay in the index until swept (see :meth:`WatchlistIndex.sweep`)
 but are skipped by every search, so they are never returned.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -242,13 +247,19 @@ class WatchlistIndex:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".partial")
         sizes: dict[str, int] = {}
+        digest = hashlib.sha256()
+
+        def write(chunk: bytes) -> int:
+            digest.update(chunk)
+            return out.write(chunk)
+
         with self._lock.reading(), partial.open("wb") as out:
             out.write(_SNAPSHOT_MAGIC)
             for name, index in self._lists.items():
                 start = out.tell()
-                faiss.write_index(index, faiss.PyCallbackIOWriter(out.write))
+                faiss.write_index(index, faiss.PyCallbackIOWriter(write))
                 sizes[name] = out.tell() - start
-            trailer = json.dumps({"tag": asdict(tag), "lists": sizes}).encode()
+            trailer = json.dumps({"tag": asdict(tag), "lists": sizes, "sha256": digest.hexdigest()}).encode()
             out.write(trailer)
             out.write(_TRAILER.pack(len(trailer), _SNAPSHOT_MAGIC))
             out.flush()
@@ -262,7 +273,14 @@ class WatchlistIndex:
 
     @classmethod
     def load(cls, path: Path, expected: SnapshotTag) -> "WatchlistIndex | None":
-        """The saved index if it exists and was built from exactly ``expected``, else None."""
+        """The saved index if it exists, is intact and was built from exactly ``expected``, else None."""
+        digest = hashlib.sha256()
+
+        def read(size: int) -> bytes:
+            chunk = source.read(size)
+            digest.update(chunk)
+            return chunk
+
         try:
             with path.open("rb") as source:
                 header = _read_trailer(source)
@@ -272,7 +290,7 @@ class WatchlistIndex:
                 index = cls(expected.dimension)
                 for name, size in header["lists"].items():
                     start = source.tell()
-                    loaded = faiss.read_index(faiss.PyCallbackIOReader(source.read))
+                    loaded = faiss.read_index(faiss.PyCallbackIOReader(read))
                     if (
                         not isinstance(loaded, faiss.IndexIDMap2)
                         or source.tell() - start != size
@@ -280,7 +298,7 @@ class WatchlistIndex:
                     ):
                         return None
                     index._lists[name] = loaded
-                return index
+                return index if digest.hexdigest() == header["sha256"] else None
         except (OSError, RuntimeError, ValueError, KeyError, TypeError):
             return None
 

@@ -1,0 +1,31 @@
+"""Test data for the watch-list tests: templates of the service's model.
+
+Where only storage and search are under test, templates are seeded random unit
+vectors: random 192-D unit vectors are nearly orthogonal, so each finds only
+itself, and a test can name exactly which subject a probe must return.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from verifier.config import Settings
+from verifier.pipeline import FaceEngine
+from verifier.templates import Template
+
+
+def unit_vectors(count: int, dimension: int, seed: int) -> np.ndarray:
+    vectors = np.random.default_rng(seed).standard_normal((count, dimension)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def templates_of(engine: FaceEngine, count: int, seed: int) -> list[Template]:
+    return [Template(engine.model_id, v) for v in unit_vectors(count, engine.embedder.dimension, seed)]
+
+
+def local_settings(settings: Settings, data_dir: Path) -> Settings:
+    local = settings.model_copy(deep=True)
+    local.data_dir = data_dir
+    return local

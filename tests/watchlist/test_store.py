@@ -1,0 +1,129 @@
+"""The SQLite store: durability settings, all-or-nothing subjects, the change sequence, one writer."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.watchlist.samples import unit_vectors
+from verifier.errors import Reason, VerifierError
+from verifier.templates import Template
+from verifier.watchlist.store import StoreError, SubjectEntry, WatchlistStore
+
+MODEL = "mobilefacenet-192:bf17c63426dc"
+
+
+def _templates(count: int, seed: int, model: str = MODEL) -> list[Template]:
+    return [Template(model, v) for v in unit_vectors(count, 192, seed)]
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> Iterator[WatchlistStore]:
+    opened = WatchlistStore.open(tmp_path / "store.sqlite3", busy_timeout=5.0)
+    opened.create_watchlist("wanted", "arrest warrants")
+    yield opened
+    opened.close()
+
+
+def _entry(subject_id: str, watchlist: str = "wanted", expires: datetime | None = None) -> SubjectEntry:
+    return SubjectEntry(watchlist, subject_id, "warrant", "police", f"case-{subject_id}", expires)
+
+
+def test_wal_and_full_sync_so_a_commit_is_on_disk(store: WatchlistStore) -> None:
+    with sqlite3.connect(store.path) as other:
+        assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store._writer is not None
+    assert store._writer.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_a_subject_round_trips_with_its_templates(store: WatchlistStore) -> None:
+    templates = _templates(3, seed=1)
+    expires = datetime.now(UTC) + timedelta(days=30)
+    added = store.add_subject(_entry("S-1", expires=expires), templates)
+    got = store.subject("wanted", "S-1")
+    assert got == added
+    assert got.template_count == 3 and got.model_ids == (MODEL,)
+    assert got.entry.expires_at is not None and abs((got.entry.expires_at - expires).total_seconds()) < 1e-3
+    assert all(np.array_equal(a.vector, b.vector) for a, b in zip(store.templates_of(got.row), templates))
+    assert store.watchlist("wanted").subjects == 1 and store.watchlist("wanted").templates == 3
+
+
+def test_every_committed_write_and_only_those_bump_the_change_sequence(store: WatchlistStore) -> None:
+    start = store.change_seq()
+    store.add_subject(_entry("S-1"), _templates(1, seed=1))
+    assert store.change_seq() == start + 1
+    with pytest.raises(VerifierError) as refused:
+        store.add_subject(_entry("S-1"), _templates(2, seed=2))
+    assert refused.value.reason is Reason.SUBJECT_EXISTS
+    with pytest.raises(VerifierError) as refused:
+        store.add_subject(_entry("S-2", watchlist="nowhere"), _templates(1, seed=3))
+    assert refused.value.reason is Reason.WATCHLIST_NOT_FOUND
+    with pytest.raises(VerifierError) as refused:
+        store.create_watchlist("wanted", "again")
+    assert refused.value.reason is Reason.WATCHLIST_EXISTS
+    assert store.change_seq() == start + 1
+    assert store.subject("wanted", "S-1").template_count == 1
+    store.remove_subject("wanted", "S-1")
+    assert store.change_seq() == start + 2
+
+
+def test_removal_takes_the_templates_and_rows_are_never_reused(store: WatchlistStore) -> None:
+    first = store.add_subject(_entry("S-1"), _templates(2, seed=1))
+    removed = store.remove_subject("wanted", "S-1")
+    assert removed.row == first.row and removed.template_count == 2
+    assert store.templates_of(first.row) == [] and store.template_models() == {}
+    with pytest.raises(VerifierError) as refused:
+        store.subject("wanted", "S-1")
+    assert refused.value.reason is Reason.SUBJECT_NOT_FOUND
+    again = store.add_subject(_entry("S-1"), _templates(1, seed=2))
+    assert again.row > first.row
+
+
+def test_searchable_leaves_out_expired_subjects_and_other_models(store: WatchlistStore) -> None:
+    now = datetime.now(UTC)
+    live = store.add_subject(_entry("live"), _templates(2, seed=1))
+    store.add_subject(_entry("gone", expires=now - timedelta(seconds=1)), _templates(1, seed=2))
+    store.add_subject(_entry("foreign"), _templates(1, seed=3, model="faceplugin-feature-512:84fd65a16b57"))
+    store.create_watchlist("empty", "")
+    found = store.searchable(MODEL, now.timestamp())
+    assert set(found) == {"wanted", "empty"} and len(found["empty"].rows) == 0
+    assert found["wanted"].rows.tolist() == [live.row, live.row]
+    assert found["wanted"].positions.tolist() == [0, 1] and found["wanted"].vectors.shape == (2, 192)
+    assert set(store.expiries()) == {store.subject("wanted", "gone").row}
+    assert store.template_models() == {MODEL: 3, "faceplugin-feature-512:84fd65a16b57": 1}
+
+
+def test_one_writer_process_and_readers_beside_it(store: WatchlistStore) -> None:
+    with pytest.raises(StoreError, match="in use"):
+        WatchlistStore.open(store.path, busy_timeout=1.0)
+    store.add_subject(_entry("S-1"), _templates(1, seed=1))
+    reader = WatchlistStore.open_readonly(store.path, busy_timeout=1.0)
+    try:
+        assert [s.entry.subject_id for s in reader.subjects("wanted")] == ["S-1"]
+        assert reader.store_id == store.store_id and reader.change_seq() == store.change_seq()
+        with pytest.raises(StoreError):
+            reader.create_watchlist("other", "")
+    finally:
+        reader.close()
+
+
+def test_a_closed_store_reopens_with_everything_committed(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    first = WatchlistStore.open(path, busy_timeout=5.0)
+    first.create_watchlist("wanted", "")
+    added = first.add_subject(_entry("S-1"), _templates(2, seed=1))
+    identity, seq = first.store_id, first.change_seq()
+    first.close()
+    again = WatchlistStore.open(path, busy_timeout=5.0)
+    try:
+        assert again.store_id == identity and again.change_seq() == seq
+        assert again.subject("wanted", "S-1") == added
+    finally:
+        again.close()
+    with pytest.raises(StoreError, match="no watch-list store"):
+        WatchlistStore.open_readonly(tmp_path / "absent.sqlite3", busy_timeout=1.0)
