@@ -1,0 +1,56 @@
+"""Does batching pay on this machine? Per-face model time against batch size and threads.
+
+    .venv/bin/python -m benchmarks.batching [--runs 60]
+
+Micro-batching embeddings across concurrent requests only pays if a batch of
+N costs clearly less than N single runs; this prints the per-item time of
+each model of the pack at batch 1, 2, 4 and 8, with one and two threads, and
+the execution providers in use (CUDA where present).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from verifier.config import get_settings
+from verifier.modelzoo.fetch import model_path
+from verifier.modelzoo.manifest import load_manifest
+from verifier.modelzoo.session import create_session
+
+BATCHES = (1, 2, 4, 8)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=60)
+    args = parser.parse_args()
+    settings = get_settings()
+    pack = load_manifest(settings.models.manifest).pack(settings.models.pack)
+    print(f"{'model':26s} {'threads':>7s} " + " ".join(f"{'b=' + str(b):>8s}" for b in BATCHES) + "   (ms per item)")
+    for task in ("detector", "landmarks", "embedder"):
+        spec = pack[task]
+        channels = 1 if spec.input["colour"] == "GREY" else 3
+        for threads in (1, 2):
+            options = settings.models.model_copy(update={"intra_op_threads": threads})
+            session = create_session(model_path(settings.models.cache_dir, spec), options)
+            name = session.get_inputs()[0].name
+            cells = []
+            for batch in BATCHES:
+                feed = {name: np.zeros((batch, channels, spec.input["height"], spec.input["width"]), np.float32)}
+                for _ in range(5):
+                    session.run(None, feed)
+                samples = []
+                for _ in range(args.runs):
+                    start = time.perf_counter()
+                    session.run(None, feed)
+                    samples.append((time.perf_counter() - start) * 1000.0 / batch)
+                cells.append(f"{statistics.median(samples):8.2f}")
+            print(f"{spec.name:26s} {threads:7d} " + " ".join(cells) + f"   {session.get_providers()[0]}")
+
+
+if __name__ == "__main__":
+    main()
