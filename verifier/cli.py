@@ -13,6 +13,7 @@ from pathlib import Path
 
 from verifier.config import Settings, get_settings
 from verifier.errors import ModelPackError, VerifierError
+from verifier.watchlist.cli import register as register_watchlist
 
 EXIT_MATCH = 0
 EXIT_NO_MATCH = 1
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.set_defaults(handler=_models_fetch)
     listing = model_commands.add_parser("list", help="models in the manifest and whether they are cached")
     listing.set_defaults(handler=_models_list)
+    register_watchlist(commands)
     return parser
 
 

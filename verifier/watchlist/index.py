@@ -303,6 +303,16 @@ class WatchlistIndex:
             return None
 
 
+def snapshot_tag(path: Path) -> SnapshotTag | None:
+    """The tag of a saved index, without loading it; None if absent or unreadable."""
+    try:
+        with path.open("rb") as source:
+            header = _read_trailer(source)
+        return None if header is None else SnapshotTag(**header["tag"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _read_trailer(source: BinaryIO) -> dict | None:
     source.seek(0, os.SEEK_END)
     end = source.tell()

@@ -1,0 +1,249 @@
+"""`verifier watchlist import|export|stats`: load a watch-list from photos, hand it on, look at it.
+
+Import writes to the store itself, so it runs while the server is stopped (the
+store admits one writing process); it is resumable: subjects already enrolled
+in the watch-list are skipped, so a run that was interrupted, or that failed on
+some subjects, is simply run again. Export and stats only read, and run beside
+a serving process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+from tqdm import tqdm
+
+from verifier.config import Settings
+from verifier.errors import VerifierError
+from verifier.watchlist.index import snapshot_tag
+from verifier.watchlist.store import StoreError, Subject, SubjectEntry, WatchlistStore
+
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1
+EXIT_ERROR = 2
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".jp2", ".j2k", ".pgm", ".bmp"})
+# Failures listed one by one at the end of an import; the rest are counted.
+FAILURES_LISTED = 20
+CSV_COLUMNS = ("subject_id", "image")
+
+
+@dataclass
+class Planned:
+    """One subject to enrol: its images and what the source says about it."""
+
+    subject_id: str
+    images: list[Path] = field(default_factory=list)
+    reason: str = ""
+    source_agency: str = ""
+    external_ref: str = ""
+    expires_at: datetime | None = None
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("watchlist", help="import, export and inspect watch-lists")
+    commands = parser.add_subparsers(dest="watchlist_command", required=True)
+
+    load = commands.add_parser(
+        "import", help="enrol subjects from <subject>/<image> folders or a CSV (server stopped; resumable)"
+    )
+    load.add_argument("source", type=Path, help="a folder of <subject>/<image> files, or a CSV file")
+    load.add_argument("--watchlist", required=True, help="the watch-list to enrol into (created if absent)")
+    load.add_argument("--description", default="", help="description of a watch-list created by this import")
+    load.add_argument("--reason", default="", help="why the subjects are listed (a CSV column overrides it)")
+    load.add_argument("--source-agency", default="", help="the agency listing them (a CSV column overrides it)")
+    load.add_argument("--allow-partial", action="store_true", help="enrol from the images that have a face")
+    load.set_defaults(handler=_import)
+
+    export = commands.add_parser("export", help="subjects and their templates as JSON Lines")
+    export.add_argument("output", type=Path, help="file to write, or - for standard output")
+    export.add_argument("--watchlist", help="only this watch-list")
+    export.set_defaults(handler=_export)
+
+    stats = commands.add_parser("stats", help="watch-lists, subjects, templates, models, and the saved index")
+    stats.set_defaults(handler=_stats)
+
+
+def _expiry(text: str) -> datetime | None:
+    if not text:
+        return None
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _plan_folders(root: Path, args: argparse.Namespace) -> list[Planned]:
+    planned = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        planned.append(Planned(folder.name, images, args.reason, args.source_agency))
+    return planned
+
+
+def _plan_csv(path: Path, args: argparse.Namespace) -> list[Planned]:
+    """Rows of ``subject_id,image[,reason,source_agency,external_ref,expires]``; image
+    paths are relative to the CSV's folder; a subject's first row gives its details."""
+    planned: dict[str, Planned] = {}
+    with path.open(newline="") as source:
+        reader = csv.DictReader(source)
+        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path} lacks the column(s) {', '.join(missing)}")
+        for row in reader:
+            sid = row["subject_id"].strip()
+            if sid not in planned:
+                planned[sid] = Planned(
+                    sid, [], row.get("reason") or args.reason, row.get("source_agency") or args.source_agency,
+                    row.get("external_ref") or "", _expiry(row.get("expires") or ""),
+                )
+            planned[sid].images.append(path.parent / row["image"].strip())
+    return list(planned.values())
+
+
+def _import(args: argparse.Namespace, settings: Settings) -> int:
+    from verifier.pipeline import FaceEngine
+    from verifier.watchlist.service import WatchlistService
+
+    try:
+        plan = _plan_csv(args.source, args) if args.source.is_file() else _plan_folders(args.source, args)
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot read {args.source}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        service = WatchlistService.open(settings, FaceEngine.from_settings(settings))
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    failures: list[tuple[str, str, str]] = []
+    partial: list[tuple[str, int, int]] = []
+    enrolled = 0
+    limit = settings.watchlist.max_templates_per_subject
+    try:
+        service.load()
+        if args.watchlist not in {w.name for w in service.watchlists()}:
+            service.create_watchlist(args.watchlist, args.description)
+        done = {s.entry.subject_id for s in service.store.subjects(args.watchlist)}
+        todo = [p for p in plan if p.subject_id not in done]
+        for item in tqdm(todo, desc=f"enrolling into {args.watchlist}", unit="subject"):
+            try:
+                samples: list[bytes] = [path.read_bytes() for path in item.images[:limit]]
+            except OSError as exc:
+                failures.append((item.subject_id, "UNREADABLE", f"{exc.filename}: {exc.strerror}"))
+                continue
+            entry = SubjectEntry(args.watchlist, item.subject_id, item.reason, item.source_agency,
+                                 item.external_ref, item.expires_at)
+            try:
+                result = service.enrol(entry, samples, args.allow_partial)
+            except VerifierError as error:
+                which = error.details.get("sample")
+                where = str(item.images[int(which)]) if which is not None else ""
+                failures.append((item.subject_id, error.reason.value, f"{error.message} {where}".strip()))
+                continue
+            enrolled += 1
+            if result.subject.template_count < len(item.images):
+                partial.append((item.subject_id, result.subject.template_count, len(item.images)))
+    finally:
+        service.close()
+    _summarise(len(plan), len(plan) - len(todo), enrolled, failures, partial, limit)
+    return EXIT_SOME_FAILED if failures else EXIT_OK
+
+
+def _summarise(
+    planned: int, skipped: int, enrolled: int, failures: list[tuple[str, str, str]],
+    partial: list[tuple[str, int, int]], limit: int,
+) -> None:
+    print(f"{planned} subjects in the source: {enrolled} enrolled, {skipped} already enrolled (skipped), "
+          f"{len(failures)} failed")
+    if partial:
+        print(f"{len(partial)} enrolled from fewer images than given (no face, unreadable, or over {limit} per "
+              f"subject), e.g. {', '.join(f'{s} {n}/{m}' for s, n, m in partial[:5])}")
+    if failures:
+        counts = Counter(reason for _, reason, _ in failures)
+        print("failures by reason: " + ", ".join(f"{reason} {n}" for reason, n in counts.most_common()))
+        for sid, reason, detail in failures[:FAILURES_LISTED]:
+            print(f"  {sid}: {reason}: {detail}")
+        if len(failures) > FAILURES_LISTED:
+            print(f"  ... and {len(failures) - FAILURES_LISTED} more; run again to retry them")
+
+
+def _open_readonly(settings: Settings) -> WatchlistStore:
+    config = settings.watchlist
+    return WatchlistStore.open_readonly(config.store_file(settings.data_dir), config.busy_timeout_seconds)
+
+
+def _subject_record(subject: Subject, store: WatchlistStore) -> dict[str, object]:
+    entry = subject.entry
+    return {
+        "watchlist": entry.watchlist,
+        "subject_id": entry.subject_id,
+        "external_ref": entry.external_ref,
+        "reason": entry.reason,
+        "source_agency": entry.source_agency,
+        "created": subject.created_at.isoformat(),
+        "expires": entry.expires_at.isoformat() if entry.expires_at else None,
+        "templates": [
+            {"model_id": t.model_id, "version": t.version, "dimension": t.dimension,
+             "vector": base64.b64encode(t.to_bytes()).decode()}
+            for t in store.templates_of(subject.row)
+        ],
+    }
+
+
+def _export(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        store = _open_readonly(settings)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        subjects = list(store.subjects(args.watchlist))
+        out: TextIO = sys.stdout if str(args.output) == "-" else args.output.open("w")
+        try:
+            for subject in tqdm(subjects, desc="exporting", unit="subject", file=sys.stderr):
+                out.write(json.dumps(_subject_record(subject, store)) + "\n")
+        finally:
+            if out is not sys.stdout:
+                out.close()
+    finally:
+        store.close()
+    print(f"{len(subjects)} subjects exported", file=sys.stderr)
+    return EXIT_OK
+
+
+def _stats(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        store = _open_readonly(settings)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        now = time.time()
+        expired = Counter(s.entry.watchlist for s in store.subjects() if s.expired(now))
+        print(f"store {store.path} ({store.path.stat().st_size / 1e6:.1f} MB), change {store.change_seq()}")
+        print(f"{'watch-list':24s} {'subjects':>9s} {'expired':>8s} {'templates':>10s}  description")
+        for w in store.watchlists():
+            print(f"{w.name:24s} {w.subjects:9d} {expired[w.name]:8d} {w.templates:10d}  {w.description}")
+        for model, count in sorted(store.template_models().items()):
+            print(f"templates of {model}: {count}")
+        print(_snapshot_state(settings, store))
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def _snapshot_state(settings: Settings, store: WatchlistStore) -> str:
+    path = settings.watchlist.snapshot_file(settings.data_dir)
+    tag = snapshot_tag(path) if path is not None else None
+    if tag is None:
+        return "saved index: none (the next start rebuilds it from the store)"
+    if tag.store_id == store.store_id and tag.change_seq == store.change_seq():
+        return f"saved index: current (change {tag.change_seq}, {tag.model_id})"
+    return f"saved index: stale (change {tag.change_seq}; the next start rebuilds it from the store)"
