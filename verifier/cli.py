@@ -14,6 +14,7 @@ from pathlib import Path
 from verifier.config import Settings, get_settings
 from verifier.errors import ModelPackError, VerifierError
 from verifier.watchlist.cli import register as register_watchlist
+from verifier.evaluation.cli import register as register_eval
 
 EXIT_MATCH = 0
 EXIT_NO_MATCH = 1
@@ -115,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing = model_commands.add_parser("list", help="models in the manifest and whether they are cached")
     listing.set_defaults(handler=_models_list)
     register_watchlist(commands)
+    register_eval(commands)
     return parser
 
 

@@ -1,0 +1,136 @@
+"""`verifier eval`: measure the pipeline on a labeled set, write the report, and
+optionally the calibration table the server decides by."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from verifier.calibration import CalibrationRow, CalibrationTable, calibration_path, write_table
+from verifier.config import Settings
+from verifier.evaluation.datasets import Layout
+from verifier.pipeline import Selection
+
+if TYPE_CHECKING:
+    from verifier.evaluation.evaluate import EvaluationResult
+
+# Beside an LFW-style pairs.txt: published five-point landmarks, used by --landmarks without a value.
+LANDMARKS_FILE = "landmarks-5pt.txt"
+EXIT_OK = 0
+EXIT_ERROR = 2
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval", help="accuracy on a labeled set in ISO/IEC 19795-1 terms; --calibrate writes the threshold table"
+    )
+    parser.add_argument("dataset", type=Path, help="LFW-style folder (pairs.txt + images/) or one folder per identity")
+    parser.add_argument("--layout", choices=[layout.value for layout in Layout],
+                        help="default: lfw when the folder holds pairs.txt, else folders")
+    parser.add_argument("--name", help="the set's name in the report (default: its folder name)")
+    parser.add_argument("--output", type=Path, help="report folder (default: evaluation.output_dir/<name>-<pack>)")
+    parser.add_argument("--pack", help="model pack to evaluate (default: models.pack)")
+    parser.add_argument("--face", choices=[s.value for s in Selection],
+                        help="face taken from an image with several: default centre (the labelled face of LFW)")
+    parser.add_argument("--landmarks", type=Path, nargs="?", const=Path(LANDMARKS_FILE),
+                        help=f"align on published landmarks to measure the embedder alone (default file: {LANDMARKS_FILE} "
+                        "in the data set)")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="write the pack's calibration table (matching.calibration_dir/<pack>.json)")
+    parser.set_defaults(handler=_eval)
+
+
+def _eval(args: argparse.Namespace, settings: Settings) -> int:
+    from verifier.evaluation.cache import embed_set
+    from verifier.evaluation.datasets import DatasetError, load_set, read_landmarks
+    from verifier.evaluation.evaluate import evaluate
+    from verifier.evaluation.report import write_report
+    from verifier.pipeline import FaceEngine
+
+    settings = settings.model_copy(deep=True)
+    if args.pack:
+        settings.models.pack = args.pack
+    pack = settings.models.pack
+    if args.calibrate and args.landmarks:
+        print("error: --calibrate needs the served pipeline's own landmarks; drop --landmarks", file=sys.stderr)
+        return EXIT_ERROR
+    landmarks_file = None
+    if args.landmarks is not None:
+        landmarks_file = args.landmarks if args.landmarks.is_absolute() else args.dataset / args.landmarks
+    try:
+        labeled = load_set(args.dataset, Layout(args.layout) if args.layout else None, args.name)
+        landmarks = read_landmarks(landmarks_file) if landmarks_file else None
+    except (DatasetError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    selection = Selection(args.face) if args.face else Selection.CENTRE
+    alignment = "published" if landmarks is not None else "detected"
+    started = time.perf_counter()
+    engine = FaceEngine.from_settings(settings)
+    templates = embed_set(engine, labeled, settings.evaluation.cache_dir, selection, landmarks_file, landmarks)
+    embedded = time.perf_counter()
+    evaluated = evaluate(labeled, templates, settings.evaluation, pack, alignment, selection.value)
+    measured = time.perf_counter()
+    suffix = "-published-landmarks" if landmarks is not None else ""
+    out_dir = args.output or settings.evaluation.output_dir / f"{labeled.name}-{pack}{suffix}"
+    timings = {
+        f"templates ({templates.embedded_now} embedded now)": embedded - started,
+        "metrics": measured - embedded,
+    }
+    files = write_report(evaluated, out_dir, timings)
+    result = evaluated.result
+    print(f"{labeled.name}: {len(labeled):,} images, {result.dataset.subjects:,} subjects; model {result.model_id}")
+    print(f"FTA {result.acquisition.failures}/{result.acquisition.attempts}; EER {100 * result.verification.eer:.2f} %")
+    for point in result.verification.points:
+        interval = point.fnmr_bootstrap or point.fnmr_wilson
+        print(f"FMR {point.target_fmr:g}: threshold {point.threshold:.4f}, FNMR {100 * point.fnmr:.2f} % "
+              f"[{100 * interval.low:.2f}, {100 * interval.high:.2f}] ({interval.method})")
+    if result.protocol is not None:
+        print(f"{len(result.protocol.accuracies)}-fold accuracy {100 * result.protocol.mean:.2f} % "
+              f"± {100 * result.protocol.std:.2f}")
+    if result.identification is not None:
+        ident = result.identification
+        fnir = ", ".join(f"FNIR {100 * p.fnir:.2f} % at FPIR {p.target_fpir:g}" for p in ident.points)
+        print(f"1:N rank-1 {100 * ident.rank1:.2f} %; {fnir}")
+    print(f"report: {files.markdown}")
+    if args.calibrate:
+        path = calibration_path(settings)
+        write_table(_calibration_table(result, pack), path)
+        print(f"calibration table: {path}")
+    return EXIT_OK
+
+
+def _calibration_table(result: EvaluationResult, pack: str) -> CalibrationTable:
+    verification = result.verification
+    rows = []
+    for point in verification.points:
+        interval = point.fnmr_bootstrap or point.fnmr_wilson
+        rows.append(
+            CalibrationRow(
+                target_fmr=point.target_fmr,
+                threshold=point.threshold,
+                measured_fmr=point.fmr,
+                false_matches=point.false_matches,
+                fnmr=point.fnmr,
+                fnmr_low=interval.low,
+                fnmr_high=interval.high,
+                fnmr_interval=f"{result.confidence:.0%} {interval.method}",
+            )
+        )
+    return CalibrationTable(
+        model_id=result.model_id,
+        pack=pack,
+        dataset=result.dataset.name,
+        images=result.dataset.images,
+        subjects=result.dataset.subjects,
+        mated_comparisons=verification.mated_comparisons,
+        non_mated_comparisons=verification.non_mated_comparisons,
+        failure_to_acquire=result.acquisition.rate,
+        alignment=result.alignment,
+        created=datetime.now(UTC).date().isoformat(),
+        rows=tuple(rows),
+    )
