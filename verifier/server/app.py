@@ -13,8 +13,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+from verifier.calibration import serving_threshold
 from verifier.config import Settings
-from verifier.matching import Matcher, default_threshold
+from verifier.matching import Matcher
 from verifier.pipeline import FaceEngine
 from verifier.server.interceptors import MetricsInterceptor
 from verifier.server.servicer import FaceVerifierServicer
@@ -51,7 +52,7 @@ class RunningServer:
 def build_service(settings: Settings, engine: FaceEngine | None = None) -> VerificationService:
     engine = engine or FaceEngine.from_settings(settings)
     return VerificationService(
-        engine, Matcher(engine.model_id, default_threshold(settings.matching)), settings.pipeline.image_workers
+        engine, Matcher(engine.model_id, serving_threshold(settings, engine.model_id)), settings.pipeline.image_workers
     )
 
 

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from verifier.calibration import calibration_path, load_table, serving_threshold
+from verifier.config import Settings
+from verifier.errors import ModelPackError
+from verifier.pipeline import FaceEngine
+
+
+def _local(settings: Settings) -> Settings:
+    return settings.model_copy(deep=True)
+
+
+def test_the_shipped_table_is_for_the_default_packs_model(settings: Settings, engine: FaceEngine) -> None:
+    """Fails when a model is re-prepared without recalibrating: run `verifier eval --calibrate`."""
+    table = load_table(calibration_path(settings))
+    assert table.model_id == engine.model_id
+    assert table.pack == settings.models.pack and table.alignment == "detected"
+    thresholds = [row.threshold for row in sorted(table.rows, key=lambda row: -row.target_fmr)]
+    assert thresholds == sorted(thresholds), "a stricter FMR must never have a lower threshold"
+    for row in table.rows:
+        assert row.measured_fmr <= row.target_fmr
+        assert row.fnmr_low <= row.fnmr <= row.fnmr_high
+
+
+def test_the_row_taken_is_never_laxer_than_the_target(settings: Settings, engine: FaceEngine) -> None:
+    local = _local(settings)
+    table = load_table(calibration_path(local))
+    by_fmr = {row.target_fmr: row for row in table.rows}
+    local.matching.target_fmr = 1e-3
+    assert serving_threshold(local, engine.model_id).value == by_fmr[1e-3].threshold
+    local.matching.target_fmr = 5e-4
+    threshold = serving_threshold(local, engine.model_id)
+    assert threshold.false_match_rate == 1e-4 and threshold.value == by_fmr[1e-4].threshold
+    local.matching.target_fmr = min(by_fmr) / 10
+    with pytest.raises(ModelPackError, match="stricter than the table"):
+        serving_threshold(local, engine.model_id)
+
+
+def test_a_table_made_for_another_model_is_refused(settings: Settings, engine: FaceEngine, tmp_path: Path) -> None:
+    raw = json.loads(calibration_path(settings).read_text())
+    raw["model_id"] = "faceplugin-feature-512:84fd65a16b57"
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(raw))
+    local = _local(settings)
+    local.matching.calibration_file = other
+    with pytest.raises(ModelPackError, match="was made for faceplugin-feature-512"):
+        serving_threshold(local, engine.model_id)
+
+
+def test_a_pack_without_a_table_decides_at_the_configured_default(
+    settings: Settings, engine: FaceEngine, tmp_path: Path
+) -> None:
+    local = _local(settings)
+    local.matching.calibration_dir = tmp_path
+    threshold = serving_threshold(local, engine.model_id)
+    assert threshold.value == local.matching.default_threshold
+    assert "configured default" in threshold.source
+
+
+def test_a_named_table_that_is_absent_is_an_error(settings: Settings, engine: FaceEngine, tmp_path: Path) -> None:
+    local = _local(settings)
+    local.matching.calibration_file = tmp_path / "missing.json"
+    with pytest.raises(ModelPackError, match="does not exist"):
+        serving_threshold(local, engine.model_id)
+
+
+def test_a_malformed_table_is_refused(settings: Settings, engine: FaceEngine, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"schema": 1, "model_id": "x"}')
+    local = _local(settings)
+    local.matching.calibration_file = broken
+    with pytest.raises(ModelPackError, match="cannot read calibration table"):
+        serving_threshold(local, engine.model_id)
