@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from verifier.calibration import load_table
+from verifier.cli import EXIT_ERROR, build_parser
+from verifier.config import Settings
+from verifier.pipeline import FaceEngine
+
+
+def _run(argv: list[str], settings: Settings) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args, settings))
+
+
+@pytest.fixture
+def local(settings: Settings, tmp_path: Path) -> Settings:
+    local = settings.model_copy(deep=True)
+    local.matching.calibration_dir = tmp_path / "calibration"
+    return local
+
+
+def test_eval_calibrate_writes_the_report_and_the_table(
+    local: Settings, engine: FaceEngine, mini_lfw: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "report"
+    assert _run(["eval", str(mini_lfw), "--name", "mini", "--output", str(out), "--calibrate"], local) == 0
+    printed = capsys.readouterr().out
+    assert "2-fold accuracy" in printed and "FMR 0.001: threshold" in printed
+    document = json.loads((out / "report.json").read_text())
+    assert document["dataset"]["listed_pairs"] == 80 and len(document["protocol"]["accuracies"]) == 2
+    table = load_table(local.matching.calibration_dir / "default.json")
+    assert table.model_id == engine.model_id and table.dataset == "mini" and table.alignment == "detected"
+    points = {p["target_fmr"]: p["threshold"] for p in document["verification"]["points"]}
+    assert {row.target_fmr: row.threshold for row in table.rows} == points
+
+
+def test_eval_of_folders_reports_identification(
+    local: Settings, mini_folders: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _run(["eval", str(mini_folders), "--output", str(tmp_path)], local) == 0
+    assert "1:N rank-1" in capsys.readouterr().out
+    assert json.loads((tmp_path / "report.json").read_text())["identification"]["non_mated_searches"] == 10
+
+
+def test_eval_with_published_landmarks(
+    local: Settings, mini_lfw: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _run(["eval", str(mini_lfw), "--landmarks", "--output", str(tmp_path)], local) == 0
+    assert json.loads((tmp_path / "report.json").read_text())["alignment"] == "published"
+
+
+def test_calibrating_on_published_landmarks_is_refused(
+    local: Settings, mini_lfw: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _run(["eval", str(mini_lfw), "--landmarks", "--calibrate", "--output", str(tmp_path)], local) == EXIT_ERROR
+    assert "--calibrate needs" in capsys.readouterr().err
+    assert not (local.matching.calibration_dir / "default.json").exists()
+
+
+def test_an_unreadable_set_is_a_clear_error(
+    local: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _run(["eval", str(tmp_path / "absent")], local) == EXIT_ERROR
+    assert "is not a folder" in capsys.readouterr().err
