@@ -5,8 +5,12 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# The peer of the benchmark, in an environment of its own (never our dependency).
+PEER_VENV := benchmarks/.peer-venv
+LOADGEN_ARGS ?=
+PEER_ARGS ?=
 
-.PHONY: run test setup setup-dev models proto bench clean
+.PHONY: run test setup setup-dev models proto bench peer-venv clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,8 +41,21 @@ test: setup-dev
 proto: setup-dev
 	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. proto/verifier/v1/*.proto
 
-bench: setup-dev models
-	$(BIN)/python -m benchmarks.stages
+$(PEER_VENV)/.installed: benchmarks/peer-requirements.txt
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install --quiet --no-deps -r benchmarks/peer-requirements.txt
+	touch $@
+
+peer-venv: $(PEER_VENV)/.installed
+
+# The benchmark suite into one benchmarks/results/<timestamp>/ folder: stage
+# times, the load generator through gRPC, and the peer side by side.
+bench: setup-dev models peer-venv
+	$(BIN)/verifier models fetch --assets
+	out=benchmarks/results/$$(date +%Y%m%d-%H%M%S) && mkdir -p $$out && \
+	$(BIN)/python -m benchmarks.stages > $$out/stages.txt && cat $$out/stages.txt && \
+	$(BIN)/python -m benchmarks.loadgen --out $$out $(LOADGEN_ARGS) && \
+	$(BIN)/python -m benchmarks.peer --out $$out $(PEER_ARGS)
 
 clean:
-	rm -rf $(VENV) models/cache
+	rm -rf $(VENV) $(PEER_VENV) models/cache
