@@ -1,0 +1,30 @@
+"""Identification through the watch-list on the LFW dev half: rank-1 of at least
+97 %, the exact answer of a brute-force search, and a configured threshold that
+keeps the false-positive identification rate it claims."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from verifier.config import Settings
+from verifier.pipeline import FaceEngine
+from verifier.watchlist.accuracy import evaluate
+
+pytestmark = [pytest.mark.slow, pytest.mark.lfw]
+
+
+def test_identification_on_lfw_dev(settings: Settings, engine: FaceEngine, lfw_dev: Path) -> None:
+    accuracy, brute = evaluate(settings, engine, lfw_dev / "images")
+    mated = len(accuracy.mated_hit)
+    assert accuracy.gallery > 700 and mated > 3000 and len(accuracy.non_mated_top) > 1000
+    assert accuracy.rank1 >= 0.97
+    assert accuracy.rank1 == pytest.approx(brute.rank1, abs=0.5 / mated)
+    for point in brute.points:
+        ours = accuracy.at_fpir(point.target_fpir)
+        assert ours.fpir <= point.target_fpir
+        assert ours.fnir == pytest.approx(point.fnir, abs=1.5 / mated)
+    configured = accuracy.at(settings.watchlist.threshold)
+    assert configured.fpir <= settings.watchlist.threshold_fpir
+    assert configured.fnir < 0.15
