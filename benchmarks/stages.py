@@ -16,10 +16,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from benchmarks.gate_images import capture_jpeg, photos
+from benchmarks.samples import capture_jpeg
 from verifier.config import get_settings
 from verifier.face.align import align
 from verifier.imaging import decode
+from verifier.modelzoo.fetch import fetch_asset
+from verifier.modelzoo.manifest import load_manifest
 from verifier.pipeline import FaceEngine
 
 
@@ -42,7 +44,10 @@ def main() -> None:
     settings = get_settings()
     settings.models.intra_op_threads = 1
     engine = FaceEngine.from_settings(settings)
-    data = capture_jpeg(photos(settings)["obama.jpg"])
+    manifest = load_manifest(settings.models.manifest)
+    photo = fetch_asset(manifest.assets["face-recognition-photos"], settings.models.cache_dir)["obama.jpg"].read_bytes()
+    box = engine.analyse(photo).face.box
+    data = capture_jpeg(photo, (float(box[0]), float(box[1]), float(box[2]), float(box[3])))
     image = decode(data, settings.imaging)
     box = engine.detector.detect_batch([image.bgr])[0][0].box
     points = engine.landmarks.five_points([(image.bgr, box)])[0]
