@@ -81,6 +81,8 @@ OPEN_LOOP_CHANNELS = 4
 OPEN_LOOP_MAX_IN_FLIGHT = 256
 RESOURCE_SAMPLE_S = 0.25
 CLIENT_BACKLOG = "CLIENT_BACKLOG"
+# Cores other processes may use during a level before the table calls the run noisy.
+NOISY_OTHERS_CORES = 0.2
 _PR_SET_PDEATHSIG = 1
 
 
@@ -147,9 +149,15 @@ class Recorder:
             self.errors[code] = self.errors.get(code, 0) + 1
 
 
+def _machine_busy_s() -> float:
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
 class Usage:
     """CPU (cores busy, from CPU time consumed) and peak resident memory of the
-    server and of this client while a level runs."""
+    server and of this client while a level runs, and the cores other processes
+    took meanwhile (a run beside other work measures that work too)."""
 
     def __init__(self, server: psutil.Process | None) -> None:
         self.processes = {"server": server, "client": psutil.Process()}
@@ -168,7 +176,7 @@ class Usage:
 
     @contextmanager
     def measuring(self) -> Iterator[None]:
-        start_cpu, start = self._cpu(), time.perf_counter()
+        start_cpu, start_machine, start = self._cpu(), _machine_busy_s(), time.perf_counter()
         sampler = threading.Thread(target=self._sample, name="usage", daemon=True)
         sampler.start()
         try:
@@ -177,7 +185,7 @@ class Usage:
             self.stop.set()
             sampler.join()
             wall = time.perf_counter() - start
-            end_cpu = self._cpu()
+            end_cpu, machine = self._cpu(), _machine_busy_s() - start_machine
             self.report = {
                 name: {
                     "cpu_cores": (end_cpu[name] - start_cpu[name]) / wall,
@@ -186,6 +194,8 @@ class Usage:
                 for name, process in self.processes.items()
                 if process is not None
             }
+            ours = sum(end_cpu.values()) - sum(start_cpu.values())
+            self.report["others"] = {"cpu_cores": max(0.0, machine - ours) / wall}
 
 
 def _free_port() -> int:
@@ -598,6 +608,9 @@ def table(runs: list[dict[str, Any]], verdicts: list[dict[str, Any]]) -> str:
             f"{r['throughput_rps']:7.1f} {cells} {res}"
         )
     lines.append("latency in ms; srv cpu = server cores busy; err counts failed calls and wrong decisions")
+    others = max((r["usage"]["others"]["cpu_cores"] for r in runs), default=0.0)
+    if others > NOISY_OTHERS_CORES:
+        lines.append(f"NOISY: other processes kept up to {others:.2f} cores busy during a level; measure on a quiet machine")
     for verdict in verdicts:
         facts = ", ".join(f"{c['metric']} {c['value']:.1f} {c['relation']} {c['bound']:g}" for c in verdict["checks"])
         lines.append(f"[{'met' if verdict['met'] else 'MISSED'}] {verdict['target']}: {facts}")
