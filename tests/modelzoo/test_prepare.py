@@ -45,3 +45,11 @@ def test_runs_at_batch_three_like_three_single_runs(prepared: tuple[str, onnx.Mo
     apart = np.concatenate([session.run(None, {session.get_inputs()[0].name: batch[i : i + 1]})[0] for i in range(3)])
     assert together.shape[0] == 3
     assert np.allclose(together, apart, atol=1e-4)
+
+
+def test_prelu_leaves_no_layout_breaking_operators(prepared: tuple[str, onnx.ModelProto], settings: Settings) -> None:
+    name, model = prepared
+    if "prelu_as_scaled_relu" not in load_manifest(settings.models.manifest).models[name].prepare:
+        pytest.skip(f"{name} is not rewritten")
+    operators = {node.op_type for node in model.graph.node}
+    assert not operators & {"PRelu", "Abs", "Sub"}

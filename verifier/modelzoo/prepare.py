@@ -77,8 +77,87 @@ def flush_subnormals(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def _prelu_sites(graph: onnx.GraphProto) -> list[tuple[str, str, np.ndarray, list[onnx.NodeProto]]]:
+    """Every PReLU of the graph as (input, output, per-channel slope, nodes that make it).
+
+    Two spellings are recognised: the ``PRelu`` operator with a constant slope,
+    and the TFLite converter's ``Relu(x) + Reshape(m) * (x - Abs(x))`` with slope 2m.
+    """
+    initialisers = {t.name: t for t in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers[name] = consumers.get(name, 0) + 1
+
+    def only_use(name: str, op: str) -> onnx.NodeProto | None:
+        node = producer.get(name)
+        return node if node is not None and node.op_type == op and consumers.get(name) == 1 else None
+
+    sites = []
+    for node in graph.node:
+        if node.op_type == "PRelu" and node.input[1] in initialisers:
+            slope = numpy_helper.to_array(initialisers[node.input[1]]).reshape(-1)
+            sites.append((node.input[0], node.output[0], slope, [node]))
+        if node.op_type != "Add":
+            continue
+        relu, mul = only_use(node.input[0], "Relu"), only_use(node.input[1], "Mul")
+        reshape = only_use(mul.input[0], "Reshape") if mul is not None else None
+        sub = only_use(mul.input[1], "Sub") if mul is not None else None
+        if relu is None or reshape is None or sub is None or reshape.input[0] not in initialisers:
+            continue
+        absolute = only_use(sub.input[1], "Abs")
+        if absolute is None or not (relu.input[0] == sub.input[0] == absolute.input[0]):
+            continue
+        slope = 2 * numpy_helper.to_array(initialisers[reshape.input[0]]).reshape(-1)
+        sites.append((relu.input[0], node.output[0], slope, [relu, absolute, sub, reshape, mul, node]))
+    return sites
+
+
+def prelu_as_scaled_relu(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Rewrite each PReLU as ``(1 - s) * Relu(x) + s * x``.
+
+    Same values, but only operators that ONNX Runtime keeps in its blocked
+    (NCHWc) convolution layout: its PRelu kernel, and the converter's Abs/Sub
+    spelling, force a layout change around every activation. Measured on one
+    thread: MobileFaceNet 12.1 -> 7.7 ms, the 512-D embedder 14.7 -> 7.2 ms.
+    """
+    graph = model.graph
+    # Nodes are keyed by their first output: protobuf hands out fresh wrapper
+    # objects, so object identity cannot name a node.
+    rewritten: dict[str, list[onnx.NodeProto]] = {}
+    removed: set[str] = set()
+    for i, (x, out, slope, nodes) in enumerate(_prelu_sites(graph)):
+        prefix = f"prelu_{i}"
+        shape = (1, -1, 1, 1)
+        graph.initializer.extend([
+            numpy_helper.from_array((1 - slope).reshape(shape).astype(np.float32), f"{prefix}_keep"),
+            numpy_helper.from_array(slope.reshape(shape).astype(np.float32), f"{prefix}_slope"),
+        ])
+        rewritten[out] = [
+            onnx.helper.make_node("Relu", [x], [f"{prefix}_relu"]),
+            onnx.helper.make_node("Mul", [f"{prefix}_relu", f"{prefix}_keep"], [f"{prefix}_kept"]),
+            onnx.helper.make_node("Mul", [x, f"{prefix}_slope"], [f"{prefix}_leak"]),
+            onnx.helper.make_node("Add", [f"{prefix}_kept", f"{prefix}_leak"], [out]),
+        ]
+        removed.update(node.output[0] for node in nodes)
+    kept: list[onnx.NodeProto] = []
+    for node in graph.node:
+        if node.output[0] in rewritten:
+            kept.extend(rewritten[node.output[0]])
+        elif node.output[0] not in removed:
+            kept.append(node)
+    del graph.node[:]
+    graph.node.extend(kept)
+    used = {name for node in graph.node for name in node.input}
+    for tensor in [t for t in graph.initializer if t.name not in used]:
+        graph.initializer.remove(tensor)
+    return model
+
+
 _GRAPH_STEPS: dict[str, Callable[[onnx.ModelProto], onnx.ModelProto]] = {
     "symbolic_batch": make_batch_symbolic,
+    "prelu_as_scaled_relu": prelu_as_scaled_relu,
     "flush_subnormals": flush_subnormals,
 }
 
