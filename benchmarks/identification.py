@@ -41,7 +41,8 @@ def main() -> None:
               f"(FPIR {point.fpir:.4f}), FNIR {100 * point.fnir:.2f} % ({point.misses} misses; Wilson "
               f"{100 * point.fnir_wilson.low:.2f}-{100 * point.fnir_wilson.high:.2f} %)")
     configured = accuracy.at(settings.watchlist.threshold)
-    print(f"configured threshold {settings.watchlist.threshold:.4f} (stated FPIR {settings.watchlist.threshold_fpir:g}): "
+    stated = settings.watchlist
+    print(f"configured threshold {stated.threshold:.4f} (stated FPIR {stated.threshold_fpir:g}): "
           f"FPIR {configured.fpir:.4f}, FNIR {100 * configured.fnir:.2f} % on this set")
     agrees = abs(brute.rank1 - accuracy.rank1) < 1e-9 and all(
         abs(b.fnir - accuracy.at_fpir(b.target_fpir).fnir) < 1e-9 for b in brute.points

@@ -38,7 +38,9 @@ class WatchlistServicer(wl_grpc.WatchlistServicer):
         return wl.ListWatchlistsResponse(watchlists=[watchlist_to_pb(w) for w in self.service.watchlists()])
 
     @mapped
-    def EnrollSubject(self, request: wl.EnrollSubjectRequest, context: grpc.ServicerContext) -> wl.EnrollSubjectResponse:
+    def EnrollSubject(
+        self, request: wl.EnrollSubjectRequest, context: grpc.ServicerContext
+    ) -> wl.EnrollSubjectResponse:
         samples = [sample_from_pb(sample, f"samples[{i}]") for i, sample in enumerate(request.samples)]
         enrolment = self.service.enrol(entry_from_pb(request.subject), samples, request.allow_partial)
         return wl.EnrollSubjectResponse(
@@ -56,8 +58,11 @@ class WatchlistServicer(wl_grpc.WatchlistServicer):
         )
 
     @mapped
-    def RemoveSubject(self, request: wl.RemoveSubjectRequest, context: grpc.ServicerContext) -> wl.RemoveSubjectResponse:
-        return wl.RemoveSubjectResponse(subject=subject_to_pb(self.service.remove(request.watchlist, request.subject_id)))
+    def RemoveSubject(
+        self, request: wl.RemoveSubjectRequest, context: grpc.ServicerContext
+    ) -> wl.RemoveSubjectResponse:
+        removed = self.service.remove(request.watchlist, request.subject_id)
+        return wl.RemoveSubjectResponse(subject=subject_to_pb(removed))
 
     @mapped
     def GetSubject(self, request: wl.GetSubjectRequest, context: grpc.ServicerContext) -> wl.GetSubjectResponse:

@@ -270,7 +270,8 @@ class WatchlistStore:
         try:
             with self._transaction() as conn:
                 conn.execute(
-                    "INSERT INTO watchlists (name, description, created_at) VALUES (?, ?, ?)", (name, description, created)
+                    "INSERT INTO watchlists (name, description, created_at) VALUES (?, ?, ?)",
+                    (name, description, created),
                 )
         except sqlite3.IntegrityError as exc:
             raise VerifierError(Reason.WATCHLIST_EXISTS, f"watch-list {name!r} exists", watchlist=name) from exc
@@ -359,7 +360,8 @@ class WatchlistStore:
         with self._reading() as conn:
             names = [name for (name,) in conn.execute("SELECT name FROM watchlists")]
             found = conn.execute(
-                "SELECT s.watchlist, t.subject, t.position, t.vector FROM templates t JOIN subjects s ON s.id = t.subject"
+                "SELECT s.watchlist, t.subject, t.position, t.vector"
+                " FROM templates t JOIN subjects s ON s.id = t.subject"
                 " WHERE t.model_id = ? AND (s.expires_at IS NULL OR s.expires_at > ?) ORDER BY s.watchlist",
                 (model_id, now),
             ).fetchall()
