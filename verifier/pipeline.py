@@ -15,7 +15,6 @@ from enum import Enum
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from verifier.config import Settings
 from verifier.errors import ModelPackError, Reason, VerifierError
@@ -27,7 +26,7 @@ from verifier.face.landmarks import LandmarkModel
 from verifier.imaging import DecodedImage, decode
 from verifier.modelzoo.fetch import model_path, sha256_of
 from verifier.modelzoo.manifest import ModelSpec, load_manifest
-from verifier.modelzoo.session import create_session
+from verifier.modelzoo.session import ModelRunner, Occupancy
 from verifier.templates import Template
 
 STAGES = ("decode", "detect", "landmarks", "align", "embed")
@@ -91,12 +90,18 @@ class FaceEngine:
     (ONNX Runtime sessions are safe to run from several threads)."""
 
     def __init__(
-        self, settings: Settings, detector: FaceDetector, landmarks: LandmarkModel, embedder: Embedder | FusedEmbedder
+        self,
+        settings: Settings,
+        detector: FaceDetector,
+        landmarks: LandmarkModel,
+        embedder: Embedder | FusedEmbedder,
+        occupancy: Occupancy | None = None,
     ) -> None:
         self.settings = settings
         self.detector = detector
         self.landmarks = landmarks
         self.embedder = embedder
+        self.occupancy = occupancy or Occupancy()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "FaceEngine":
@@ -104,8 +109,10 @@ class FaceEngine:
         members = load_manifest(settings.models.manifest).members(settings.models.pack)
         (detector,), (landmarks,) = members["detector"], members["landmarks"]
 
-        def session(spec: ModelSpec) -> ort.InferenceSession:
-            return create_session(_verified_model(spec, settings), settings.models)
+        occupancy = Occupancy()
+
+        def session(spec: ModelSpec) -> ModelRunner:
+            return ModelRunner(_verified_model(spec, settings), settings.models, occupancy)
 
         embedders = [Embedder(spec, session(spec), settings.pipeline.embed_mirror) for spec in members["embedder"]]
         return cls(
@@ -113,6 +120,7 @@ class FaceEngine:
             FaceDetector(detector, session(detector), settings.detector),
             LandmarkModel(landmarks, session(landmarks), settings.pipeline.landmark_crop_scale),
             embedders[0] if len(embedders) == 1 else FusedEmbedder(embedders),
+            occupancy,
         )
 
     @property
@@ -131,6 +139,10 @@ class FaceEngine:
     ) -> list[FaceResult | VerifierError]:
         """Each image to a face result or the error that stopped it; model runs are
         batched across the images, and timings are those of the whole batch."""
+        with self.occupancy:
+            return self._analyse(images, selection)
+
+    def _analyse(self, images: list[bytes], selection: Selection) -> list[FaceResult | VerifierError]:
         clock = _Stopwatch()
         outcomes: list[FaceResult | VerifierError | None] = [None] * len(images)
         decoded: dict[int, DecodedImage] = {}

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 
 from verifier.config import DetectorSettings
 from verifier.face.contract import InputContract
 from verifier.modelzoo.manifest import ModelSpec
+from verifier.modelzoo.session import Runnable
 
 # Grey fill for the letterbox border: (127 - mean) / std is zero for this family.
 _PAD_VALUE = 127
@@ -31,7 +31,7 @@ class Detection:
 class FaceDetector:
     """Owns the detector session and its pre- and post-processing."""
 
-    def __init__(self, spec: ModelSpec, session: ort.InferenceSession, settings: DetectorSettings) -> None:
+    def __init__(self, spec: ModelSpec, session: Runnable, settings: DetectorSettings) -> None:
         self.spec = spec
         self.session = session
         self.settings = settings

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 
 from verifier.face.contract import InputContract
 from verifier.modelzoo.manifest import ModelSpec
+from verifier.modelzoo.session import Runnable
 
 
 class Embedder:
     """Owns an embedding session; any model whose manifest entry states its input
     size, colour order, mean/std and output dimension fits here."""
 
-    def __init__(self, spec: ModelSpec, session: ort.InferenceSession, mirror: bool) -> None:
+    def __init__(self, spec: ModelSpec, session: Runnable, mirror: bool) -> None:
         self.spec = spec
         self.session = session
         self.contract = InputContract.from_manifest(spec.input)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 
 from verifier.face.contract import InputContract
 from verifier.modelzoo.manifest import ModelSpec
+from verifier.modelzoo.session import Runnable
 
 
 class LandmarkModel:
     """Owns the landmark session; returns five points (eyes, nose tip, mouth corners)."""
 
-    def __init__(self, spec: ModelSpec, session: ort.InferenceSession, crop_scale: float) -> None:
+    def __init__(self, spec: ModelSpec, session: Runnable, crop_scale: float) -> None:
         self.spec = spec
         self.session = session
         self.contract = InputContract.from_manifest(spec.input)
