@@ -115,6 +115,7 @@ def run_ours(pairs: list[tuple[Path, Path]], warmup: int) -> tuple[SystemRun, fl
     """Our engine on one thread; returns the run and the operating threshold."""
     settings = get_settings().model_copy(deep=True)
     settings.models.intra_op_threads = 1
+    settings.models.idle_intra_op_threads = 1
     settings.pipeline.image_workers = 0
     cv2.setNumThreads(1)
     service = build_service(settings)

@@ -43,6 +43,7 @@ def main() -> None:
 
     settings = get_settings()
     settings.models.intra_op_threads = 1
+    settings.models.idle_intra_op_threads = 1
     engine = FaceEngine.from_settings(settings)
     manifest = load_manifest(settings.models.manifest)
     photo = fetch_asset(manifest.assets["face-recognition-photos"], settings.models.cache_dir)["obama.jpg"].read_bytes()
