@@ -30,6 +30,9 @@ from verifier.modelzoo.session import ModelRunner, Occupancy
 from verifier.templates import Template
 
 STAGES = ("decode", "detect", "landmarks", "align", "embed")
+# Bump when a change to pre- or post-processing changes templates: caches of
+# templates (the evaluation's) key on it, as they key on model ids and settings.
+PIPELINE_REVISION = 2
 
 
 class Selection(Enum):

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from verifier.config import Settings
 from verifier.errors import VerifierError
 from verifier.evaluation.datasets import LabeledSet
-from verifier.pipeline import FaceEngine, Selection
+from verifier.pipeline import PIPELINE_REVISION, FaceEngine, Selection
 from verifier.templates import Template
 
 # A failure recorded for an image the published landmarks do not cover.
@@ -41,6 +41,7 @@ def cache_identity(engine: FaceEngine, selection: Selection, landmarks_file: Pat
     settings: Settings = engine.settings
     identity: dict[str, Any] = {
         "embedder": engine.model_id,
+        "pipeline_revision": PIPELINE_REVISION,
         "imaging": settings.imaging.model_dump(mode="json"),
         "pipeline": settings.pipeline.model_dump(mode="json"),
     }

@@ -39,7 +39,7 @@ class LandmarkModel:
         rects = [self._crop_rect(box, bgr.shape) for bgr, box in faces]
         size = (self.contract.width, self.contract.height)
         crops = [
-            cv2.resize(bgr[y : y + h, x : x + w], size, interpolation=cv2.INTER_AREA)
+            cv2.resize(bgr[y : y + h, x : x + w], size, interpolation=cv2.INTER_LINEAR)
             for (bgr, _), (x, y, w, h) in zip(faces, rects)
         ]
         (out,) = self.session.run([self.output_name], {self.contract.name: self.contract.tensor(crops)})
