@@ -129,8 +129,8 @@ class WatchlistSettings(BaseModel):
     # Cosine score a candidate must reach, and the false-positive identification
     # rate it stood for when measured (`python -m benchmarks.identification`: LFW
     # dev, 774 people enrolled, 13 of 1,312 searches for people not enrolled
-    # returned a candidate; FNIR 8.7 %). FPIR grows with the size of the list.
-    threshold: float = 0.599
+    # returned a candidate; FNIR 8.9 %). FPIR grows with the size of the list.
+    threshold: float = 0.601
     threshold_fpir: float = 0.01
 
     def store_file(self, data_dir: Path) -> Path:
