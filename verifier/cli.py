@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    logging.getLogger("tflite2onnx").setLevel(logging.WARNING)
+    for noisy in ("tflite2onnx", "faiss.loader"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return int(args.handler(args, get_settings()))
     except ModelPackError as error:
