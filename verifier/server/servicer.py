@@ -6,10 +6,16 @@ import grpc
 
 from verifier.errors import Reason, VerifierError
 from verifier.server import metrics
-from verifier.server.convert import face_to_pb, image_bytes, template_from_pb, template_to_pb, timings_to_pb
+from verifier.server.convert import (
+    face_to_pb,
+    image_bytes,
+    sample_from_pb,
+    template_from_pb,
+    template_to_pb,
+    timings_to_pb,
+)
 from verifier.server.errors import mapped
 from verifier.service import VerificationService
-from verifier.templates import Template
 from verifier.v1 import verifier_pb2 as pb
 from verifier.v1 import verifier_pb2_grpc as pb_grpc
 
@@ -26,13 +32,7 @@ class FaceVerifierServicer(pb_grpc.FaceVerifierServicer):
     @mapped
     def Verify(self, request: pb.VerifyRequest, context: grpc.ServicerContext) -> pb.VerifyResponse:
         probe = image_bytes(request.probe, "probe")
-        which = request.reference.WhichOneof("sample")
-        if which == "image":
-            reference: bytes | Template = image_bytes(request.reference.image, "reference")
-        elif which == "template":
-            reference = template_from_pb(request.reference.template, "reference.template")
-        else:
-            raise VerifierError(Reason.REQUEST_INCOMPLETE, "reference must be an image or a template", field="reference")
+        reference = sample_from_pb(request.reference, "reference")
         try:
             outcome = self.service.verify(probe, reference)
         except VerifierError as error:
