@@ -16,6 +16,8 @@ import json
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -174,9 +176,20 @@ def _summarise(
             print(f"  ... and {len(failures) - FAILURES_LISTED} more; run again to retry them")
 
 
-def _open_readonly(settings: Settings) -> WatchlistStore:
+@contextmanager
+def _readonly_store(settings: Settings) -> Iterator[WatchlistStore]:
+    """The store opened for reading (the server may be running), closed after;
+    a store that cannot be opened ends the command with a clear message."""
     config = settings.watchlist
-    return WatchlistStore.open_readonly(config.store_file(settings.data_dir), config.busy_timeout_seconds)
+    try:
+        store = WatchlistStore.open_readonly(config.store_file(settings.data_dir), config.busy_timeout_seconds)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_ERROR) from exc
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def _subject_record(subject: Subject, store: WatchlistStore) -> dict[str, object]:
@@ -198,12 +211,7 @@ def _subject_record(subject: Subject, store: WatchlistStore) -> dict[str, object
 
 
 def _export(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        store = _open_readonly(settings)
-    except StoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    try:
+    with _readonly_store(settings) as store:
         subjects = list(store.subjects(args.watchlist))
         out: TextIO = sys.stdout if str(args.output) == "-" else args.output.open("w")
         try:
@@ -212,19 +220,12 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             if out is not sys.stdout:
                 out.close()
-    finally:
-        store.close()
     print(f"{len(subjects)} subjects exported", file=sys.stderr)
     return EXIT_OK
 
 
 def _stats(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        store = _open_readonly(settings)
-    except StoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    try:
+    with _readonly_store(settings) as store:
         now = time.time()
         expired = Counter(s.entry.watchlist for s in store.subjects() if s.expired(now))
         print(f"store {store.path} ({store.path.stat().st_size / 1e6:.1f} MB), change {store.change_seq()}")
@@ -234,8 +235,6 @@ def _stats(args: argparse.Namespace, settings: Settings) -> int:
         for model, count in sorted(store.template_models().items()):
             print(f"templates of {model}: {count}")
         print(_snapshot_state(settings, store))
-    finally:
-        store.close()
     return EXIT_OK
 
 
