@@ -30,6 +30,10 @@ _STATUS: dict[Kind, grpc.StatusCode] = {
     Kind.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     Kind.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
     Kind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Kind.EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Kind.DEADLINE: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Kind.FORBIDDEN: grpc.StatusCode.PERMISSION_DENIED,
+    Kind.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
 }
 
 
