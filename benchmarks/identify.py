@@ -42,6 +42,7 @@ from verifier.v1 import verifier_pb2_grpc as pb_grpc
 from verifier.v1 import watchlist_pb2 as wl
 from verifier.v1 import watchlist_pb2_grpc as wl_grpc
 from verifier.watchlist.index import WatchlistIndex, template_ids
+from verifier.watchlist.service import initialise_store
 
 WATCHLIST = "bench"
 TOP_K = 10
@@ -90,6 +91,7 @@ def through_grpc(gallery: int, requests: int) -> None:
     rng = np.random.default_rng(SEED)
     with tempfile.TemporaryDirectory() as data_dir:
         settings.data_dir = Path(data_dir)
+        initialise_store(settings)
         running = start_server(settings, build_service(settings, engine))
         try:
             with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:

@@ -246,6 +246,8 @@ def started_server(log_path: Path, extra_env: dict[str, str]) -> Iterator[tuple[
     port = _free_port()
     with tempfile.TemporaryDirectory(prefix="loadgen-data-") as data_dir, log_path.open("wb") as server_log:
         env = {**os.environ, "VERIFIER_DATA_DIR": data_dir, **extra_env, "VERIFIER_SERVER__HOST": "127.0.0.1"}
+        subprocess.run([SERVE_COMMAND[0], "watchlist", "init"], env=env, cwd=REPO_ROOT, check=True,
+                       capture_output=True, timeout=SERVER_START_TIMEOUT_S)
         process = subprocess.Popen(
             [*SERVE_COMMAND, "--port", str(port)], env=env, stdout=server_log, stderr=subprocess.STDOUT,
             cwd=REPO_ROOT, preexec_fn=_die_with_parent,

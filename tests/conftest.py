@@ -13,6 +13,7 @@ from verifier.config import Settings, get_settings
 from verifier.modelzoo.fetch import fetch_asset
 from verifier.modelzoo.manifest import load_manifest
 from verifier.pipeline import FaceEngine
+from verifier.watchlist.service import initialise_store
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 LFW_DEV = SHARED_DATA / "lfw-dev"
@@ -63,6 +64,7 @@ def _loopback_server(settings: Settings, engine: FaceEngine, data_dir: Path | No
     local.watchlist.enabled = data_dir is not None
     if data_dir is not None:
         local.data_dir = data_dir
+        initialise_store(local)
     running = start_server(local, build_service(local, engine))
     try:
         yield f"127.0.0.1:{running.port}"

@@ -5,7 +5,8 @@ import pytest
 
 from verifier.errors import Reason, VerifierError
 from verifier.pipeline import FaceEngine
-from verifier.templates import TEMPLATE_VERSION, Template
+from verifier.matching import Matcher, Threshold
+from verifier.templates import TEMPLATE_VERSION, Template, TemplateSpec
 
 
 @pytest.fixture(scope="module")
@@ -39,5 +40,36 @@ def test_templates_we_could_not_have_made_are_refused(template: Template, change
 
 def test_template_of_another_model_is_refused(template: Template) -> None:
     with pytest.raises(VerifierError) as caught:
-        template.require_model("another-model:000000000000")
+        template.require(TemplateSpec("another-model:000000000000", template.dimension))
     assert caught.value.reason is Reason.TEMPLATE_MODEL_MISMATCH
+
+
+def test_right_model_wrong_dimension_is_malformed_and_never_matches(engine: FaceEngine) -> None:
+    """Two one-value 'templates' under the service's model id are unit vectors
+    whose cosine is 1: without the dimension check they would 'match'."""
+    spec = engine.template_spec
+    tiny = Template.from_parts(spec.model_id, TEMPLATE_VERSION, 1, np.ones(1, "<f4").tobytes())
+    matcher = Matcher(spec, Threshold(0.5, 1e-3, "test"))
+    for a, b in ((tiny, tiny), (engine_template := Template(spec.model_id, _unit(spec.dimension)), tiny),
+                 (tiny, engine_template)):
+        with pytest.raises(VerifierError) as caught:
+            matcher.decide(a, b)
+        assert caught.value.reason is Reason.TEMPLATE_MALFORMED
+
+
+def _unit(dimension: int) -> np.ndarray:
+    vector = np.random.default_rng(1).standard_normal(dimension).astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+@pytest.mark.parametrize("model_id", ["x" * 129, "model id with spaces", "model\nid", "-leading"])
+def test_model_ids_outside_the_id_rules_are_malformed(template: Template, model_id: str) -> None:
+    with pytest.raises(VerifierError) as caught:
+        Template.from_parts(model_id, template.version, template.dimension, template.to_bytes())
+    assert caught.value.reason is Reason.TEMPLATE_MALFORMED
+
+
+def test_a_huge_declared_dimension_is_refused_before_reading(template: Template) -> None:
+    with pytest.raises(VerifierError) as caught:
+        Template.from_parts(template.model_id, template.version, 10**9, template.to_bytes())
+    assert caught.value.reason is Reason.TEMPLATE_MALFORMED

@@ -11,6 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from verifier.config import Settings, get_settings
 from verifier.errors import ModelPackError, VerifierError
 from verifier.watchlist.cli import register as register_watchlist
@@ -128,7 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("tflite2onnx", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        return int(args.handler(args, get_settings()))
+        settings = get_settings()
+    except ValidationError as error:
+        for problem in error.errors():
+            name = ".".join(str(part) for part in problem["loc"])
+            variable = "VERIFIER_" + "__".join(str(part) for part in problem["loc"]).upper()
+            print(f"error: setting {name} ({variable}) = {problem.get('input')!r}: {problem['msg']}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        return int(args.handler(args, settings))
     except ModelPackError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR

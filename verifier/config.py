@@ -51,10 +51,10 @@ class ImagingSettings(BaseModel):
 
 
 class DetectorSettings(BaseModel):
-    min_score: float = 0.7
-    nms_iou: float = 0.3
+    min_score: float = Field(default=0.7, gt=0.0, lt=1.0, allow_inf_nan=False)
+    nms_iou: float = Field(default=0.3, gt=0.0, le=1.0, allow_inf_nan=False)
     # Faces smaller than this (box side, original pixels) are not acquired.
-    min_face_px: int = 24
+    min_face_px: int = Field(default=24, ge=1)
     # Pad the image to the detector's aspect ratio instead of squashing it
     # (portrait chip photos into a 4:3 input).
     letterbox: bool = True
@@ -74,11 +74,11 @@ class PipelineSettings(BaseModel):
 class MatchingSettings(BaseModel):
     # Cosine threshold used until a calibration table is loaded, and the
     # false-match rate it stood for when measured (see README: LFW dev half).
-    default_threshold: float = 0.45
-    default_threshold_fmr: float = 1e-3
+    default_threshold: float = Field(default=0.45, ge=-1.0, le=1.0, allow_inf_nan=False)
+    default_threshold_fmr: float = Field(default=1e-3, gt=0.0, lt=1.0, allow_inf_nan=False)
     # The server takes the threshold of the calibration table row for this FMR
     # (the nearest row at or below it: never a laxer one).
-    target_fmr: float = 1e-3
+    target_fmr: float = Field(default=1e-3, gt=0.0, lt=1.0, allow_inf_nan=False)
     # Tables written by `verifier eval --calibrate`, one per pack: <pack>.json.
     calibration_dir: Path = REPO_ROOT / "models" / "calibration"
     # A table to use instead of calibration_dir/<pack>.json.
@@ -104,11 +104,11 @@ class EvaluationSettings(BaseModel):
 
 class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
-    port: int = 50051
-    workers: int = 8
-    max_message_bytes: int = 10 * 1024 * 1024
-    grace_seconds: float = 5.0
-    metrics_port: int | None = None
+    port: int = Field(default=50051, ge=0, le=65535)
+    workers: int = Field(default=8, ge=1)
+    max_message_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    grace_seconds: float = Field(default=5.0, ge=0)
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
 
 class WatchlistSettings(BaseModel):
@@ -130,8 +130,13 @@ class WatchlistSettings(BaseModel):
     # rate it stood for when measured (`python -m benchmarks.identification`: LFW
     # dev, 774 people enrolled, 13 of 1,312 searches for people not enrolled
     # returned a candidate; FNIR 8.9 %). FPIR grows with the size of the list.
-    threshold: float = 0.601
-    threshold_fpir: float = 0.01
+    threshold: float = Field(default=0.601, ge=-1.0, le=1.0, allow_inf_nan=False)
+    threshold_fpir: float = Field(default=0.01, gt=0.0, le=1.0, allow_inf_nan=False)
+    # While the store is missing or failing, how often to try to reopen it and
+    # rebuild the index (the watch-lists stay out of service until it works).
+    store_retry_seconds: float = Field(default=5.0, gt=0)
+    # Quarantined templates named one by one in the log at load; the rest are counted.
+    quarantine_log_limit: int = Field(default=50, ge=0)
 
     def store_file(self, data_dir: Path) -> Path:
         return data_dir / self.store_path

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from verifier.config import MatchingSettings
-from verifier.templates import Template
+from verifier.templates import Template, TemplateSpec
 
 
 @dataclass(frozen=True)
@@ -26,22 +26,22 @@ class Decision:
     threshold: Threshold
 
 
-def similarity(a: Template, b: Template) -> float:
-    """Cosine similarity of two templates of the same model (both are unit vectors)."""
-    b.require_model(a.model_id)
+def similarity(a: Template, b: Template, spec: TemplateSpec) -> float:
+    """Cosine similarity of two templates of the model ``spec`` describes (both are unit vectors)."""
+    a.require(spec)
+    b.require(spec)
     return float(np.dot(a.vector, b.vector))
 
 
 class Matcher:
     """Turns scores into decisions at one operating threshold."""
 
-    def __init__(self, model_id: str, threshold: Threshold) -> None:
-        self.model_id = model_id
+    def __init__(self, spec: TemplateSpec, threshold: Threshold) -> None:
+        self.spec = spec
         self.threshold = threshold
 
     def decide(self, probe: Template, reference: Template) -> Decision:
-        probe.require_model(self.model_id)
-        score = similarity(probe, reference)
+        score = similarity(probe, reference, self.spec)
         return Decision(score=score, match=score >= self.threshold.value, threshold=self.threshold)
 
 

@@ -27,7 +27,7 @@ from verifier.imaging import DecodedImage, decode
 from verifier.modelzoo.fetch import model_path, sha256_of
 from verifier.modelzoo.manifest import ModelSpec, load_manifest
 from verifier.modelzoo.session import ModelRunner, Occupancy
-from verifier.templates import Template
+from verifier.templates import Template, TemplateSpec
 
 STAGES = ("decode", "detect", "landmarks", "align", "embed")
 # Bump when a change to pre- or post-processing changes templates: caches of
@@ -129,6 +129,11 @@ class FaceEngine:
     @property
     def model_id(self) -> str:
         return self.embedder.model_id
+
+    @property
+    def template_spec(self) -> TemplateSpec:
+        """The model id and dimension every template compared or stored must have."""
+        return TemplateSpec(self.embedder.model_id, self.embedder.dimension)
 
     def analyse(self, data: bytes, selection: Selection = Selection.LARGEST) -> FaceResult:
         """One image to its chosen face and template; raises on bad input or no face."""

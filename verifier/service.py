@@ -56,7 +56,7 @@ class VerificationService:
         the chip. Timings are per side (``probe.detect``, ``reference.embed``, ...).
         """
         if isinstance(reference, Template):
-            reference.require_model(self.model_id)
+            reference.require(self.engine.template_spec)
             results = self.engine.analyse_batch([probe])
         else:
             results = self._analyse_pair(probe, reference)
@@ -75,5 +75,4 @@ class VerificationService:
         return Verification(decision, probe_result, reference_result, timings, self.model_id)
 
     def compare(self, a: Template, b: Template) -> Decision:
-        a.require_model(self.model_id)
         return self.matcher.decide(a, b)

@@ -15,6 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from tests.watchlist.samples import local_settings
 from verifier.config import Settings
 from verifier.pipeline import FaceEngine
 from verifier.server.errors import reason_of
@@ -210,8 +211,8 @@ def held_index(
     service's write lock (which loading takes), so the not-ready window is certain."""
     from verifier.server.app import build_service, start_server
 
-    local = settings.model_copy(deep=True)
-    local.server.host, local.server.port, local.data_dir = "127.0.0.1", 0, tmp_path
+    local = local_settings(settings, tmp_path)
+    local.server.host, local.server.port = "127.0.0.1", 0
     watchlist = WatchlistService.open(local, engine)
     held = threading.Event()
     watchlist._writes.acquire()

@@ -14,6 +14,7 @@ import numpy as np
 from verifier.config import Settings
 from verifier.pipeline import FaceEngine
 from verifier.templates import Template
+from verifier.watchlist.service import initialise_store
 
 
 def unit_vectors(count: int, dimension: int, seed: int) -> np.ndarray:
@@ -26,6 +27,10 @@ def templates_of(engine: FaceEngine, count: int, seed: int) -> list[Template]:
 
 
 def local_settings(settings: Settings, data_dir: Path) -> Settings:
+    """The settings with their data in ``data_dir``, where a watch-list store is
+    created (the explicit `verifier watchlist init` step) unless one is there."""
     local = settings.model_copy(deep=True)
     local.data_dir = data_dir
+    if not local.watchlist.store_file(data_dir).exists():
+        initialise_store(local)
     return local

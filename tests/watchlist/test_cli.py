@@ -19,7 +19,12 @@ from verifier.watchlist.store import WatchlistStore
 
 
 def _run(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`verifier watchlist ARGS` with its data in ``data_dir``; an import creates the
+    store first, as an operator would (`init` once)."""
     env = {**os.environ, "VERIFIER_DATA_DIR": str(data_dir)}
+    if args[0] == "import" and not (data_dir / "watchlist").exists():
+        subprocess.run([sys.executable, "-m", "verifier.cli", "watchlist", "init"], check=True, timeout=120, env=env,
+                       capture_output=True)
     return subprocess.run([sys.executable, "-m", "verifier.cli", "watchlist", *args],
                           capture_output=True, text=True, timeout=300, check=False, env=env)
 
@@ -84,7 +89,7 @@ def test_import_is_refused_while_another_process_writes(
     folders: Path, tmp_path: Path, settings: Settings
 ) -> None:
     data = tmp_path / "data"
-    holder = WatchlistStore.open(settings.watchlist.store_file(data), busy_timeout=1.0)
+    holder = WatchlistStore.create(settings.watchlist.store_file(data), busy_timeout=1.0)
     try:
         result = _run(data, "import", str(folders), "--watchlist", "wanted")
     finally:

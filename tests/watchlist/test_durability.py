@@ -27,7 +27,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.watchlist.samples import unit_vectors
+from tests.watchlist.samples import local_settings, unit_vectors
 from verifier.config import Settings
 from verifier.pipeline import FaceEngine
 from verifier.v1 import verifier_pb2 as pb
@@ -172,6 +172,7 @@ def test_acknowledged_changes_survive_sigkill(engine: FaceEngine, settings: Sett
     rng = random.Random(20260)
     ledger = Ledger()
     store_path = settings.watchlist.store_file(tmp_path)
+    local_settings(settings, tmp_path)
     sources: list[str] = []
     for round_number in range(ROUNDS):
         port, log = _free_port(), tmp_path / f"server-{round_number}.log"

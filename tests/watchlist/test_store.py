@@ -12,10 +12,11 @@ import pytest
 
 from tests.watchlist.samples import unit_vectors
 from verifier.errors import Reason, VerifierError
-from verifier.templates import Template
-from verifier.watchlist.store import StoreError, SubjectEntry, WatchlistStore
+from verifier.templates import Template, TemplateSpec
+from verifier.watchlist.store import StoreError, StoreFailure, StoreMissing, SubjectEntry, WatchlistStore
 
 MODEL = "mobilefacenet-192:bf17c63426dc"
+SPEC = TemplateSpec(MODEL, 192)
 
 
 def _templates(count: int, seed: int, model: str = MODEL) -> list[Template]:
@@ -24,7 +25,7 @@ def _templates(count: int, seed: int, model: str = MODEL) -> list[Template]:
 
 @pytest.fixture()
 def store(tmp_path: Path) -> Iterator[WatchlistStore]:
-    opened = WatchlistStore.open(tmp_path / "store.sqlite3", busy_timeout=5.0)
+    opened = WatchlistStore.create(tmp_path / "store.sqlite3", busy_timeout=5.0)
     opened.create_watchlist("wanted", "arrest warrants")
     yield opened
     opened.close()
@@ -90,7 +91,8 @@ def test_searchable_leaves_out_expired_subjects_and_other_models(store: Watchlis
     store.add_subject(_entry("gone", expires=now - timedelta(seconds=1)), _templates(1, seed=2))
     store.add_subject(_entry("foreign"), _templates(1, seed=3, model="faceplugin-feature-512:84fd65a16b57"))
     store.create_watchlist("empty", "")
-    found = store.searchable(MODEL, now.timestamp())
+    found, quarantined = store.searchable(SPEC, now.timestamp())
+    assert not quarantined
     assert set(found) == {"wanted", "empty"} and len(found["empty"].rows) == 0
     assert found["wanted"].rows.tolist() == [live.row, live.row]
     assert found["wanted"].positions.tolist() == [0, 1] and found["wanted"].vectors.shape == (2, 192)
@@ -114,7 +116,7 @@ def test_one_writer_process_and_readers_beside_it(store: WatchlistStore) -> None
 
 def test_a_closed_store_reopens_with_everything_committed(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite3"
-    first = WatchlistStore.open(path, busy_timeout=5.0)
+    first = WatchlistStore.create(path, busy_timeout=5.0)
     first.create_watchlist("wanted", "")
     added = first.add_subject(_entry("S-1"), _templates(2, seed=1))
     identity, seq = first.store_id, first.change_seq()
@@ -127,3 +129,86 @@ def test_a_closed_store_reopens_with_everything_committed(tmp_path: Path) -> Non
         again.close()
     with pytest.raises(StoreError, match="no watch-list store"):
         WatchlistStore.open_readonly(tmp_path / "absent.sqlite3", busy_timeout=1.0)
+
+
+def test_a_store_is_created_once_and_never_by_opening(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "store.sqlite3"
+    with pytest.raises(StoreMissing, match="verifier watchlist init"):
+        WatchlistStore.open(path, busy_timeout=1.0)
+    assert not path.exists()
+    WatchlistStore.create(path, busy_timeout=1.0).close()
+    with pytest.raises(StoreError, match="exists"):
+        WatchlistStore.create(path, busy_timeout=1.0)
+    WatchlistStore.open(path, busy_timeout=1.0).close()
+
+
+def test_files_and_folder_are_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "wl" / "store.sqlite3"
+    store = WatchlistStore.create(path, busy_timeout=1.0)
+    store.create_watchlist("wanted", "")
+    store.close()
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    for name in ("store.sqlite3", "store.sqlite3.lock", "store.sqlite3-wal", "store.sqlite3-shm"):
+        made = path.parent / name
+        if made.exists():
+            assert made.stat().st_mode & 0o777 == 0o600, name
+
+
+def test_a_file_that_is_not_a_store_is_a_failure_not_a_new_store(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    path.write_bytes(b"this is no database " * 400)
+    with pytest.raises(StoreFailure):
+        WatchlistStore.open(path, busy_timeout=1.0)
+    assert path.read_bytes().startswith(b"this is no database")
+
+
+def test_delete_watchlist_refuses_a_non_empty_list_unless_forced(store: WatchlistStore) -> None:
+    store.add_subject(_entry("S-1"), _templates(1, seed=1))
+    with pytest.raises(VerifierError) as caught:
+        store.delete_watchlist("wanted", force=False)
+    assert caught.value.reason is Reason.WATCHLIST_NOT_EMPTY
+    assert store.watchlist("wanted").subjects == 1
+    gone = store.delete_watchlist("wanted", force=True)
+    assert gone.subjects == 1 and store.watchlists() == [] and store.template_models() == {}
+    with pytest.raises(VerifierError) as caught:
+        store.delete_watchlist("wanted", force=True)
+    assert caught.value.reason is Reason.WATCHLIST_NOT_FOUND
+
+
+def test_an_unknown_list_is_named_as_such(store: WatchlistStore) -> None:
+    for call in (store.subject, store.remove_subject):
+        with pytest.raises(VerifierError) as caught:
+            call("nowhere", "S-1")
+        assert caught.value.reason is Reason.WATCHLIST_NOT_FOUND
+    with pytest.raises(VerifierError) as caught:
+        store.subject("wanted", "S-1")
+    assert caught.value.reason is Reason.SUBJECT_NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        ("UPDATE templates SET vector = zeroblob(40) WHERE subject = ?", "TEMPLATE_MALFORMED"),
+        ("UPDATE templates SET vector = zeroblob(768) WHERE subject = ?", "TEMPLATE_MALFORMED"),
+        ("UPDATE templates SET version = 7 WHERE subject = ?", "TEMPLATE_VERSION_UNSUPPORTED"),
+        ("UPDATE templates SET vector = 'text, not bytes' WHERE subject = ?", "TEMPLATE_MALFORMED"),
+    ],
+)
+def test_damaged_rows_are_quarantined_and_the_rest_is_searchable(
+    store: WatchlistStore, damage: str, reason: str
+) -> None:
+    good = store.add_subject(_entry("good"), _templates(2, seed=1))
+    bad = store.add_subject(_entry("bad"), _templates(1, seed=2))
+    with sqlite3.connect(store.path) as other:
+        other.execute(damage, (bad.row,))
+    found, quarantined = store.searchable(SPEC, datetime.now(UTC).timestamp())
+    assert found["wanted"].rows.tolist() == [good.row, good.row]
+    assert [(q.subject_id, q.position, q.reason) for q in quarantined] == [("bad", 0, reason)]
+    assert store.quarantined(SPEC) == quarantined
+
+
+def test_damaged_text_still_reads(store: WatchlistStore) -> None:
+    added = store.add_subject(_entry("S-1"), _templates(1, seed=1))
+    with sqlite3.connect(store.path) as other:
+        other.execute("UPDATE subjects SET reason = CAST(x'fffe41' AS TEXT) WHERE id = ?", (added.row,))
+    assert store.subjects_by_row([added.row])[added.row].entry.reason.endswith("A")

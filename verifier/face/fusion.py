@@ -14,6 +14,7 @@ import numpy as np
 
 from verifier.errors import ModelPackError
 from verifier.face.embedder import Embedder
+from verifier.templates import TemplateSpec
 
 
 class FusedEmbedder:
@@ -31,7 +32,7 @@ class FusedEmbedder:
     @property
     def model_id(self) -> str:
         """The parts' ids joined: a template of the fusion matches only the same fusion."""
-        return "+".join(part.model_id for part in self.parts)
+        return TemplateSpec.fused([TemplateSpec(part.model_id, part.dimension) for part in self.parts]).model_id
 
     @property
     def input_size(self) -> int:

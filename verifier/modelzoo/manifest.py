@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from verifier.errors import ModelPackError
+from verifier.templates import TemplateSpec
 
 TASKS = ("detector", "landmarks", "embedder", "liveness")
 # Tasks whose pack entry may list several models: their scores are fused.
@@ -85,6 +86,11 @@ class Manifest:
                 specs.append(spec)
             chosen[task] = tuple(specs)
         return chosen
+
+    def template_spec(self, name: str) -> TemplateSpec:
+        """The model id and dimension of the templates a pack makes (fused where it has several embedders)."""
+        parts = [TemplateSpec(spec.model_id, int(spec.output["dimension"])) for spec in self.members(name)["embedder"]]
+        return parts[0] if len(parts) == 1 else TemplateSpec.fused(parts)
 
     def pack(self, name: str) -> dict[str, ModelSpec]:
         """The model of each task of a pack that fuses nothing."""

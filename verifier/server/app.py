@@ -6,7 +6,8 @@ import logging
 import signal
 import threading
 from concurrent import futures
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -17,12 +18,13 @@ from verifier.calibration import serving_threshold
 from verifier.config import Settings
 from verifier.matching import Matcher
 from verifier.pipeline import FaceEngine
+from verifier.server.decoding import RequestDecodingInterceptor
 from verifier.server.interceptors import MetricsInterceptor
 from verifier.server.servicer import FaceVerifierServicer
 from verifier.server.watchlist_servicer import WatchlistServicer
 from verifier.service import VerificationService
 from verifier.v1 import verifier_pb2, verifier_pb2_grpc, watchlist_pb2, watchlist_pb2_grpc
-from verifier.watchlist.service import WatchlistService
+from verifier.watchlist.service import Availability, WatchlistService
 
 log = logging.getLogger(__name__)
 
@@ -36,33 +38,39 @@ class RunningServer:
     port: int
     health: health.HealthServicer
     watchlist: WatchlistService | None = None
-    index_loader: threading.Thread | None = None
+    supervisor: threading.Thread | None = None
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     def stop(self, grace: float) -> None:
         """Refuse new calls, let in-flight ones finish within ``grace`` seconds,
         then save the watch-list index and close its store."""
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        self.stopping.set()
         if self.watchlist is not None:
-            if self.index_loader is not None:
-                self.index_loader.join()
+            if self.supervisor is not None:
+                self.supervisor.join()
             self.watchlist.close()
 
 
 def build_service(settings: Settings, engine: FaceEngine | None = None) -> VerificationService:
     engine = engine or FaceEngine.from_settings(settings)
     return VerificationService(
-        engine, Matcher(engine.model_id, serving_threshold(settings, engine.model_id)), settings.pipeline.image_workers
+        engine, Matcher(engine.template_spec, serving_threshold(settings, engine.model_id)),
+        settings.pipeline.image_workers,
     )
 
 
-def _load_index(watchlist: WatchlistService, health_servicer: health.HealthServicer) -> None:
-    try:
-        watchlist.load()
-    except Exception:  # noqa: BLE001 - logged; identification stays NOT_SERVING
-        log.exception("the watch-list index could not be loaded")
-        return
-    health_servicer.set(WATCHLIST_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+def _report_watchlist_health(health_servicer: health.HealthServicer) -> Callable[[Availability], None]:
+    """Watch-list availability to its own health entry; 1:1 verification is untouched."""
+
+    def report(availability: Availability) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if availability.serving else (
+            health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        health_servicer.set(WATCHLIST_SERVICE, status)
+
+    return report
 
 
 def start_server(
@@ -71,16 +79,18 @@ def start_server(
     """Start serving on ``settings.server.host:port`` (port 0 picks a free one).
 
     With ``settings.watchlist.enabled`` (or a ``watchlist`` given) the Watchlist
-    service is served too; its health is NOT_SERVING until the index has been
-    loaded in the background, and identification is refused until then.
+    service is served too, with health of its own: NOT_SERVING until its store
+    is open and its index loaded in the background, and again whenever the
+    store fails (each call then refused with the reason), while FaceVerifier
+    serves on regardless. A store that cannot be opened never stops the start.
     """
     service = service or build_service(settings)
     if watchlist is None and settings.watchlist.enabled:
-        watchlist = WatchlistService.open(settings, service.engine)
+        watchlist = WatchlistService.for_settings(settings, service.engine)
     limit = settings.server.max_message_bytes
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.server.workers, thread_name_prefix="rpc"),
-        interceptors=[MetricsInterceptor()],
+        interceptors=[RequestDecodingInterceptor(), MetricsInterceptor()],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
@@ -102,13 +112,18 @@ def start_server(
     server.start()
     for name in ("", VERIFIER_SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    loader = None
+    running = RunningServer(server, port, health_servicer, watchlist)
     if watchlist is not None:
         health_servicer.set(WATCHLIST_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
-        loader = threading.Thread(target=_load_index, args=(watchlist, health_servicer), name="watchlist-index")
-        loader.start()
+        watchlist.on_availability(_report_watchlist_health(health_servicer))
+        if watchlist.availability.serving:
+            health_servicer.set(WATCHLIST_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        running.supervisor = threading.Thread(
+            target=watchlist.supervise, args=(running.stopping,), name="watchlist-supervisor", daemon=True
+        )
+        running.supervisor.start()
     log.info("serving %s on %s:%d (model %s)", ", ".join(served), settings.server.host, port, service.model_id)
-    return RunningServer(server, port, health_servicer, watchlist, loader)
+    return running
 
 
 def serve(settings: Settings) -> None:

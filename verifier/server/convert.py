@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from verifier.errors import Reason, VerifierError
 from verifier.pipeline import FaceResult
 from verifier.templates import Template
+from verifier.validation import utc_moment
 from verifier.v1 import verifier_pb2 as pb
 from verifier.v1 import watchlist_pb2 as wl
 from verifier.watchlist.store import Subject, SubjectEntry, Watchlist
@@ -74,7 +75,10 @@ def entry_from_pb(message: wl.Subject) -> SubjectEntry:
     return SubjectEntry(
         watchlist=message.watchlist, subject_id=message.subject_id, reason=message.reason,
         source_agency=message.source_agency, external_ref=message.external_reference,
-        expires_at=message.expires.ToDatetime(UTC) if message.HasField("expires") else None,
+        expires_at=(
+            utc_moment(message.expires.seconds, message.expires.nanos, "subject.expires")
+            if message.HasField("expires") else None
+        ),
     )
 
 

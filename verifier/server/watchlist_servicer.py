@@ -32,6 +32,13 @@ class WatchlistServicer(wl_grpc.WatchlistServicer):
         return wl.CreateWatchlistResponse(watchlist=watchlist_to_pb(created))
 
     @mapped
+    def DeleteWatchlist(
+        self, request: wl.DeleteWatchlistRequest, context: grpc.ServicerContext
+    ) -> wl.DeleteWatchlistResponse:
+        deleted = self.service.delete_watchlist(request.name, request.force)
+        return wl.DeleteWatchlistResponse(watchlist=watchlist_to_pb(deleted))
+
+    @mapped
     def ListWatchlists(
         self, request: wl.ListWatchlistsRequest, context: grpc.ServicerContext
     ) -> wl.ListWatchlistsResponse:

@@ -60,6 +60,20 @@ class CreateWatchlistResponse(_message.Message):
     watchlist: WatchlistInfo
     def __init__(self, watchlist: _Optional[_Union[WatchlistInfo, _Mapping]] = ...) -> None: ...
 
+class DeleteWatchlistRequest(_message.Message):
+    __slots__ = ("name", "force")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    force: bool
+    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class DeleteWatchlistResponse(_message.Message):
+    __slots__ = ("watchlist",)
+    WATCHLIST_FIELD_NUMBER: _ClassVar[int]
+    watchlist: WatchlistInfo
+    def __init__(self, watchlist: _Optional[_Union[WatchlistInfo, _Mapping]] = ...) -> None: ...
+
 class ListWatchlistsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

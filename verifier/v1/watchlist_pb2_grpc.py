@@ -44,6 +44,11 @@ class WatchlistStub:
                 request_serializer=verifier_dot_v1_dot_watchlist__pb2.ListWatchlistsRequest.SerializeToString,
                 response_deserializer=verifier_dot_v1_dot_watchlist__pb2.ListWatchlistsResponse.FromString,
                 _registered_method=True)
+        self.DeleteWatchlist = channel.unary_unary(
+                '/verifier.v1.Watchlist/DeleteWatchlist',
+                request_serializer=verifier_dot_v1_dot_watchlist__pb2.DeleteWatchlistRequest.SerializeToString,
+                response_deserializer=verifier_dot_v1_dot_watchlist__pb2.DeleteWatchlistResponse.FromString,
+                _registered_method=True)
         self.EnrollSubject = channel.unary_unary(
                 '/verifier.v1.Watchlist/EnrollSubject',
                 request_serializer=verifier_dot_v1_dot_watchlist__pb2.EnrollSubjectRequest.SerializeToString,
@@ -77,6 +82,14 @@ class WatchlistServicer:
 
     def ListWatchlists(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteWatchlist(self, request, context):
+        """Delete a watch-list. One that still holds subjects is refused
+        (WATCHLIST_NOT_EMPTY) unless `force`, which deletes its subjects too.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -121,6 +134,11 @@ def add_WatchlistServicer_to_server(servicer, server):
                     servicer.ListWatchlists,
                     request_deserializer=verifier_dot_v1_dot_watchlist__pb2.ListWatchlistsRequest.FromString,
                     response_serializer=verifier_dot_v1_dot_watchlist__pb2.ListWatchlistsResponse.SerializeToString,
+            ),
+            'DeleteWatchlist': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteWatchlist,
+                    request_deserializer=verifier_dot_v1_dot_watchlist__pb2.DeleteWatchlistRequest.FromString,
+                    response_serializer=verifier_dot_v1_dot_watchlist__pb2.DeleteWatchlistResponse.SerializeToString,
             ),
             'EnrollSubject': grpc.unary_unary_rpc_method_handler(
                     servicer.EnrollSubject,
@@ -197,6 +215,33 @@ class Watchlist:
             '/verifier.v1.Watchlist/ListWatchlists',
             verifier_dot_v1_dot_watchlist__pb2.ListWatchlistsRequest.SerializeToString,
             verifier_dot_v1_dot_watchlist__pb2.ListWatchlistsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteWatchlist(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/verifier.v1.Watchlist/DeleteWatchlist',
+            verifier_dot_v1_dot_watchlist__pb2.DeleteWatchlistRequest.SerializeToString,
+            verifier_dot_v1_dot_watchlist__pb2.DeleteWatchlistResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -36,7 +36,7 @@ from verifier.evaluation.metrics import (
 )
 from verifier.pipeline import FaceEngine, Selection
 from verifier.templates import Template
-from verifier.watchlist.service import WatchlistService
+from verifier.watchlist.service import WatchlistService, initialise_store
 from verifier.watchlist.store import SubjectEntry
 
 
@@ -135,6 +135,7 @@ def evaluate(settings: Settings, engine: FaceEngine, root: Path) -> tuple[Watchl
     local.watchlist.snapshot_path = None
     with tempfile.TemporaryDirectory() as data_dir:
         local.data_dir = Path(data_dir)
+        initialise_store(local)
         service = WatchlistService.open(local, engine)
         try:
             service.load()

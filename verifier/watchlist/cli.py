@@ -1,4 +1,9 @@
-"""`verifier watchlist import|export|stats`: load a watch-list from photos, hand it on, look at it.
+"""`verifier watchlist init|import|export|stats`: create the store, load a watch-list
+from photos, hand it on, look at it.
+
+``init`` is the only way a store comes to exist (the server never creates one,
+so a store that disappears is noticed rather than silently replaced by an
+empty one).
 
 Import writes to the store itself, so it runs while the server is stopped (the
 store admits one writing process); it is resumable: subjects already enrolled
@@ -55,6 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("watchlist", help="import, export and inspect watch-lists")
     commands = parser.add_subparsers(dest="watchlist_command", required=True)
 
+    init = commands.add_parser("init", help="create the (empty) watch-list store; refuses if one exists")
+    init.set_defaults(handler=_init)
+
     load = commands.add_parser(
         "import", help="enrol subjects from <subject>/<image> folders or a CSV (server stopped; resumable)"
     )
@@ -73,6 +81,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     stats = commands.add_parser("stats", help="watch-lists, subjects, templates, models, and the saved index")
     stats.set_defaults(handler=_stats)
+
+
+def _init(args: argparse.Namespace, settings: Settings) -> int:
+    from verifier.watchlist.service import initialise_store
+
+    try:
+        path = initialise_store(settings)
+    except (StoreError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"created an empty watch-list store at {path}")
+    return EXIT_OK
 
 
 def _expiry(text: str) -> datetime | None:
@@ -234,8 +254,23 @@ def _stats(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{w.name:24s} {w.subjects:9d} {expired[w.name]:8d} {w.templates:10d}  {w.description}")
         for model, count in sorted(store.template_models().items()):
             print(f"templates of {model}: {count}")
+        _print_quarantine(settings, store)
         print(_snapshot_state(settings, store))
     return EXIT_OK
+
+
+def _print_quarantine(settings: Settings, store: WatchlistStore) -> None:
+    """Stored templates of the configured pack's model that fail the template checks."""
+    from verifier.modelzoo.manifest import load_manifest
+
+    manifest = load_manifest(settings.models.manifest)
+    spec = manifest.template_spec(settings.models.pack)
+    bad = store.quarantined(spec)
+    print(f"quarantined templates of {spec.model_id}: {len(bad)} (never searched; re-enrol these subjects)")
+    for found in bad[:FAILURES_LISTED]:
+        print(f"  {found.watchlist}/{found.subject_id} template {found.position}: {found.reason}: {found.detail}")
+    if len(bad) > FAILURES_LISTED:
+        print(f"  ... and {len(bad) - FAILURES_LISTED} more")
 
 
 def _snapshot_state(settings: Settings, store: WatchlistStore) -> str:

@@ -130,6 +130,15 @@ class WatchlistIndex:
         with self._lock.writing():
             self._lists.setdefault(name, self._new_list())
 
+    def drop_watchlist(self, name: str) -> None:
+        """Forget a watch-list and its templates (the store has deleted them)."""
+        with self._lock.writing():
+            index = self._lists.pop(name, None)
+            if index is not None:
+                rows = np.unique(faiss.vector_to_array(index.id_map) >> TEMPLATE_BITS)
+                for row in rows.tolist():
+                    self._expiry.pop(row, None)
+
     def has_watchlist(self, name: str) -> bool:
         with self._lock.reading():
             return name in self._lists

@@ -12,6 +12,15 @@ candidate is dropped, as if the search had started after the removal.
 Until :meth:`WatchlistService.load` has loaded or rebuilt the index, anything
 that needs it is refused with INDEX_NOT_READY; reading a subject or listing
 watch-lists only needs the store and works at once.
+
+Failing closed: the service has a state (:class:`Availability`). A store that
+is missing (STORE_MISSING) or fails underneath a call (STORE_UNAVAILABLE: disk
+full, read-only, corrupt) puts it out of service with that reason: every call
+is refused with it, never answered "no hit" from a half-working store, and
+:meth:`WatchlistService.supervise` keeps trying to reopen the store and
+rebuild the index until it works again. Nothing here touches 1:1 verification.
+Templates stored on disk that fail the template checks are quarantined at load
+(left out of the index, logged and counted) while the rest of the list serves.
 """
 
 from __future__ import annotations
@@ -19,7 +28,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +39,45 @@ import numpy as np
 from verifier.config import Settings, WatchlistSettings
 from verifier.errors import Reason, VerifierError
 from verifier.pipeline import FaceEngine, FaceResult, Selection
+from verifier.watchlist import metrics
 from verifier.templates import Template
+from verifier.validation import identifier, text
 from verifier.watchlist.index import SnapshotTag, WatchlistIndex, template_ids
-from verifier.watchlist.store import Subject, SubjectEntry, Watchlist, WatchlistStore
+from verifier.watchlist.store import (
+    QuarantinedTemplate,
+    StoreError,
+    StoreMissing,
+    Subject,
+    SubjectEntry,
+    Watchlist,
+    WatchlistStore,
+    private_directory,
+)
 
 log = logging.getLogger(__name__)
+
+
+class State(Enum):
+    LOADING = "loading"
+    SERVING = "serving"
+    OUT_OF_SERVICE = "out_of_service"
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether the watch-lists can be served, and if not, why (a reason a caller
+    and an operator can act on)."""
+
+    state: State
+    reason: Reason | None = None
+    message: str = ""
+
+    @property
+    def serving(self) -> bool:
+        return self.state is State.SERVING
+
+
+_LOADING = Availability(State.LOADING, Reason.INDEX_NOT_READY, "the watch-list index is loading; try again shortly")
 
 
 @dataclass(frozen=True)
@@ -83,6 +129,7 @@ class LoadReport:
     source: str
     templates: int
     seconds: float
+    quarantined: tuple[QuarantinedTemplate, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -108,30 +155,60 @@ def identification_threshold(settings: WatchlistSettings) -> IdentificationThres
     )
 
 
-def _require(value: str, name: str) -> None:
-    if not value:
-        raise VerifierError(Reason.REQUEST_INCOMPLETE, f"{name} is required", field=name)
+def check_entry(entry: SubjectEntry) -> None:
+    """Refuse a subject whose ids or text fields could not be stored and shown safely."""
+    identifier(entry.watchlist, "subject.watchlist")
+    identifier(entry.subject_id, "subject.subject_id")
+    text(entry.reason, "subject.reason")
+    text(entry.source_agency, "subject.source_agency")
+    text(entry.external_ref, "subject.external_reference")
+
+
+def initialise_store(settings: Settings) -> Path:
+    """Create the configured watch-list store, empty: the explicit first step
+    (``verifier watchlist init``); the server never creates one by itself."""
+    config = settings.watchlist
+    path = config.store_file(settings.data_dir)
+    private_directory(settings.data_dir)
+    WatchlistStore.create(path, config.busy_timeout_seconds).close()
+    return path
 
 
 class WatchlistService:
     def __init__(
-        self, settings: WatchlistSettings, store: WatchlistStore, engine: FaceEngine, snapshot: Path | None
+        self, settings: WatchlistSettings, store_path: Path, engine: FaceEngine, snapshot: Path | None
     ) -> None:
         self.settings = settings
-        self.store = store
+        self.store_path = store_path
         self.engine = engine
         self.snapshot = snapshot
         self.threshold = identification_threshold(settings)
+        self._store: WatchlistStore | None = None
         self._index: WatchlistIndex | None = None
         self._writes = threading.Lock()
         self._closed = False
+        self._availability = _LOADING
+        self._quarantined: tuple[QuarantinedTemplate, ...] = ()
+        self._listeners: list[Callable[[Availability], None]] = []
+
+    @classmethod
+    def for_settings(cls, settings: Settings, engine: FaceEngine) -> "WatchlistService":
+        """The service over the configured store, not yet opened (see :meth:`supervise`)."""
+        config = settings.watchlist
+        return cls(config, config.store_file(settings.data_dir), engine, config.snapshot_file(settings.data_dir))
 
     @classmethod
     def open(cls, settings: Settings, engine: FaceEngine) -> "WatchlistService":
-        """Open the configured store for writing; call :meth:`load` before searching."""
-        config = settings.watchlist
-        store = WatchlistStore.open(config.store_file(settings.data_dir), config.busy_timeout_seconds)
-        return cls(config, store, engine, config.snapshot_file(settings.data_dir))
+        """Open the configured store for writing (it must exist); call :meth:`load` before searching."""
+        service = cls.for_settings(settings, engine)
+        service._store = WatchlistStore.open(service.store_path, settings.watchlist.busy_timeout_seconds)
+        return service
+
+    @property
+    def store(self) -> WatchlistStore:
+        if self._store is None:
+            raise self._refusal()
+        return self._store
 
     @property
     def model_id(self) -> str:
@@ -139,34 +216,121 @@ class WatchlistService:
 
     @property
     def ready(self) -> bool:
-        return self._index is not None and not self._closed
+        return self._index is not None and not self._closed and self._availability.serving
+
+    @property
+    def availability(self) -> Availability:
+        return self._availability
+
+    @property
+    def quarantined(self) -> tuple[QuarantinedTemplate, ...]:
+        """Stored templates left out of the index at the last load because they fail the checks."""
+        return self._quarantined
+
+    def on_availability(self, listener: Callable[[Availability], None]) -> None:
+        """Call ``listener`` with every change of availability (the server's health)."""
+        self._listeners.append(listener)
+
+    def _set_availability(self, availability: Availability) -> None:
+        changed = availability != self._availability
+        self._availability = availability
+        if changed:
+            log_at = logging.INFO if availability.serving else logging.ERROR
+            log.log(log_at, "watch-lists %s%s", availability.state.value,
+                    f" ({availability.reason.value}: {availability.message})" if availability.reason else "")
+            metrics.set_availability(availability.state.value, availability.reason.value if availability.reason else "")
+            for listener in self._listeners:
+                listener(availability)
+
+    def _refusal(self) -> VerifierError:
+        current = self._availability
+        reason = current.reason or Reason.INDEX_NOT_READY
+        return VerifierError(reason, current.message or "the watch-lists are not available", store=str(self.store_path))
+
+    def _fail(self, error: StoreError) -> VerifierError:
+        """Take the watch-lists out of service for a store fault; the error to answer with."""
+        reason = Reason.STORE_MISSING if isinstance(error, StoreMissing) else Reason.STORE_UNAVAILABLE
+        self._set_availability(Availability(State.OUT_OF_SERVICE, reason, str(error)))
+        return self._refusal()
+
+    @contextmanager
+    def _store_faults(self) -> Iterator[None]:
+        """Any store fault inside the block takes the service out of service and is
+        answered with its reason; never half an answer."""
+        try:
+            yield
+        except StoreError as error:
+            raise self._fail(error) from error
 
     def _tag(self) -> SnapshotTag:
         return SnapshotTag(self.store.store_id, self.store.change_seq(), self.model_id, self.engine.embedder.dimension)
 
     def load(self) -> LoadReport:
-        """Load the saved index if it matches the store's change sequence, else rebuild it from the store."""
+        """Load the saved index if it matches the store's change sequence, else rebuild
+        it from the store, leaving out (quarantining) stored templates that fail the checks."""
         start = time.perf_counter()
-        with self._writes:
+        quarantined: list[QuarantinedTemplate] = []
+        with self._writes, self._store_faults():
             tag = self._tag()
             index = WatchlistIndex.load(self.snapshot, tag) if self.snapshot is not None else None
             source = "snapshot"
             if index is None:
                 source = "store"
-                lists = {
-                    name: (template_ids(found.rows, found.positions), found.vectors)
-                    for name, found in self.store.searchable(self.model_id, time.time()).items()
-                }
-                index = WatchlistIndex.build(tag.dimension, lists)
+                lists, quarantined = self.store.searchable(self.engine.template_spec, time.time())
+                index = WatchlistIndex.build(
+                    tag.dimension,
+                    {name: (template_ids(found.rows, found.positions), found.vectors) for name, found in lists.items()},
+                )
+            else:
+                quarantined = self.store.quarantined(self.engine.template_spec)
             index.set_expiries(self.store.expiries())
             index.sweep(time.time())
             foreign = {model: n for model, n in self.store.template_models().items() if model != self.model_id}
             if foreign:
                 log.warning("templates of other models are stored but not searchable: %s", foreign)
             self._index = index
-        report = LoadReport(source, index.size(), time.perf_counter() - start)
-        log.info("watch-list index from %s: %d templates in %.2f s", report.source, report.templates, report.seconds)
+            self._quarantined = tuple(quarantined)
+        metrics.QUARANTINED.set(len(quarantined))
+        for bad in quarantined[: self.settings.quarantine_log_limit]:
+            log.error("quarantined template %d of subject %r in watch-list %r (store row %d): %s: %s",
+                      bad.position, bad.subject_id, bad.watchlist, bad.row, bad.reason, bad.detail)
+        report = LoadReport(source, index.size(), time.perf_counter() - start, tuple(quarantined))
+        log.info("watch-list index from %s: %d templates in %.2f s, %d quarantined",
+                 report.source, report.templates, report.seconds, len(quarantined))
+        self._set_availability(Availability(State.SERVING))
         return report
+
+    def supervise(self, stop: threading.Event) -> None:
+        """Bring the watch-lists into service and keep them there: open the store and
+        load the index, and whenever that fails or a store fault takes the service
+        out, try again every ``store_retry_seconds`` until ``stop`` is set."""
+        while not stop.is_set():
+            if not self._availability.serving and not self._closed:
+                self._recover()
+            stop.wait(self.settings.store_retry_seconds)
+
+    def _recover(self) -> None:
+        with self._writes:
+            if self._closed:
+                return
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+            self._index = None
+            try:
+                store = WatchlistStore.open(self.store_path, self.settings.busy_timeout_seconds)
+                self._store = store
+                store.check_writable()
+            except StoreError as error:
+                self._fail(error)
+                return
+        try:
+            self.load()
+        except VerifierError:
+            return  # load has set the reason
+        except Exception as error:  # noqa: BLE001 - an index that cannot be built is a store fault too
+            log.exception("the watch-list index could not be built")
+            self._set_availability(Availability(State.OUT_OF_SERVICE, Reason.STORE_UNAVAILABLE, str(error)))
 
     def close(self) -> None:
         """Save the index (tagged with the store's change sequence) and close the store."""
@@ -174,28 +338,55 @@ class WatchlistService:
             if self._closed:
                 return
             self._closed = True
-            if self._index is not None and self.snapshot is not None:
-                self._index.save(self.snapshot, self._tag())
-            self.store.close()
+            if self._store is None:
+                return
+            try:
+                if self._index is not None and self.snapshot is not None and self._availability.serving:
+                    self._index.save(self.snapshot, self._tag())
+            except (StoreError, OSError):
+                log.exception("the watch-list index was not saved; the next start rebuilds it from the store")
+            finally:
+                self._store.close()
+
+    def _open_store(self) -> WatchlistStore:
+        """The store, for calls that need only it (they work while the index loads)."""
+        if self._store is None or self._closed or self._availability.state is State.OUT_OF_SERVICE:
+            raise self._refusal()
+        return self._store
 
     def _ready_index(self) -> WatchlistIndex:
-        if self._index is None or self._closed:
-            raise VerifierError(Reason.INDEX_NOT_READY, "the watch-list index is loading; try again shortly")
+        if self._index is None or self._closed or not self._availability.serving:
+            raise self._refusal()
         return self._index
 
     def create_watchlist(self, name: str, description: str) -> Watchlist:
-        _require(name, "name")
-        with self._writes:
+        identifier(name, "name")
+        text(description, "description")
+        with self._writes, self._store_faults():
             index = self._ready_index()
             created = self.store.create_watchlist(name, description)
             index.add_watchlist(name)
         return created
 
+    def delete_watchlist(self, name: str, force: bool = False) -> Watchlist:
+        """Delete a watch-list; one still holding subjects only when ``force`` is given.
+        Once this returns, no search looks in it."""
+        identifier(name, "name")
+        with self._writes, self._store_faults():
+            index = self._ready_index()
+            deleted = self.store.delete_watchlist(name, force)
+            index.drop_watchlist(name)
+        return deleted
+
     def watchlists(self) -> list[Watchlist]:
-        return self.store.watchlists()
+        with self._store_faults():
+            return self._open_store().watchlists()
 
     def subject(self, watchlist: str, subject_id: str) -> Subject:
-        return self.store.subject(watchlist, subject_id)
+        identifier(watchlist, "watchlist")
+        identifier(subject_id, "subject_id")
+        with self._store_faults():
+            return self._open_store().subject(watchlist, subject_id)
 
     def enrol(self, entry: SubjectEntry, samples: list[bytes | Template], allow_partial: bool = False) -> Enrolment:
         """Store a subject with a template from each sample (image or template).
@@ -205,8 +396,7 @@ class WatchlistService:
         another model always fails it. The subject is stored with all its
         templates or not at all.
         """
-        _require(entry.watchlist, "watchlist")
-        _require(entry.subject_id, "subject_id")
+        check_entry(entry)
         if not samples:
             raise VerifierError(Reason.REQUEST_INCOMPLETE, "an enrolment needs at least one image or template")
         limit = self.settings.max_templates_per_subject
@@ -215,6 +405,12 @@ class WatchlistService:
                 Reason.TOO_MANY_TEMPLATES, f"{len(samples)} samples, at most {limit} per subject",
                 samples=len(samples), limit=limit,
             )
+        for i, sample in enumerate(samples):
+            if isinstance(sample, Template):
+                try:
+                    sample.require(self.engine.template_spec)
+                except VerifierError as error:
+                    raise error.with_detail(sample=i)
         self._ready_index()
         outcomes, timings = self._analyse(samples)
         failed = [(o.index, o.error) for o in outcomes if o.error is not None]
@@ -224,7 +420,7 @@ class WatchlistService:
         vectors = [self._template_of(samples[o.index], o).vector for o in outcomes if o.error is None]
         templates = [Template(self.model_id, vector) for vector in vectors]
         start = time.perf_counter()
-        with self._writes:
+        with self._writes, self._store_faults():
             index = self._ready_index()
             subject = self.store.add_subject(entry, templates)
             index.add_subject(entry.watchlist, subject.row, np.stack(vectors), _epoch(entry))
@@ -238,10 +434,6 @@ class WatchlistService:
         outcomes = []
         for i, sample in enumerate(samples):
             if isinstance(sample, Template):
-                try:
-                    sample.require_model(self.model_id)
-                except VerifierError as error:
-                    raise error.with_detail(sample=i)
                 outcomes.append(SampleOutcome(i))
             elif isinstance(faces[i], VerifierError):
                 outcomes.append(SampleOutcome(i, error=faces[i]))  # type: ignore[arg-type]
@@ -256,7 +448,9 @@ class WatchlistService:
 
     def remove(self, watchlist: str, subject_id: str) -> Subject:
         """Delete a subject; once this returns no search can return it."""
-        with self._writes:
+        identifier(watchlist, "watchlist")
+        identifier(subject_id, "subject_id")
+        with self._writes, self._store_faults():
             index = self._ready_index()
             subject = self.store.remove_subject(watchlist, subject_id)
             index.remove_subject(watchlist, subject.row, subject.template_count)
@@ -270,12 +464,13 @@ class WatchlistService:
         index = self._ready_index()
         names = list(dict.fromkeys(watchlists)) if watchlists else index.watchlists()
         for name in names:
+            identifier(name, "watchlists")
             if not index.has_watchlist(name):
                 raise VerifierError(Reason.WATCHLIST_NOT_FOUND, f"no watch-list named {name!r}", watchlist=name)
         wanted = min(top_k or self.settings.default_top_k, self.settings.max_top_k)
         face: FaceResult | None = None
         if isinstance(probe, Template):
-            probe.require_model(self.model_id)
+            probe.require(self.engine.template_spec)
             template, timings = probe, {}
         else:
             face = self.engine.analyse(probe, Selection.LARGEST)
@@ -283,7 +478,8 @@ class WatchlistService:
         start = time.perf_counter()
         now = time.time()
         outcome = index.search(template.vector, names, wanted, self.threshold.value, now)
-        subjects = self.store.subjects_by_row([hit.row for hit in outcome.hits])
+        with self._store_faults():
+            subjects = self.store.subjects_by_row([hit.row for hit in outcome.hits])
         live = [hit for hit in outcome.hits if hit.row in subjects]
         candidates = [Candidate(rank, subjects[hit.row], hit.score) for rank, hit in enumerate(live, start=1)]
         timings["search"] = (time.perf_counter() - start) * 1000.0
@@ -293,13 +489,13 @@ class WatchlistService:
 
     def consistency(self) -> Consistency:
         """Check the index against the store, after sweeping out expired subjects."""
-        with self._writes:
+        with self._writes, self._store_faults():
             index = self._ready_index()
             now = time.time()
             index.sweep(now)
             expected = {
                 (name, int(key))
-                for name, found in self.store.searchable(self.model_id, now).items()
+                for name, found in self.store.searchable(self.engine.template_spec, now)[0].items()
                 for key in template_ids(found.rows, found.positions)
             }
             actual = {(name, int(key)) for name, keys in index.keys().items() for key in keys}

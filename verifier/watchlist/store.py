@@ -9,6 +9,14 @@ built at and is trusted only while the store has not moved on.
 One process writes a store (it holds an exclusive lock on a file beside it, so
 two servers cannot each keep their own index of one store); other processes
 may open it read-only, for export and statistics.
+
+A store is created only by an explicit step (:meth:`WatchlistStore.create`,
+``verifier watchlist init``): opening one that is missing is an error, never a
+new empty store, since an empty watch-list would silently clear every
+traveller. Any SQLite failure at run time (disk full, read-only, corrupt)
+surfaces as :class:`StoreFailure`, so that the service above can stop serving
+watch-lists with a reason while the rest of the server goes on. Files are
+created owner-only (0600, directories 0700): they hold biometric templates.
 """
 
 from __future__ import annotations
@@ -29,7 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from verifier.errors import Reason, VerifierError
-from verifier.templates import Template
+from verifier.templates import NORM_TOLERANCE, TEMPLATE_VERSION, Template, TemplateSpec, problem_with
+from verifier.validation import moment
 
 SCHEMA_VERSION = 1
 
@@ -68,8 +77,20 @@ _SUBJECT_COLUMNS = (
 )
 
 
+FILE_MODE = 0o600
+DIRECTORY_MODE = 0o700
+
+
 class StoreError(Exception):
-    """The store cannot be opened: missing, of another schema, or held by another process."""
+    """The store cannot be used: of another schema, held by another process, or failing."""
+
+
+class StoreMissing(StoreError):
+    """No store where one is configured: it must be created (or restored) by an operator."""
+
+
+class StoreFailure(StoreError):
+    """SQLite failed underneath a read or write (disk full, read-only, I/O error, corruption)."""
 
 
 @dataclass(frozen=True)
@@ -118,19 +139,63 @@ class SearchableTemplates:
     vectors: np.ndarray
 
 
+@dataclass(frozen=True)
+class QuarantinedTemplate:
+    """A stored template row that fails the template checks (an older format, a
+    wrong dimension, damaged bytes): never searched, reported to the operator."""
+
+    watchlist: str
+    subject_id: str
+    row: int
+    position: int
+    reason: str
+    detail: str
+
+
 def _epoch(moment: datetime | None) -> float | None:
     return None if moment is None else moment.timestamp()
 
 
 def _moment(epoch: float | None) -> datetime | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+    return None if epoch is None else moment(epoch)
+
+
+def _text(raw: bytes) -> str:
+    """Stored text as str even where the bytes on disk were damaged: a bad byte
+    must not make a hit on that subject unreportable."""
+    return raw.decode("utf-8", "replace")
+
+
+def private_directory(path: Path) -> None:
+    """Create ``path`` (and parents) if needed, owner-only."""
+    path.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
+    os.chmod(path, DIRECTORY_MODE)
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` empty if absent, owner-only; restrict it if it exists."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE))
+    os.chmod(path, FILE_MODE)
 
 
 def _subject(row: tuple) -> Subject:
     key, watchlist, subject_id, external_ref, reason, source, created, expires, count, models = row
     entry = SubjectEntry(watchlist, subject_id, reason, source, external_ref, _moment(expires))
     model_ids = tuple(sorted(models.split(","))) if models else ()
-    return Subject(entry, key, datetime.fromtimestamp(created, UTC), count, model_ids)
+    return Subject(entry, key, moment(created), count, model_ids)
+
+
+_WATCHLIST_QUERY = (
+    "SELECT w.name, w.description, w.created_at,"
+    " (SELECT COUNT(*) FROM subjects s WHERE s.watchlist = w.name),"
+    " (SELECT COUNT(*) FROM templates t JOIN subjects s ON s.id = t.subject WHERE s.watchlist = w.name)"
+    " FROM watchlists w"
+)
+
+
+def _watchlist(row: tuple) -> Watchlist:
+    name, description, created, subjects, templates = row
+    return Watchlist(name, description, moment(created), subjects, templates)
 
 
 def _find(conn: sqlite3.Connection, watchlist: str, subject_id: str) -> Subject:
@@ -138,11 +203,36 @@ def _find(conn: sqlite3.Connection, watchlist: str, subject_id: str) -> Subject:
         f"SELECT {_SUBJECT_COLUMNS} FROM subjects s WHERE s.watchlist = ? AND s.subject_id = ?", (watchlist, subject_id)
     ).fetchone()
     if found is None:
+        if conn.execute("SELECT 1 FROM watchlists WHERE name = ?", (watchlist,)).fetchone() is None:
+            raise _no_watchlist(watchlist)
         raise VerifierError(
             Reason.SUBJECT_NOT_FOUND, f"no subject {subject_id!r} in watch-list {watchlist!r}",
             watchlist=watchlist, subject_id=subject_id,
         )
     return _subject(found)
+
+
+def _checked(records: list[tuple], dimension: int) -> tuple[list[tuple], list[QuarantinedTemplate]]:
+    """Split (watchlist, row, position, version, vector, subject_id) records into
+    those that pass the template checks and those to quarantine. The common case
+    (right size and version) is checked in one vectorised pass."""
+    size = 4 * dimension
+    sized = [r for r in records if r[3] == TEMPLATE_VERSION and isinstance(r[4], bytes) and len(r[4]) == size]
+    good: list[tuple] = []
+    suspect = [r for r in records if not (r[3] == TEMPLATE_VERSION and isinstance(r[4], bytes) and len(r[4]) == size)]
+    if sized:
+        vectors = np.frombuffer(b"".join(r[4] for r in sized), dtype="<f4").reshape(len(sized), dimension)
+        with np.errstate(all="ignore"):
+            norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
+        sound = np.isfinite(vectors).all(axis=1) & (np.abs(norms - 1.0) <= NORM_TOLERANCE)
+        good = [r for r, ok in zip(sized, sound) if ok]
+        suspect.extend(r for r, ok in zip(sized, sound) if not ok)
+    quarantined = []
+    for watchlist, row, position, version, vector, subject_id in suspect:
+        data = vector if isinstance(vector, bytes) else b""
+        reason, detail = problem_with(int(version), dimension, data) or (Reason.TEMPLATE_MALFORMED, "unreadable")
+        quarantined.append(QuarantinedTemplate(watchlist, subject_id, int(row), int(position), reason.value, detail))
+    return good, quarantined
 
 
 def _no_watchlist(name: str) -> VerifierError:
@@ -168,34 +258,79 @@ class WatchlistStore:
         self._writer: sqlite3.Connection | None = None
 
     @classmethod
+    def create(cls, path: Path, busy_timeout: float) -> "WatchlistStore":
+        """Create a new, empty store at ``path`` and open it for writing; refuses
+        to touch a file that is already there."""
+        private_directory(path.parent)
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+        except FileExistsError as exc:
+            raise StoreError(f"{path} exists; a store is created once") from exc
+        store = cls._lock(path, busy_timeout)
+        try:
+            store._writer = store._connect()
+            store._writer.execute("PRAGMA journal_mode=WAL")
+            store._writer.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+            with store._transaction(count=False) as conn:
+                conn.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)",
+                    [("schema_version", SCHEMA_VERSION), ("store_id", uuid.uuid4().hex), ("change_seq", 0)],
+                )
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    @classmethod
     def open(cls, path: Path, busy_timeout: float) -> "WatchlistStore":
-        """Open (creating if needed) the store for writing; one process at a time."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Open an existing store for writing; one process at a time. A missing
+        store is :class:`StoreMissing`, never created here."""
+        if not path.is_file():
+            raise StoreMissing(
+                f"no watch-list store at {path}: create one with `verifier watchlist init`, "
+                "or restore the file from its backup"
+            )
+        store = cls._lock(path, busy_timeout)
+        try:
+            for owned in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+                if owned.exists():
+                    os.chmod(owned, FILE_MODE)
+            store._writer = store._connect()
+            store._writer.execute("PRAGMA journal_mode=WAL")
+            store._check_schema()
+        except sqlite3.Error as exc:
+            store.close()
+            raise StoreFailure(f"{path} cannot be read as a watch-list store: {exc}") from exc
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    @classmethod
+    def _lock(cls, path: Path, busy_timeout: float) -> "WatchlistStore":
         store = cls(path, busy_timeout, readonly=False)
-        store._lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        lock = Path(f"{path}.lock")
+        store._lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        os.chmod(lock, FILE_MODE)
         try:
             fcntl.flock(store._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             os.close(store._lock_fd)
+            store._lock_fd = None
             raise StoreError(f"{path} is in use by another process (stop the server to write to it)") from exc
-        store._writer = store._connect()
-        store._writer.execute("PRAGMA journal_mode=WAL")
-        store._writer.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
-        with store._transaction(count=False) as conn:
-            conn.executemany(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
-                [("schema_version", SCHEMA_VERSION), ("store_id", uuid.uuid4().hex), ("change_seq", 0)],
-            )
-        store._check_schema()
         return store
 
     @classmethod
     def open_readonly(cls, path: Path, busy_timeout: float) -> "WatchlistStore":
         """Open an existing store to read, beside a process that may be writing it."""
-        if not path.exists():
-            raise StoreError(f"no watch-list store at {path}")
+        if not path.is_file():
+            raise StoreMissing(f"no watch-list store at {path}")
         store = cls(path, busy_timeout, readonly=True)
-        store._check_schema()
+        try:
+            store._check_schema()
+        except sqlite3.Error as exc:
+            store.close()
+            raise StoreFailure(f"{path} cannot be read as a watch-list store: {exc}") from exc
         return store
 
     def _connect(self) -> sqlite3.Connection:
@@ -203,6 +338,7 @@ class WatchlistStore:
         conn = sqlite3.connect(
             target, uri=self.readonly, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
         )
+        conn.text_factory = _text
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         with self._connections_lock:
@@ -229,28 +365,49 @@ class WatchlistStore:
         try:
             conn = self._idle.get_nowait()
         except queue.Empty:
-            conn = self._connect()
+            conn = self._failing_as_store(self._connect)
         try:
             yield conn
+        except sqlite3.Error as exc:
+            raise StoreFailure(f"reading {self.path} failed: {exc}") from exc
         finally:
             self._idle.put(conn)
 
+    def _failing_as_store(self, step):  # noqa: ANN001, ANN202 - a zero-argument callable and its result
+        try:
+            return step()
+        except sqlite3.Error as exc:
+            raise StoreFailure(f"{self.path}: {exc}") from exc
+
     @contextmanager
     def _transaction(self, count: bool = True) -> Iterator[sqlite3.Connection]:
-        """One write transaction; committed (and on disk) when the block ends."""
+        """One write transaction; committed (and on disk) when the block ends.
+        A SQLite failure rolls it back and surfaces as :class:`StoreFailure`."""
         if self._writer is None:
             raise StoreError(f"{self.path} is open read-only")
         with self._write_lock:
             conn = self._writer
-            conn.execute("BEGIN IMMEDIATE")
+            self._failing_as_store(lambda: conn.execute("BEGIN IMMEDIATE"))
             try:
                 yield conn
                 if count:
                     conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'change_seq'")
                 conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass  # the failure being raised already says the write did not happen
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreFailure(f"writing {self.path} failed: {exc}") from exc
                 raise
+
+    def check_writable(self) -> None:
+        """Prove a write commits (a no-op update, synced): a store that opens but
+        cannot be written (disk full, read-only) is found before it is served."""
+        with self._transaction(count=False) as conn:
+            conn.execute("UPDATE meta SET value = value WHERE key = 'store_id'")
 
     def _meta(self, key: str) -> object:
         with self._reading() as conn:
@@ -267,32 +424,47 @@ class WatchlistStore:
 
     def create_watchlist(self, name: str, description: str) -> Watchlist:
         created = time.time()
-        try:
-            with self._transaction() as conn:
+        with self._transaction() as conn:
+            try:
                 conn.execute(
                     "INSERT INTO watchlists (name, description, created_at) VALUES (?, ?, ?)",
                     (name, description, created),
                 )
-        except sqlite3.IntegrityError as exc:
-            raise VerifierError(Reason.WATCHLIST_EXISTS, f"watch-list {name!r} exists", watchlist=name) from exc
+            except sqlite3.IntegrityError as exc:
+                raise VerifierError(Reason.WATCHLIST_EXISTS, f"watch-list {name!r} exists", watchlist=name) from exc
         return Watchlist(name, description, datetime.fromtimestamp(created, UTC))
+
+    def delete_watchlist(self, name: str, force: bool) -> Watchlist:
+        """Delete a watch-list; one that still holds subjects only with ``force``
+        (its subjects and templates go with it, in the same transaction)."""
+        with self._transaction() as conn:
+            found = self._watchlist_in(conn, name)
+            if found.subjects and not force:
+                raise VerifierError(
+                    Reason.WATCHLIST_NOT_EMPTY,
+                    f"watch-list {name!r} holds {found.subjects} subjects; remove them or delete with force",
+                    watchlist=name, subjects=found.subjects,
+                )
+            conn.execute("DELETE FROM subjects WHERE watchlist = ?", (name,))
+            conn.execute("DELETE FROM watchlists WHERE name = ?", (name,))
+        return found
 
     def watchlists(self) -> list[Watchlist]:
         """Every watch-list with how many subjects and templates it holds."""
         with self._reading() as conn:
-            rows = conn.execute(
-                "SELECT w.name, w.description, w.created_at,"
-                " (SELECT COUNT(*) FROM subjects s WHERE s.watchlist = w.name),"
-                " (SELECT COUNT(*) FROM templates t JOIN subjects s ON s.id = t.subject WHERE s.watchlist = w.name)"
-                " FROM watchlists w ORDER BY w.name"
-            ).fetchall()
-        return [Watchlist(n, d, datetime.fromtimestamp(c, UTC), s, t) for n, d, c, s, t in rows]
+            rows = conn.execute(_WATCHLIST_QUERY + " ORDER BY w.name").fetchall()
+        return [_watchlist(row) for row in rows]
 
     def watchlist(self, name: str) -> Watchlist:
-        for found in self.watchlists():
-            if found.name == name:
-                return found
-        raise _no_watchlist(name)
+        with self._reading() as conn:
+            return self._watchlist_in(conn, name)
+
+    @staticmethod
+    def _watchlist_in(conn: sqlite3.Connection, name: str) -> Watchlist:
+        found = conn.execute(_WATCHLIST_QUERY + " WHERE w.name = ?", (name,)).fetchone()
+        if found is None:
+            raise _no_watchlist(name)
+        return _watchlist(found)
 
     def add_subject(self, entry: SubjectEntry, templates: list[Template]) -> Subject:
         """Store a subject with all its templates in one transaction."""
@@ -355,28 +527,41 @@ class WatchlistStore:
             ).fetchall()
         return [Template(m, np.frombuffer(v, dtype="<f4").astype(np.float32), ver) for m, ver, v in found]
 
-    def searchable(self, model_id: str, now: float) -> dict[str, SearchableTemplates]:
-        """For each watch-list, the templates of ``model_id`` of subjects not expired at ``now``."""
+    def searchable(self, spec: TemplateSpec, now: float) -> tuple[dict[str, SearchableTemplates], list[QuarantinedTemplate]]:
+        """For each watch-list, the templates of ``spec``'s model of subjects not
+        expired at ``now``; and the rows of that model that fail the template
+        checks, which are left out (quarantined) while the rest serves."""
         with self._reading() as conn:
             names = [name for (name,) in conn.execute("SELECT name FROM watchlists")]
             found = conn.execute(
-                "SELECT s.watchlist, t.subject, t.position, t.vector"
+                "SELECT s.watchlist, t.subject, t.position, t.version, t.vector, s.subject_id"
                 " FROM templates t JOIN subjects s ON s.id = t.subject"
                 " WHERE t.model_id = ? AND (s.expires_at IS NULL OR s.expires_at > ?) ORDER BY s.watchlist",
-                (model_id, now),
+                (spec.model_id, now),
             ).fetchall()
+        good, quarantined = _checked(found, spec.dimension)
         grouped: dict[str, list[tuple]] = {name: [] for name in names}
-        for record in found:
+        for record in good:
             grouped[record[0]].append(record)
         result = {}
         for name, records in grouped.items():
-            vectors = np.frombuffer(b"".join(r[3] for r in records), dtype="<f4").astype(np.float32)
+            vectors = np.frombuffer(b"".join(r[4] for r in records), dtype="<f4").astype(np.float32)
             result[name] = SearchableTemplates(
                 rows=np.array([r[1] for r in records], dtype=np.int64),
                 positions=np.array([r[2] for r in records], dtype=np.int64),
-                vectors=vectors.reshape(len(records), -1) if records else vectors.reshape(0, 0),
+                vectors=vectors.reshape(len(records), spec.dimension),
             )
-        return result
+        return result, quarantined
+
+    def quarantined(self, spec: TemplateSpec) -> list[QuarantinedTemplate]:
+        """Every stored row of ``spec``'s model that fails the template checks, expired or not."""
+        with self._reading() as conn:
+            found = conn.execute(
+                "SELECT s.watchlist, t.subject, t.position, t.version, t.vector, s.subject_id"
+                " FROM templates t JOIN subjects s ON s.id = t.subject WHERE t.model_id = ?",
+                (spec.model_id,),
+            ).fetchall()
+        return _checked(found, spec.dimension)[1]
 
     def expiries(self) -> dict[int, float]:
         """Row to expiry time (epoch seconds) of every subject that has one."""
