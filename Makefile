@@ -31,7 +31,10 @@ setup-dev: $(VENV)/.installed-dev
 models: setup
 	$(BIN)/verifier models fetch
 
+# The store is created on the very first run only: one that existed and is gone
+# is reported by the server (STORE_MISSING), never silently replaced.
 run: models
+	$(BIN)/verifier watchlist init --first-run
 	$(BIN)/verifier serve
 
 test: setup-dev

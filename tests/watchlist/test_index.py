@@ -84,6 +84,7 @@ def test_a_snapshot_loads_only_with_its_own_tag(tmp_path: Path) -> None:
     index.add_watchlist("empty")
     path = tmp_path / "index.snapshot"
     index.save(path, TAG)
+    assert path.stat().st_mode & 0o777 == 0o600
     loaded = WatchlistIndex.load(path, TAG)
     assert loaded is not None and loaded.watchlists() == ["empty", "wanted"]
     assert all(np.array_equal(loaded.keys()[n], index.keys()[n]) for n in ("wanted", "empty"))

@@ -61,6 +61,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     commands = parser.add_subparsers(dest="watchlist_command", required=True)
 
     init = commands.add_parser("init", help="create the (empty) watch-list store; refuses if one exists")
+    init.add_argument(
+        "--first-run", action="store_true",
+        help="only if the store's folder has never existed (what `make run` does): a store that existed and is "
+             "gone is not replaced",
+    )
     init.set_defaults(handler=_init)
 
     load = commands.add_parser(
@@ -86,6 +91,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _init(args: argparse.Namespace, settings: Settings) -> int:
     from verifier.watchlist.service import initialise_store
 
+    folder = settings.watchlist.store_file(settings.data_dir).parent
+    if args.first_run and folder.exists():
+        print(f"{folder} exists: not a first run, no store created")
+        return EXIT_OK
     try:
         path = initialise_store(settings)
     except (StoreError, OSError) as exc:

@@ -37,6 +37,8 @@ import faiss
 import numpy as np
 
 TEMPLATE_BITS = 8
+# Snapshots hold every template: readable by the service's own user only.
+SNAPSHOT_FILE_MODE = 0o600
 _SNAPSHOT_MAGIC = b"VWLIDX01"
 _TRAILER = struct.Struct("<Q8s")
 
@@ -253,7 +255,7 @@ class WatchlistIndex:
     def save(self, path: Path, tag: SnapshotTag) -> None:
         """Write the index atomically (temporary file, fsync, rename): a crash
         leaves the old snapshot or the new one, never half of one."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".partial")
         sizes: dict[str, int] = {}
         digest = hashlib.sha256()
@@ -262,7 +264,9 @@ class WatchlistIndex:
             digest.update(chunk)
             return out.write(chunk)
 
-        with self._lock.reading(), partial.open("wb") as out:
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, SNAPSHOT_FILE_MODE)
+        os.fchmod(descriptor, SNAPSHOT_FILE_MODE)
+        with self._lock.reading(), os.fdopen(descriptor, "wb") as out:
             out.write(_SNAPSHOT_MAGIC)
             for name, index in self._lists.items():
                 start = out.tell()
