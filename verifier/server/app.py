@@ -17,17 +17,20 @@ from verifier.calibration import serving_threshold
 from verifier.config import Settings
 from verifier.matching import Matcher
 from verifier.pipeline import FaceEngine
+from verifier.server.audit import AuditServicer
+from verifier.server.edge import Edge, build_edge
 from verifier.server.interceptors import MetricsInterceptor
 from verifier.server.servicer import FaceVerifierServicer
 from verifier.server.watchlist_servicer import WatchlistServicer
 from verifier.service import VerificationService
-from verifier.v1 import verifier_pb2, verifier_pb2_grpc, watchlist_pb2, watchlist_pb2_grpc
+from verifier.v1 import audit_pb2, audit_pb2_grpc, verifier_pb2, verifier_pb2_grpc, watchlist_pb2, watchlist_pb2_grpc
 from verifier.watchlist.service import WatchlistService
 
 log = logging.getLogger(__name__)
 
 VERIFIER_SERVICE = verifier_pb2.DESCRIPTOR.services_by_name["FaceVerifier"].full_name
 WATCHLIST_SERVICE = watchlist_pb2.DESCRIPTOR.services_by_name["Watchlist"].full_name
+AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name
 
 
 @dataclass
@@ -37,6 +40,7 @@ class RunningServer:
     health: health.HealthServicer
     watchlist: WatchlistService | None = None
     index_loader: threading.Thread | None = None
+    edge: Edge | None = None
 
     def stop(self, grace: float) -> None:
         """Refuse new calls, let in-flight ones finish within ``grace`` seconds,
@@ -47,6 +51,8 @@ class RunningServer:
             if self.index_loader is not None:
                 self.index_loader.join()
             self.watchlist.close()
+        if self.edge is not None:
+            self.edge.close()
 
 
 def build_service(settings: Settings, engine: FaceEngine | None = None) -> VerificationService:
@@ -74,13 +80,14 @@ def start_server(
     service is served too; its health is NOT_SERVING until the index has been
     loaded in the background, and identification is refused until then.
     """
+    edge = build_edge(settings)
     service = service or build_service(settings)
     if watchlist is None and settings.watchlist.enabled:
         watchlist = WatchlistService.open(settings, service.engine)
     limit = settings.server.max_message_bytes
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.server.workers, thread_name_prefix="rpc"),
-        interceptors=[MetricsInterceptor()],
+        interceptors=[MetricsInterceptor(), *edge.interceptors],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
@@ -92,13 +99,17 @@ def start_server(
     if watchlist is not None:
         watchlist_pb2_grpc.add_WatchlistServicer_to_server(WatchlistServicer(watchlist), server)
         served.append(WATCHLIST_SERVICE)
+    if edge.audit is not None:
+        audit_pb2_grpc.add_AuditServicer_to_server(AuditServicer(edge.audit, settings.audit.page_size), server)
+        served.append(AUDIT_SERVICE)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*served, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-        server,
-    )
-    port = server.add_insecure_port(f"{settings.server.host}:{settings.server.port}")
+    if edge.reflection:
+        reflection.enable_server_reflection(
+            (*served, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            server,
+        )
+    port = edge.bind(server, f"{settings.server.host}:{settings.server.port}")
     server.start()
     for name in ("", VERIFIER_SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -107,8 +118,9 @@ def start_server(
         health_servicer.set(WATCHLIST_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
         loader = threading.Thread(target=_load_index, args=(watchlist, health_servicer), name="watchlist-index")
         loader.start()
-    log.info("serving %s on %s:%d (model %s)", ", ".join(served), settings.server.host, port, service.model_id)
-    return RunningServer(server, port, health_servicer, watchlist, loader)
+    log.info("serving %s on %s:%d (model %s, %s)", ", ".join(served), settings.server.host, port, service.model_id,
+             "mutual TLS" if edge.tls else "no TLS")
+    return RunningServer(server, port, health_servicer, watchlist, loader, edge)
 
 
 def serve(settings: Settings) -> None:
