@@ -47,6 +47,14 @@ class Issued:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
 
+    @classmethod
+    def load(cls, directory: Path, stem: str) -> "Issued":
+        """``<stem>.pem`` and ``<stem>.key`` from ``directory`` (to issue more certificates from a CA)."""
+        key = serialization.load_pem_private_key((directory / f"{stem}.key").read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{directory / stem}.key is not an EC key")
+        return cls(x509.load_pem_x509_certificate((directory / f"{stem}.pem").read_bytes()), key)
+
     def write(self, directory: Path, stem: str) -> tuple[Path, Path]:
         """``<stem>.pem`` and ``<stem>.key`` in ``directory``; the key readable by its owner only."""
         cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}.key"

@@ -44,6 +44,7 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     # Liveness and schema: harmless to every authenticated caller.
     "/grpc.health.v1.Health/Check": EVERYONE,
     "/grpc.health.v1.Health/Watch": EVERYONE,
+    "/grpc.health.v1.Health/List": EVERYONE,
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": EVERYONE,
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": EVERYONE,
 }
