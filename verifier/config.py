@@ -175,6 +175,8 @@ class SecuritySettings(BaseModel):
 class AuditSettings(BaseModel):
     """The hash-chained audit trail of every watch-list change and decision."""
 
+    # The server's trail (off only to measure its cost); an offline
+    # `watchlist import` is recorded whatever this says.
     enabled: bool = True
     # Relative paths are under ``Settings.data_dir``.
     path: Path = Path("audit") / "audit.sqlite3"
