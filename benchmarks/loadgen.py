@@ -224,9 +224,12 @@ def _health(channel: grpc.Channel, service: str) -> int | None:
         raise
 
 
-def _wait_serving(address: str, service: str, process: subprocess.Popen[bytes] | None) -> None:
+def _wait_serving(
+    address: str, service: str, process: subprocess.Popen[bytes] | None,
+    channels: Callable[[str], grpc.Channel] = grpc.insecure_channel,
+) -> None:
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    with grpc.insecure_channel(address) as channel:
+    with channels(address) as channel:
         while time.monotonic() < deadline:
             if process is not None and process.poll() is not None:
                 raise RuntimeError(f"the server exited with status {process.returncode} before serving")
@@ -240,9 +243,12 @@ def _wait_serving(address: str, service: str, process: subprocess.Popen[bytes] |
 
 
 @contextmanager
-def started_server(log_path: Path, extra_env: dict[str, str]) -> Iterator[tuple[str, psutil.Process]]:
+def started_server(
+    log_path: Path, extra_env: dict[str, str], channels: Callable[[str], grpc.Channel] = grpc.insecure_channel
+) -> Iterator[tuple[str, psutil.Process]]:
     """``verifier serve`` on a free loopback port, serving until the block ends,
-    with its data (the watch-list store) in a temporary folder unless told otherwise."""
+    with its data (the watch-list store) in a temporary folder unless told
+    otherwise; ``channels`` opens a channel to it (a TLS one for a TLS server)."""
     port = _free_port()
     with tempfile.TemporaryDirectory(prefix="loadgen-data-") as data_dir, log_path.open("wb") as server_log:
         env = {**os.environ, "VERIFIER_DATA_DIR": data_dir, **extra_env, "VERIFIER_SERVER__HOST": "127.0.0.1"}
@@ -254,7 +260,7 @@ def started_server(log_path: Path, extra_env: dict[str, str]) -> Iterator[tuple[
         )
         try:
             address = f"127.0.0.1:{port}"
-            _wait_serving(address, VERIFIER_SERVICE, process)
+            _wait_serving(address, VERIFIER_SERVICE, process, channels)
             yield address, psutil.Process(process.pid)
         finally:
             process.terminate()
@@ -412,9 +418,10 @@ def enrolled_gallery(channel: grpc.Channel, material: Material, lfw_people: int)
 
 def closed_loop(
     operation: Operation, address: str, concurrency: int, duration: float, max_requests: int, timeout: float,
-    usage: Usage,
+    usage: Usage, channels: Callable[[str], grpc.Channel] = _channel,
 ) -> tuple[Recorder, float]:
-    """``concurrency`` workers, each calling back to back on its own channel; returns the recorder and wall time."""
+    """``concurrency`` workers, each calling back to back on its own channel
+    (opened by ``channels``); returns the recorder and wall time."""
     recorder = Recorder(operation)
     budget = iter(range(max_requests))
     budget_lock = threading.Lock()
@@ -426,7 +433,7 @@ def closed_loop(
             return next(budget, None) is not None
 
     def worker(index: int) -> None:
-        with _channel(address) as channel:
+        with channels(address) as channel:
             call = operation.callable_on(channel)
             try:
                 call(operation.requests[index % len(operation.requests)], timeout=timeout)

@@ -53,17 +53,17 @@ def smoke() -> Path:
 
 
 @contextmanager
-def _loopback_server(settings: Settings, engine: FaceEngine, data_dir: Path | None) -> Iterator[str]:
-    """A server on a free loopback port sharing the session's engine; with a
-    ``data_dir`` it also serves the Watchlist service, its store there."""
+def _loopback_server(settings: Settings, engine: FaceEngine, data_dir: Path, watchlist: bool) -> Iterator[str]:
+    """A server on a free loopback port sharing the session's engine, its data
+    (audit trail, and with ``watchlist`` the watch-list store) in ``data_dir``."""
     from verifier.server.app import build_service, start_server
 
     local = settings.model_copy(deep=True)
     local.server.host = "127.0.0.1"
     local.server.port = 0
-    local.watchlist.enabled = data_dir is not None
-    if data_dir is not None:
-        local.data_dir = data_dir
+    local.watchlist.enabled = watchlist
+    local.data_dir = data_dir
+    if watchlist:
         initialise_store(local)
     running = start_server(local, build_service(local, engine))
     try:
@@ -73,9 +73,11 @@ def _loopback_server(settings: Settings, engine: FaceEngine, data_dir: Path | No
 
 
 @pytest.fixture(scope="session")
-def server_address(settings: Settings, engine: FaceEngine) -> Iterator[str]:
+def server_address(
+    settings: Settings, engine: FaceEngine, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """The real gRPC server on a free loopback port, sharing the session's engine."""
-    with _loopback_server(settings, engine, data_dir=None) as address:
+    with _loopback_server(settings, engine, tmp_path_factory.mktemp("server"), watchlist=False) as address:
         yield address
 
 
@@ -91,7 +93,7 @@ def watchlist_server_address(
     settings: Settings, engine: FaceEngine, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """The real gRPC server with the Watchlist service, its store in a fresh data directory."""
-    with _loopback_server(settings, engine, data_dir=tmp_path_factory.mktemp("watchlist-server")) as address:
+    with _loopback_server(settings, engine, tmp_path_factory.mktemp("watchlist-server"), watchlist=True) as address:
         yield address
 
 

@@ -17,6 +17,7 @@ from verifier.config import Settings, get_settings
 from verifier.errors import ModelPackError, VerifierError
 from verifier.watchlist.cli import register as register_watchlist
 from verifier.evaluation.cli import register as register_eval
+from verifier.security.cli import register as register_security
 
 EXIT_MATCH = 0
 EXIT_NO_MATCH = 1
@@ -55,10 +56,15 @@ def _models_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from verifier.server.app import serve
+    from verifier.server.edge import EdgeConfigError
 
     if args.port is not None:
         settings.server.port = args.port
-    serve(settings)
+    try:
+        serve(settings)
+    except EdgeConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
     return 0
 
 
@@ -119,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(handler=_models_list)
     register_watchlist(commands)
     register_eval(commands)
+    register_security(commands)
     return parser
 
 

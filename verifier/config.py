@@ -145,6 +145,57 @@ class WatchlistSettings(BaseModel):
         return None if self.snapshot_path is None else data_dir / self.snapshot_path
 
 
+class SecuritySettings(BaseModel):
+    """Mutual TLS and what a server without it may do.
+
+    TLS is on when ``tls_dir`` is set (it holds ``server.pem``, ``server.key``
+    and ``ca.pem``, as ``verifier certs init`` writes them) or when all three
+    of ``cert_file``, ``key_file`` and ``ca_file`` are; then every client must
+    present a certificate signed by the CA, and its role decides what it may
+    call. Without TLS the server binds a loopback address only, and every
+    local caller is treated as an administrator.
+    """
+
+    tls_dir: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    ca_file: Path | None = None
+    # Serve without TLS on a non-loopback address (logged as a warning): for a
+    # network that already authenticates, never for a gate.
+    allow_insecure: bool = False
+    # Server reflection; None: on without TLS, off with it.
+    reflection: bool | None = None
+
+    def tls_files(self) -> tuple[Path, Path, Path] | None:
+        """(certificate, key, CA) paths, or None when TLS is not configured."""
+        if self.cert_file is not None or self.key_file is not None or self.ca_file is not None:
+            if self.cert_file is None or self.key_file is None or self.ca_file is None:
+                raise ValueError("set all of cert_file, key_file and ca_file, or tls_dir")
+            return self.cert_file, self.key_file, self.ca_file
+        if self.tls_dir is not None:
+            return self.tls_dir / "server.pem", self.tls_dir / "server.key", self.tls_dir / "ca.pem"
+        return None
+
+
+class AuditSettings(BaseModel):
+    """The hash-chained audit trail of every watch-list change and decision."""
+
+    # The server's trail (off only to measure its cost); an offline
+    # `watchlist import` is recorded whatever this says.
+    enabled: bool = True
+    # Relative paths are under ``Settings.data_dir``.
+    path: Path = Path("audit") / "audit.sqlite3"
+    # Decision records are written in batches at most this long after their
+    # decision was answered: the most a crash can lose (changes: nothing).
+    commit_window_seconds: float = Field(default=0.2, gt=0, le=1.0)
+    busy_timeout_seconds: float = Field(default=5.0, gt=0)
+    # Most records one ListRecords page returns.
+    page_size: int = Field(default=500, ge=1)
+
+    def file(self, data_dir: Path) -> Path:
+        return data_dir / self.path
+
+
 class Settings(BaseSettings):
     """The whole configuration; build it with :func:`get_settings`."""
 
@@ -159,6 +210,8 @@ class Settings(BaseSettings):
     evaluation: EvaluationSettings = EvaluationSettings()
     server: ServerSettings = ServerSettings()
     watchlist: WatchlistSettings = WatchlistSettings()
+    security: SecuritySettings = SecuritySettings()
+    audit: AuditSettings = AuditSettings()
 
 
 @lru_cache(maxsize=1)

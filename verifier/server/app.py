@@ -18,18 +18,21 @@ from verifier.calibration import serving_threshold
 from verifier.config import Settings
 from verifier.matching import Matcher
 from verifier.pipeline import FaceEngine
+from verifier.server.audit import AuditServicer
 from verifier.server.decoding import RequestDecodingInterceptor
+from verifier.server.edge import Edge, build_edge
 from verifier.server.interceptors import MetricsInterceptor
 from verifier.server.servicer import FaceVerifierServicer
 from verifier.server.watchlist_servicer import WatchlistServicer
 from verifier.service import VerificationService
-from verifier.v1 import verifier_pb2, verifier_pb2_grpc, watchlist_pb2, watchlist_pb2_grpc
+from verifier.v1 import audit_pb2, audit_pb2_grpc, verifier_pb2, verifier_pb2_grpc, watchlist_pb2, watchlist_pb2_grpc
 from verifier.watchlist.service import Availability, WatchlistService
 
 log = logging.getLogger(__name__)
 
 VERIFIER_SERVICE = verifier_pb2.DESCRIPTOR.services_by_name["FaceVerifier"].full_name
 WATCHLIST_SERVICE = watchlist_pb2.DESCRIPTOR.services_by_name["Watchlist"].full_name
+AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name
 
 
 @dataclass
@@ -38,6 +41,7 @@ class RunningServer:
     port: int
     health: health.HealthServicer
     watchlist: WatchlistService | None = None
+    edge: Edge | None = None
     supervisor: threading.Thread | None = None
     stopping: threading.Event = field(default_factory=threading.Event)
 
@@ -51,6 +55,8 @@ class RunningServer:
             if self.supervisor is not None:
                 self.supervisor.join()
             self.watchlist.close()
+        if self.edge is not None:
+            self.edge.close()
 
 
 def build_service(settings: Settings, engine: FaceEngine | None = None) -> VerificationService:
@@ -84,13 +90,14 @@ def start_server(
     store fails (each call then refused with the reason), while FaceVerifier
     serves on regardless. A store that cannot be opened never stops the start.
     """
+    edge = build_edge(settings)
     service = service or build_service(settings)
     if watchlist is None and settings.watchlist.enabled:
         watchlist = WatchlistService.for_settings(settings, service.engine)
     limit = settings.server.max_message_bytes
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.server.workers, thread_name_prefix="rpc"),
-        interceptors=[RequestDecodingInterceptor(), MetricsInterceptor()],
+        interceptors=[*edge.gatekeepers, RequestDecodingInterceptor(), MetricsInterceptor(), *edge.recorders],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
@@ -102,17 +109,21 @@ def start_server(
     if watchlist is not None:
         watchlist_pb2_grpc.add_WatchlistServicer_to_server(WatchlistServicer(watchlist), server)
         served.append(WATCHLIST_SERVICE)
+    if edge.audit is not None:
+        audit_pb2_grpc.add_AuditServicer_to_server(AuditServicer(edge.audit, settings.audit.page_size), server)
+        served.append(AUDIT_SERVICE)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*served, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-        server,
-    )
-    port = server.add_insecure_port(f"{settings.server.host}:{settings.server.port}")
+    if edge.reflection:
+        reflection.enable_server_reflection(
+            (*served, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            server,
+        )
+    port = edge.bind(server, f"{settings.server.host}:{settings.server.port}")
     server.start()
     for name in ("", VERIFIER_SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    running = RunningServer(server, port, health_servicer, watchlist)
+    running = RunningServer(server, port, health_servicer, watchlist, edge)
     if watchlist is not None:
         health_servicer.set(WATCHLIST_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
         watchlist.on_availability(_report_watchlist_health(health_servicer))
@@ -122,7 +133,8 @@ def start_server(
             target=watchlist.supervise, args=(running.stopping,), name="watchlist-supervisor", daemon=True
         )
         running.supervisor.start()
-    log.info("serving %s on %s:%d (model %s)", ", ".join(served), settings.server.host, port, service.model_id)
+    log.info("serving %s on %s:%d (model %s, %s)", ", ".join(served), settings.server.host, port, service.model_id,
+             "mutual TLS" if edge.tls else "no TLS")
     return running
 
 

@@ -21,12 +21,12 @@ import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 from tqdm import tqdm
 
@@ -35,6 +35,10 @@ from verifier.errors import VerifierError
 from verifier.watchlist.index import snapshot_tag
 from verifier.watchlist.store import StoreError, Subject, SubjectEntry, WatchlistStore
 
+if TYPE_CHECKING:
+    from verifier.security.audit import AuditLog
+
+T = TypeVar("T")
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
 EXIT_ERROR = 2
@@ -141,6 +145,7 @@ def _plan_csv(path: Path, args: argparse.Namespace) -> list[Planned]:
 
 def _import(args: argparse.Namespace, settings: Settings) -> int:
     from verifier.pipeline import FaceEngine
+    from verifier.security.audit import AuditLog
     from verifier.watchlist.service import WatchlistService
 
     try:
@@ -153,6 +158,8 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    audit = AuditLog(settings.audit.file(settings.data_dir), settings.audit.commit_window_seconds,
+                     settings.audit.busy_timeout_seconds)
     failures: list[tuple[str, str, str]] = []
     partial: list[tuple[str, int, int]] = []
     enrolled = 0
@@ -160,7 +167,8 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
     try:
         service.load()
         if args.watchlist not in {w.name for w in service.watchlists()}:
-            service.create_watchlist(args.watchlist, args.description)
+            _audited(audit, "CreateWatchlist", args.watchlist,
+                     lambda: service.create_watchlist(args.watchlist, args.description))
         done = {s.entry.subject_id for s in service.store.subjects(args.watchlist)}
         todo = [p for p in plan if p.subject_id not in done]
         for item in tqdm(todo, desc=f"enrolling into {args.watchlist}", unit="subject"):
@@ -172,7 +180,8 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
             entry = SubjectEntry(args.watchlist, item.subject_id, item.reason, item.source_agency,
                                  item.external_ref, item.expires_at)
             try:
-                result = service.enrol(entry, samples, args.allow_partial)
+                result = _audited(audit, "EnrollSubject", f"{args.watchlist}/{item.subject_id}",
+                                  lambda: service.enrol(entry, samples, args.allow_partial))
             except VerifierError as error:
                 which = error.details.get("sample")
                 where = str(item.images[int(which)]) if which is not None else ""
@@ -183,8 +192,21 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
                 partial.append((item.subject_id, result.subject.template_count, len(item.images)))
     finally:
         service.close()
+        audit.close()
     _summarise(len(plan), len(plan) - len(todo), enrolled, failures, partial, limit)
     return EXIT_SOME_FAILED if failures else EXIT_OK
+
+
+def _audited(audit: "AuditLog", action: str, target: str, apply: Callable[[], T]) -> T:
+    """One change of the import on the audit trail, as the local operator:
+    one record pair per subject (as EnrollSubject over gRPC has), so the trail
+    is searched by subject alike whichever way a person was listed."""
+    from verifier.security.audit import CHANGE, Entry, local_operator, recorded_change
+
+    identity, role = local_operator()
+    entry = Entry(identity=identity, role=role, rpc=f"cli:watchlist import/{action}", kind=CHANGE, outcome="",
+                  targets=(target,))
+    return recorded_change(audit, entry, apply)
 
 
 def _summarise(

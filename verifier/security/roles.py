@@ -1,0 +1,55 @@
+"""Roles and the one table of which role may call which RPC.
+
+A caller's role comes from its client certificate (see
+``verifier.server.identity``); the authorization interceptor looks the method
+up here and refuses anything the table does not grant, unknown methods
+included: refusal is the default branch.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Role(str, Enum):
+    KIOSK = "kiosk"
+    OPERATOR = "operator"
+    AUDITOR = "auditor"
+    ADMIN = "admin"
+
+
+KIOSK, OPERATOR, AUDITOR, ADMIN = Role.KIOSK, Role.OPERATOR, Role.AUDITOR, Role.ADMIN
+EVERYONE = frozenset(Role)
+
+# Full gRPC method name -> the roles that may call it. Admin may call
+# everything listed; a method that is not listed is refused to every role.
+PERMISSIONS: dict[str, frozenset[Role]] = {
+    # 1:1 decisions at the gate.
+    "/verifier.v1.FaceVerifier/Verify": frozenset({KIOSK, ADMIN}),
+    "/verifier.v1.FaceVerifier/ExtractTemplate": frozenset({KIOSK, ADMIN}),
+    "/verifier.v1.FaceVerifier/CompareTemplates": frozenset({KIOSK, ADMIN}),
+    # 1:N search at the gate.
+    "/verifier.v1.Watchlist/Identify": frozenset({KIOSK, ADMIN}),
+    # Watch-list reads: operators see what they edit, auditors what was done.
+    "/verifier.v1.Watchlist/ListWatchlists": frozenset({OPERATOR, AUDITOR, ADMIN}),
+    "/verifier.v1.Watchlist/GetSubject": frozenset({OPERATOR, AUDITOR, ADMIN}),
+    # Watch-list writes.
+    "/verifier.v1.Watchlist/EnrollSubject": frozenset({OPERATOR, ADMIN}),
+    "/verifier.v1.Watchlist/RemoveSubject": frozenset({OPERATOR, ADMIN}),
+    # Lists themselves come and go by an administrator only.
+    "/verifier.v1.Watchlist/CreateWatchlist": frozenset({ADMIN}),
+    "/verifier.v1.Watchlist/DeleteWatchlist": frozenset({ADMIN}),
+    # The audit trail.
+    "/verifier.v1.Audit/ListRecords": frozenset({AUDITOR, ADMIN}),
+    # Liveness and schema: harmless to every authenticated caller.
+    "/grpc.health.v1.Health/Check": EVERYONE,
+    "/grpc.health.v1.Health/Watch": EVERYONE,
+    "/grpc.health.v1.Health/List": EVERYONE,
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": EVERYONE,
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": EVERYONE,
+}
+
+
+def allowed(method: str, role: Role) -> bool:
+    """Whether ``role`` may call ``method`` (a full ``/package.Service/Rpc`` name)."""
+    return role in PERMISSIONS.get(method, frozenset())
