@@ -38,6 +38,15 @@ def photos(settings: Settings) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def large_photo(photos: dict[str, Path]) -> bytes:
+    """obama.jpg stretched to 40 Mpixel (7296x5472, about 2.9 MB): an image the
+    service accepts but that takes several times a gate frame's work."""
+    from benchmarks.samples import upscaled_jpeg
+
+    return upscaled_jpeg(photos["obama.jpg"].read_bytes(), (7296, 5472))
+
+
+@pytest.fixture(scope="session")
 def lfw_dev() -> Path:
     if not (LFW_DEV / "pairs.txt").exists():
         pytest.skip(f"LFW dev half not found at {LFW_DEV} (shared data is absent on a fresh machine)")
@@ -52,7 +61,7 @@ def smoke() -> Path:
 
 
 @contextmanager
-def _loopback_server(settings: Settings, engine: FaceEngine, data_dir: Path | None) -> Iterator[str]:
+def loopback_server(settings: Settings, engine: FaceEngine, data_dir: Path | None) -> Iterator[str]:
     """A server on a free loopback port sharing the session's engine; with a
     ``data_dir`` it also serves the Watchlist service, its store there."""
     from verifier.server.app import build_service, start_server
@@ -73,7 +82,7 @@ def _loopback_server(settings: Settings, engine: FaceEngine, data_dir: Path | No
 @pytest.fixture(scope="session")
 def server_address(settings: Settings, engine: FaceEngine) -> Iterator[str]:
     """The real gRPC server on a free loopback port, sharing the session's engine."""
-    with _loopback_server(settings, engine, data_dir=None) as address:
+    with loopback_server(settings, engine, data_dir=None) as address:
         yield address
 
 
@@ -89,7 +98,7 @@ def watchlist_server_address(
     settings: Settings, engine: FaceEngine, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """The real gRPC server with the Watchlist service, its store in a fresh data directory."""
-    with _loopback_server(settings, engine, data_dir=tmp_path_factory.mktemp("watchlist-server")) as address:
+    with loopback_server(settings, engine, data_dir=tmp_path_factory.mktemp("watchlist-server")) as address:
         yield address
 
 
