@@ -17,6 +17,7 @@ from verifier.calibration import serving_threshold
 from verifier.config import Settings
 from verifier.matching import Matcher
 from verifier.pipeline import FaceEngine
+from verifier.server.admission import AdmissionInterceptor
 from verifier.server.interceptors import MetricsInterceptor
 from verifier.server.servicer import FaceVerifierServicer
 from verifier.server.watchlist_servicer import WatchlistServicer
@@ -78,9 +79,17 @@ def start_server(
     if watchlist is None and settings.watchlist.enabled:
         watchlist = WatchlistService.open(settings, service.engine)
     limit = settings.server.max_message_bytes
+    admission = settings.admission
+    # Metrics outermost, so refusals by admission are counted with their status.
+    interceptors: list[grpc.ServerInterceptor] = [MetricsInterceptor()]
+    if admission.enabled:
+        interceptors.append(AdmissionInterceptor(admission))
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.server.workers, thread_name_prefix="rpc"),
-        interceptors=[MetricsInterceptor()],
+        futures.ThreadPoolExecutor(
+            max_workers=admission.transport_threads if admission.enabled else settings.server.workers,
+            thread_name_prefix="rpc",
+        ),
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
