@@ -224,7 +224,7 @@ def _health(channel: grpc.Channel, service: str) -> int | None:
         raise
 
 
-def _wait_serving(
+def wait_serving(
     address: str, service: str, process: subprocess.Popen[bytes] | None,
     channels: Callable[[str], grpc.Channel] = grpc.insecure_channel,
 ) -> None:
@@ -260,7 +260,7 @@ def started_server(
         )
         try:
             address = f"127.0.0.1:{port}"
-            _wait_serving(address, VERIFIER_SERVICE, process, channels)
+            wait_serving(address, VERIFIER_SERVICE, process, channels)
             yield address, psutil.Process(process.pid)
         finally:
             process.terminate()
@@ -283,12 +283,12 @@ def _listening_process(address: str) -> psutil.Process | None:
     return None
 
 
-def _channel(address: str) -> grpc.Channel:
+def channel_to(address: str) -> grpc.Channel:
     # A connection of its own per channel, as each gate has.
     return grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
 
 
-def _photos() -> dict[str, bytes]:
+def sdist_photos() -> dict[str, bytes]:
     settings = get_settings()
     spec = load_manifest(settings.models.manifest).assets["face-recognition-photos"]
     return {name: path.read_bytes() for name, path in fetch_asset(spec, settings.models.cache_dir).items()}
@@ -312,7 +312,7 @@ def prepare(channel: grpc.Channel) -> Material:
     def extract(image: bytes) -> pb.ExtractTemplateResponse:
         return stub.ExtractTemplate(pb.ExtractTemplateRequest(image=pb.Image(data=image)), timeout=30)
 
-    photos = _photos()
+    photos = sdist_photos()
     boxes: dict[str, Box] = {}
     for names in PEOPLE.values():
         for name in names:
@@ -418,7 +418,7 @@ def enrolled_gallery(channel: grpc.Channel, material: Material, lfw_people: int)
 
 def closed_loop(
     operation: Operation, address: str, concurrency: int, duration: float, max_requests: int, timeout: float,
-    usage: Usage, channels: Callable[[str], grpc.Channel] = _channel,
+    usage: Usage, channels: Callable[[str], grpc.Channel] = channel_to,
 ) -> tuple[Recorder, float]:
     """``concurrency`` workers, each calling back to back on its own channel
     (opened by ``channels``); returns the recorder and wall time."""
@@ -473,7 +473,7 @@ def open_loop(
     arrivals = arrivals[arrivals < duration][:max_requests]
     outstanding = 0
     settled = threading.Condition()
-    channels = [_channel(address) for _ in range(OPEN_LOOP_CHANNELS)]
+    channels = [channel_to(address) for _ in range(OPEN_LOOP_CHANNELS)]
     try:
         calls = [operation.callable_on(channel) for channel in channels]
         for call in calls:
@@ -626,7 +626,7 @@ def table(runs: list[dict[str, Any]], verdicts: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
+def parse_env(pairs: Sequence[str]) -> dict[str, str]:
     env = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -663,7 +663,7 @@ def run(args: argparse.Namespace, address: str, server: psutil.Process | None, o
         operations = verifier_operations(material)
         gallery = None
         if (not args.ops or "identify" in args.ops) and _health(control, WATCHLIST_SERVICE) is not None:
-            _wait_serving(address, WATCHLIST_SERVICE, None)
+            wait_serving(address, WATCHLIST_SERVICE, None)
             gallery = stack.enter_context(enrolled_gallery(control, material, args.gallery))
             operations.append(identify_operation(material))
         runs = measure(args, address, server, operations)
@@ -675,7 +675,7 @@ def run(args: argparse.Namespace, address: str, server: psutil.Process | None, o
             "address": address,
             "pid": server.pid if server else None,
             "started_here": args.target is None,
-            "env": _parse_env(args.server_env),
+            "env": parse_env(args.server_env),
         },
         "samples": [
             {"person": p.person, "probe": p.probe_name, "probe_bytes": len(p.probe), "chip": p.chip_name,
@@ -702,7 +702,7 @@ def measure(
     chosen = [available[name] for name in (args.ops or available)]
     runs: list[dict[str, Any]] = []
     for operation in chosen:
-        with _channel(address) as channel:
+        with channel_to(address) as channel:
             call = operation.callable_on(channel)
             for i in range(WARMUP_CALLS):
                 call(operation.requests[i % len(operation.requests)], timeout=args.timeout)
@@ -730,7 +730,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.target:
         results = run(args, args.target, _listening_process(args.target), out)
     else:
-        with started_server(out / "server.log", _parse_env(args.server_env)) as (address, server):
+        with started_server(out / "server.log", parse_env(args.server_env)) as (address, server):
             results = run(args, address, server, out)
     print(table(results["runs"], results["targets"]))
     print(f"results: {out}")

@@ -106,3 +106,10 @@ def gate_pairs(photos: dict[str, bytes], boxes: dict[str, Box], people: dict[str
             probe = capture_jpeg(photos[probe_name], boxes[probe_name])
             pairs.append(GatePair(person, probe_name, probe, chip_name, chip, quality))
     return pairs
+
+
+def upscaled_jpeg(photo: bytes, size: tuple[int, int], quality: int = CAPTURE_QUALITY) -> bytes:
+    """A real photo stretched to ``size`` (bicubic): the most expensive live
+    frame a sender can make within the image limits, still holding a face."""
+    with Image.open(io.BytesIO(photo)) as image:
+        return _jpeg(image.convert("RGB").resize(size, Image.Resampling.BICUBIC), quality)

@@ -24,6 +24,7 @@ import grpc
 
 from benchmarks.loadgen import (
     WARMUP_CALLS,
+    channel_to,
     Usage,
     _level_result,
     closed_loop,
@@ -46,8 +47,7 @@ def tls_channel(tls_dir: Path, address: str) -> grpc.Channel:
     return grpc.secure_channel(address, credentials, options=[("grpc.use_local_subchannel_pool", 1)])
 
 
-def plain_channel(address: str) -> grpc.Channel:
-    return grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         init_dev_ca(tls_dir)
         configs: dict[str, tuple[str, Any, Callable[[str], grpc.Channel]]] = {}
         for name, env, channels in (
-            ("off", {"VERIFIER_AUDIT__ENABLED": "false"}, plain_channel),
+            ("off", {"VERIFIER_AUDIT__ENABLED": "false"}, channel_to),
             ("on", {"VERIFIER_AUDIT__ENABLED": "true", "VERIFIER_SECURITY__TLS_DIR": str(tls_dir)},
              partial(tls_channel, tls_dir)),
         ):
@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 started_server(out / f"server-{name}.log", {**env, "VERIFIER_WATCHLIST__ENABLED": "false"}, channels)
             )
             configs[name] = (address, process, channels)
-        with plain_channel(configs["off"][0]) as channel:
+        with channel_to(configs["off"][0]) as channel:
             operation = next(op for op in verifier_operations(prepare(channel)) if op.name == args.operation)
         for address, _, channels in configs.values():
             with channels(address) as channel:

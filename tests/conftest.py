@@ -39,6 +39,15 @@ def photos(settings: Settings) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def large_photo(photos: dict[str, Path]) -> bytes:
+    """obama.jpg stretched to 40 Mpixel (7296x5472, about 2.9 MB): an image the
+    service accepts but that takes several times a gate frame's work."""
+    from benchmarks.samples import upscaled_jpeg
+
+    return upscaled_jpeg(photos["obama.jpg"].read_bytes(), (7296, 5472))
+
+
+@pytest.fixture(scope="session")
 def lfw_dev() -> Path:
     if not (LFW_DEV / "pairs.txt").exists():
         pytest.skip(f"LFW dev half not found at {LFW_DEV} (shared data is absent on a fresh machine)")
@@ -53,7 +62,7 @@ def smoke() -> Path:
 
 
 @contextmanager
-def _loopback_server(settings: Settings, engine: FaceEngine, data_dir: Path, watchlist: bool) -> Iterator[str]:
+def loopback_server(settings: Settings, engine: FaceEngine, data_dir: Path, watchlist: bool) -> Iterator[str]:
     """A server on a free loopback port sharing the session's engine, its data
     (audit trail, and with ``watchlist`` the watch-list store) in ``data_dir``."""
     from verifier.server.app import build_service, start_server
@@ -77,7 +86,7 @@ def server_address(
     settings: Settings, engine: FaceEngine, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """The real gRPC server on a free loopback port, sharing the session's engine."""
-    with _loopback_server(settings, engine, tmp_path_factory.mktemp("server"), watchlist=False) as address:
+    with loopback_server(settings, engine, tmp_path_factory.mktemp("server"), watchlist=False) as address:
         yield address
 
 
@@ -93,7 +102,7 @@ def watchlist_server_address(
     settings: Settings, engine: FaceEngine, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """The real gRPC server with the Watchlist service, its store in a fresh data directory."""
-    with _loopback_server(settings, engine, tmp_path_factory.mktemp("watchlist-server"), watchlist=True) as address:
+    with loopback_server(settings, engine, tmp_path_factory.mktemp("watchlist-server"), watchlist=True) as address:
         yield address
 
 

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -109,6 +109,46 @@ class ServerSettings(BaseModel):
     max_message_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     grace_seconds: float = Field(default=5.0, ge=0)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+
+
+class AdmissionSettings(BaseModel):
+    """How much expensive work (Verify, ExtractTemplate, EnrollSubject, Identify)
+    the server takes on at once, and how it shares that among callers.
+
+    Beyond the bounds a call is refused at once with RESOURCE_EXHAUSTED and the
+    reason OVERLOADED: on two cores a queue longer than a few calls only turns
+    every answer into a late one (README, overload benchmark).
+    """
+
+    # False: every call goes straight to its handler (the behaviour before
+    # admission control; kept to measure it side by side).
+    enabled: bool = True
+    # Expensive calls running at once. A two-image Verify already keeps both
+    # cores busy with its two image workers; a few more hide the hand-offs.
+    max_in_flight: int = Field(default=4, ge=1)
+    # Expensive calls waiting for a slot, all callers together.
+    max_queue: int = Field(default=8, ge=0)
+    # One caller's calls running and waiting together: a bulk client cannot
+    # fill the queue and starve the gates.
+    max_per_caller: int = Field(default=4, ge=1)
+    # Who a caller is when no authenticated identity came with the call:
+    # "host", its address without the port, so a client opening many
+    # connections is still one caller; "connection", host and port, for a
+    # benchmark on loopback, where every client shares one host.
+    caller_key: Literal["host", "connection"] = "host"
+    # Transport threads while admission is on: enough for every call running
+    # or waiting plus cheap calls and refusals being answered, so that gRPC's
+    # own executor queue (unbounded and unseen) stays empty.
+    transport_threads: int = Field(default=48, ge=2)
+
+    @model_validator(mode="after")
+    def _threads_cover_the_bounds(self) -> "AdmissionSettings":
+        if self.enabled and self.transport_threads <= self.max_in_flight + self.max_queue:
+            raise ValueError(
+                f"transport_threads ({self.transport_threads}) must exceed max_in_flight + max_queue "
+                f"({self.max_in_flight + self.max_queue}), or calls would wait unseen in gRPC's executor"
+            )
+        return self
 
 
 class WatchlistSettings(BaseModel):
@@ -210,6 +250,7 @@ class Settings(BaseSettings):
     evaluation: EvaluationSettings = EvaluationSettings()
     server: ServerSettings = ServerSettings()
     watchlist: WatchlistSettings = WatchlistSettings()
+    admission: AdmissionSettings = AdmissionSettings()
     security: SecuritySettings = SecuritySettings()
     audit: AuditSettings = AuditSettings()
 

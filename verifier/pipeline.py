@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from verifier import deadlines
 from verifier.config import Settings
 from verifier.errors import ModelPackError, Reason, VerifierError
 from verifier.face.align import align
@@ -156,11 +157,14 @@ class FaceEngine:
         decoded: dict[int, DecodedImage] = {}
         with clock.stage("decode"):
             for i, data in enumerate(images):
+                deadlines.check("decode")
                 try:
                     decoded[i] = decode(data, self.settings.imaging)
                 except VerifierError as exc:
                     outcomes[i] = exc
         order = list(decoded)
+        if order:
+            deadlines.check("detect")
         with clock.stage("detect"):
             found = self.detector.detect_batch([decoded[i].bgr for i in order]) if order else []
         chosen: dict[int, tuple[Detection, int]] = {}
@@ -182,6 +186,8 @@ class FaceEngine:
                     aligned.append((i, face_points, align(decoded[i].bgr, face_points, self.embedder.input_size)))
                 except VerifierError as exc:
                     outcomes[i] = exc
+        if aligned:
+            deadlines.check("embed")
         with clock.stage("embed"):
             vectors = self.embedder.embed([crop for _, _, crop in aligned])
         for (i, face_points, _), vector in zip(aligned, vectors):

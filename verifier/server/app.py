@@ -18,6 +18,7 @@ from verifier.calibration import serving_threshold
 from verifier.config import Settings
 from verifier.matching import Matcher
 from verifier.pipeline import FaceEngine
+from verifier.server.admission import AdmissionInterceptor
 from verifier.server.audit import AuditServicer
 from verifier.server.decoding import RequestDecodingInterceptor
 from verifier.server.edge import Edge, build_edge
@@ -95,9 +96,20 @@ def start_server(
     if watchlist is None and settings.watchlist.enabled:
         watchlist = WatchlistService.for_settings(settings, service.engine)
     limit = settings.server.max_message_bytes
+    admission = settings.admission
+    # Metrics outermost, so that every refusal is counted with its status; then
+    # who may call (before anything is parsed or queued), admission, parsing,
+    # and the audit record of what the call asked and got.
+    interceptors: list[grpc.ServerInterceptor] = [MetricsInterceptor(), *edge.gatekeepers]
+    if admission.enabled:
+        interceptors.append(AdmissionInterceptor(admission))
+    interceptors += [RequestDecodingInterceptor(), *edge.recorders]
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.server.workers, thread_name_prefix="rpc"),
-        interceptors=[*edge.gatekeepers, RequestDecodingInterceptor(), MetricsInterceptor(), *edge.recorders],
+        futures.ThreadPoolExecutor(
+            max_workers=admission.transport_threads if admission.enabled else settings.server.workers,
+            thread_name_prefix="rpc",
+        ),
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter("verifier_requests_total", "RPCs answered, by method and status code", ["method", "code"])
 LATENCY = Histogram(
@@ -20,3 +20,15 @@ STAGE = Histogram(
 FAILURE_TO_ACQUIRE = Counter(
     "verifier_failure_to_acquire_total", "Images in which no usable face was found", ["method", "side"]
 )
+SHED = Counter(
+    "verifier_admission_shed_total",
+    "Calls refused OVERLOADED before any work, by method and the bound reached (server or caller)",
+    ["method", "bound"],
+)
+EXPIRED = Counter(
+    "verifier_deadline_expired_total",
+    "Calls dropped because their deadline passed, by method and the stage they did not start (queue, decode, ...)",
+    ["method", "stage"],
+)
+IN_FLIGHT = Gauge("verifier_admission_in_flight", "Expensive calls running now")
+QUEUED = Gauge("verifier_admission_queued", "Expensive calls waiting for a slot now")

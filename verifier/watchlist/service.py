@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from verifier import deadlines
 from verifier.config import Settings, WatchlistSettings
 from verifier.errors import Reason, VerifierError
 from verifier.pipeline import FaceEngine, FaceResult, Selection
@@ -475,6 +476,7 @@ class WatchlistService:
         else:
             face = self.engine.analyse(probe, Selection.LARGEST)
             template, timings = face.template, dict(face.timings_ms)
+        deadlines.check("search")
         start = time.perf_counter()
         now = time.time()
         outcome = index.search(template.vector, names, wanted, self.threshold.value, now)

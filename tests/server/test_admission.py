@@ -1,0 +1,137 @@
+"""Admission control through real channels to a real server on loopback, with
+tight bounds so that one slow request (two 40 Mpixel photos) fills them."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
+
+from tests.conftest import loopback_server
+from verifier.config import Settings
+from verifier.pipeline import FaceEngine
+from verifier.server.errors import REASON_KEY, reason_of
+from verifier.v1 import verifier_pb2 as pb
+from verifier.v1 import verifier_pb2_grpc as pb_grpc
+
+WAIT_S = 10.0
+
+
+@contextmanager
+def admitting(settings: Settings, engine: FaceEngine, **limits: object) -> Iterator[str]:
+    local = settings.model_copy(deep=True)
+    # One image after the other, so the slow request holds its slot longer.
+    local.pipeline.image_workers = 0
+    local.admission = local.admission.model_copy(update={"enabled": True, **limits})
+    with tempfile.TemporaryDirectory() as data_dir, loopback_server(local, engine, Path(data_dir),
+                                                                    watchlist=False) as address:
+        yield address
+
+
+def _connection(address: str) -> grpc.Channel:
+    """A channel with a connection of its own (channels in one process share one by default)."""
+    return grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+
+
+def _sample(name: str, labels: dict[str, str] | None = None) -> float:
+    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+
+def _until(condition, what: str) -> None:  # noqa: ANN001
+    end = time.monotonic() + WAIT_S
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"not reached within {WAIT_S} s: {what}")
+        time.sleep(0.001)
+
+
+def _slow(stub: pb_grpc.FaceVerifierStub, large: bytes) -> grpc.Future:
+    """Start a Verify of two 40 Mpixel photos and return once it holds a slot."""
+    running = _sample("verifier_admission_in_flight")
+    future = stub.Verify.future(
+        pb.VerifyRequest(probe=pb.Image(data=large), reference=pb.FaceSample(image=pb.Image(data=large))), timeout=60
+    )
+    _until(lambda: _sample("verifier_admission_in_flight") > running or future.done(), "the slow call running")
+    assert not future.done(), "the slow call ended before the test could use its slot"
+    return future
+
+
+def _small(photos: dict[str, Path]) -> pb.ExtractTemplateRequest:
+    return pb.ExtractTemplateRequest(image=pb.Image(data=photos["obama.jpg"].read_bytes()))
+
+
+def test_overloaded_at_once_when_the_server_is_full_while_health_still_answers(
+    settings: Settings, engine: FaceEngine, photos: dict[str, Path], large_photo: bytes
+) -> None:
+    with admitting(settings, engine, max_in_flight=1, max_queue=0, caller_key="connection") as address, \
+            _connection(address) as first, _connection(address) as second:
+        shed = _sample("verifier_admission_shed_total", {"method": "ExtractTemplate", "bound": "server"})
+        holder = _slow(pb_grpc.FaceVerifierStub(first), large_photo)
+        started = time.perf_counter()
+        with pytest.raises(grpc.RpcError) as refused:
+            pb_grpc.FaceVerifierStub(second).ExtractTemplate(_small(photos), timeout=30)
+        elapsed = time.perf_counter() - started
+        assert not holder.done(), "the refusal waited for the running call"
+        health = health_pb2_grpc.HealthStub(second).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        assert holder.result().match
+    error = refused.value
+    assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert reason_of(error) == "OVERLOADED"
+    assert (REASON_KEY, "OVERLOADED") in error.trailing_metadata()
+    assert elapsed < 0.5
+    assert _sample("verifier_admission_shed_total", {"method": "ExtractTemplate", "bound": "server"}) == shed + 1
+
+
+def test_a_caller_over_its_share_is_refused_while_another_caller_gets_through(
+    settings: Settings, engine: FaceEngine, photos: dict[str, Path], large_photo: bytes
+) -> None:
+    with admitting(
+        settings, engine, max_in_flight=2, max_queue=2, max_per_caller=1, caller_key="connection"
+    ) as address, _connection(address) as bulk, _connection(address) as gate:
+        holder = _slow(pb_grpc.FaceVerifierStub(bulk), large_photo)
+        with pytest.raises(grpc.RpcError) as refused:
+            pb_grpc.FaceVerifierStub(bulk).ExtractTemplate(_small(photos), timeout=30)
+        served = pb_grpc.FaceVerifierStub(gate).ExtractTemplate(_small(photos), timeout=30)
+        assert not holder.done(), "the other caller was only served after the bulk call ended"
+        assert holder.result().match
+    assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert reason_of(refused.value) == "OVERLOADED"
+    assert served.template.dimension == 192
+
+
+def test_connections_from_one_host_are_one_caller_by_default(
+    settings: Settings, engine: FaceEngine, photos: dict[str, Path], large_photo: bytes
+) -> None:
+    """A bulk client cannot widen its share by opening more connections."""
+    with admitting(settings, engine, max_in_flight=2, max_queue=2, max_per_caller=1) as address, \
+            _connection(address) as first, _connection(address) as second:
+        holder = _slow(pb_grpc.FaceVerifierStub(first), large_photo)
+        with pytest.raises(grpc.RpcError) as refused:
+            pb_grpc.FaceVerifierStub(second).ExtractTemplate(_small(photos), timeout=30)
+        holder.result()
+    assert reason_of(refused.value) == "OVERLOADED"
+
+
+def test_work_whose_deadline_passes_in_the_queue_is_dropped_before_it_starts(
+    settings: Settings, engine: FaceEngine, photos: dict[str, Path], large_photo: bytes
+) -> None:
+    labels = {"method": "ExtractTemplate", "stage": "queue"}
+    expired = _sample("verifier_deadline_expired_total", labels)
+    with admitting(settings, engine, max_in_flight=1, max_queue=1, caller_key="connection") as address, \
+            _connection(address) as first, _connection(address) as second:
+        holder = _slow(pb_grpc.FaceVerifierStub(first), large_photo)
+        with pytest.raises(grpc.RpcError) as late:
+            pb_grpc.FaceVerifierStub(second).ExtractTemplate(_small(photos), timeout=0.05)
+        _until(lambda: _sample("verifier_deadline_expired_total", labels) > expired, "the queued call dropped")
+        assert not holder.done()
+        holder.result()
+    assert late.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert _sample("verifier_deadline_expired_total", labels) == expired + 1

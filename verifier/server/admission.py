@@ -1,0 +1,224 @@
+"""Admission control and deadlines: one interceptor in front of every servicer.
+
+Expensive calls (those that decode images or search, :data:`ADMITTED`) take a
+slot before they run. A bounded number run at once and a bounded number wait;
+beyond either bound, or beyond one caller's share, a call is refused at once
+with RESOURCE_EXHAUSTED and the reason OVERLOADED, before any work is done on
+it. A waiting call gets a slot in fair-share order: the caller that has used
+the least server time goes first, so a client sending expensive images is
+served less often than a gate sending cheap ones, and cannot starve it.
+
+Cheap calls (health, reflection, CompareTemplates, listing, reading and
+removing, creating watch-lists) are not admitted: they cost about as much as a
+refusal would, and health must answer under overload.
+
+Every call, cheap or not, runs with its caller's deadline in
+:mod:`verifier.deadlines`, so the core drops work whose caller has given up;
+a call whose deadline passes while it waits for a slot is dropped there.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from verifier import deadlines
+from verifier.config import AdmissionSettings
+from verifier.deadlines import Deadline
+from verifier.errors import Reason, VerifierError
+from verifier.server import metrics
+from verifier.server.errors import status_for
+from verifier.v1 import verifier_pb2, watchlist_pb2
+
+_VERIFIER = verifier_pb2.DESCRIPTOR.services_by_name["FaceVerifier"].full_name
+_WATCHLIST = watchlist_pb2.DESCRIPTOR.services_by_name["Watchlist"].full_name
+ADMITTED = frozenset({
+    f"/{_VERIFIER}/Verify",
+    f"/{_VERIFIER}/ExtractTemplate",
+    f"/{_WATCHLIST}/EnrollSubject",
+    f"/{_WATCHLIST}/Identify",
+})
+# gRPC reports "no deadline" as a remaining time of centuries.
+_NO_DEADLINE_S = 1e8
+
+
+def caller_key(context: grpc.ServicerContext, mode: str = "host") -> str:
+    """Who is calling, for fairness: the certificate's common name when the
+    connection was authenticated with a client certificate, else the peer's
+    address, without the port (``mode="host"``: many connections from one
+    client are one caller) or with it (``"connection"``)."""
+    names = context.auth_context().get("x509_common_name")
+    if names:
+        return "cn:" + names[0].decode("utf-8", "replace")
+    peer = context.peer()
+    if mode == "connection" or not peer.startswith(("ipv4:", "ipv6:")):
+        return peer
+    return peer.rsplit(":", 1)[0]
+
+
+@dataclass
+class _Caller:
+    used_s: float
+    running: int = 0
+    waiting: deque["_Ticket"] = field(default_factory=deque)
+
+
+@dataclass
+class _Ticket:
+    order: int
+    granted: bool = False
+
+
+class Admission:
+    """Slots for expensive work, shared fairly among callers (thread-safe).
+
+    Fair share is start-time fair queuing on measured service: each caller
+    accumulates the wall time its calls held a slot, the waiting caller with
+    the least goes next, and a caller that arrives (or comes back after being
+    idle) starts level with the least-served active caller, so idleness banks
+    no credit. Idle callers are forgotten, so memory stays bounded by the
+    callers with work running or waiting.
+    """
+
+    def __init__(self, settings: AdmissionSettings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._callers: dict[str, _Caller] = {}
+        self._running = 0
+        self._queued = 0
+        self._order = itertools.count()
+
+    @contextmanager
+    def slot(self, key: str, deadline: Deadline | None) -> Iterator[None]:
+        """Hold a slot for the block; raises OVERLOADED at once when the
+        bounds are reached, DEADLINE_EXCEEDED when the deadline passes first."""
+        self._enter(key, deadline)
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self._leave(key, time.monotonic() - started)
+
+    def _enter(self, key: str, deadline: Deadline | None) -> None:
+        limits = self.settings
+        with self._lock:
+            caller = self._callers.get(key)
+            if caller is None:
+                caller = self._callers[key] = _Caller(min((c.used_s for c in self._callers.values()), default=0.0))
+            if caller.running + len(caller.waiting) >= limits.max_per_caller:
+                self._forget_if_idle(key)
+                raise VerifierError(
+                    Reason.OVERLOADED, "this caller has its share of work running and waiting; retry later",
+                    bound="caller", limit=limits.max_per_caller,
+                )
+            if self._running < limits.max_in_flight and self._queued == 0:
+                self._start(caller)
+                return
+            if self._queued >= limits.max_queue:
+                self._forget_if_idle(key)
+                raise VerifierError(
+                    Reason.OVERLOADED, "the server is at capacity; retry later",
+                    bound="server", in_flight=self._running, queued=self._queued,
+                )
+            ticket = _Ticket(next(self._order))
+            caller.waiting.append(ticket)
+            self._queued += 1
+            metrics.QUEUED.set(self._queued)
+            if deadline is None:
+                self._changed.wait_for(lambda: ticket.granted)
+                return
+            if self._changed.wait_for(lambda: ticket.granted, timeout=max(0.0, deadline.remaining())):
+                return
+            caller.waiting.remove(ticket)
+            self._queued -= 1
+            metrics.QUEUED.set(self._queued)
+            self._forget_if_idle(key)
+        raise deadline.expire("queue")
+
+    def _start(self, caller: _Caller) -> None:
+        caller.running += 1
+        self._running += 1
+        metrics.IN_FLIGHT.set(self._running)
+
+    def _leave(self, key: str, held_s: float) -> None:
+        with self._lock:
+            caller = self._callers[key]
+            caller.running -= 1
+            caller.used_s += held_s
+            self._running -= 1
+            granted = False
+            while self._running < self.settings.max_in_flight and self._queued:
+                nxt = min(
+                    (c for c in self._callers.values() if c.waiting), key=lambda c: (c.used_s, c.waiting[0].order)
+                )
+                nxt.waiting.popleft().granted = True
+                self._queued -= 1
+                self._start(nxt)
+                granted = True
+            metrics.IN_FLIGHT.set(self._running)
+            metrics.QUEUED.set(self._queued)
+            self._forget_if_idle(key)
+            if granted:
+                self._changed.notify_all()
+
+    def _forget_if_idle(self, key: str) -> None:
+        caller = self._callers.get(key)
+        if caller is not None and not caller.running and not caller.waiting:
+            del self._callers[key]
+
+
+def _remaining_s(context: grpc.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None or remaining > _NO_DEADLINE_S else remaining
+
+
+class AdmissionInterceptor(grpc.ServerInterceptor):
+    """Runs every unary call under its caller's deadline, and expensive ones
+    (:data:`ADMITTED`) only once :class:`Admission` gives them a slot."""
+
+    def __init__(self, settings: AdmissionSettings) -> None:
+        self.settings = settings
+        self.admission = Admission(settings)
+
+    def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        path = handler_call_details.method
+        method = path.rsplit("/", 1)[-1]
+        admitted = path in ADMITTED
+        inner = handler.unary_unary
+
+        def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+            with deadlines.deadline_after(_remaining_s(context)) as deadline:
+                try:
+                    if not admitted:
+                        return inner(request, context)
+                    try:
+                        with self.admission.slot(caller_key(context, self.settings.caller_key), deadline):
+                            return inner(request, context)
+                    except VerifierError as error:  # refused or expired before the handler ran
+                        if error.reason is Reason.OVERLOADED:
+                            metrics.SHED.labels(method, error.details.get("bound", "server")).inc()
+                        context.abort_with_status(status_for(error))
+                finally:
+                    if deadline is not None and deadline.expired_stage is not None:
+                        metrics.EXPIRED.labels(method, deadline.expired_stage).inc()
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
