@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from verifier.errors import VerifierError
+from verifier.imaging import ImageUse
 from verifier.matching import Decision, Matcher
 from verifier.pipeline import FaceEngine, FaceResult, Selection
 from verifier.templates import Template
@@ -36,9 +37,10 @@ class VerificationService:
     def _analyse_pair(self, probe: bytes, reference: bytes) -> list[FaceResult | VerifierError]:
         """Both images, side by side on the image workers when there are any: at a
         quiet gate this halves the latency; under load it costs nothing extra."""
+        sides = ((probe, ImageUse.LIVE), (reference, ImageUse.DOCUMENT))
         if self._images is None:
-            return [self.engine.analyse_batch([image])[0] for image in (probe, reference)]
-        pending = [self._images.submit(self.engine.analyse_batch, [image]) for image in (probe, reference)]
+            return [self.engine.analyse_batch([image], Selection.LARGEST, use)[0] for image, use in sides]
+        pending = [self._images.submit(self.engine.analyse_batch, [image], Selection.LARGEST, use) for image, use in sides]
         return [future.result()[0] for future in pending]
 
     @property
@@ -46,7 +48,9 @@ class VerificationService:
         return self.engine.model_id
 
     def extract(self, image: bytes) -> FaceResult:
-        return self.engine.analyse(image, Selection.LARGEST)
+        """A template from a live capture or a chip photo: the live limits, a camera
+        frame at most, hold both."""
+        return self.engine.analyse(image, Selection.LARGEST, ImageUse.LIVE)
 
     def verify(self, probe: bytes, reference: bytes | Template) -> Verification:
         """Probe image against a reference image or template.
@@ -57,7 +61,7 @@ class VerificationService:
         """
         if isinstance(reference, Template):
             reference.require_model(self.model_id)
-            results = self.engine.analyse_batch([probe])
+            results = self.engine.analyse_batch([probe], Selection.LARGEST, ImageUse.LIVE)
         else:
             results = self._analyse_pair(probe, reference)
         for side, result in zip(("probe", "reference"), results):
