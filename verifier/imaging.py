@@ -180,6 +180,8 @@ def _check_webp(data: bytes) -> None:
 class _Codestream:
     levels: int  # wavelet decomposition levels: how far the decode may be reduced
     precision: int  # bits per sample of the first component
+    width: int  # the image area the codestream (SIZ) declares: what OpenJPEG decodes
+    height: int
 
 
 def _jp2_codestream(data: bytes) -> bytes:
@@ -214,7 +216,7 @@ def _check_jpeg2000(data: bytes) -> _Codestream:
     stream = _jp2_codestream(data)
     if not stream.startswith(b"\xff\x4f\xff\x51") or len(stream) < 8:
         raise _undecodable("JPEG2000", "corrupted (no SOC/SIZ at the codestream start)")
-    levels, precision, pos = -1, 0, 2
+    levels, precision, width, height, tiles, pos = -1, 0, 0, 0, 0, 2
     while True:  # main header segments up to the first tile-part
         if pos + 4 > len(stream):
             raise _undecodable("JPEG2000", "truncated (in its main header)")
@@ -223,8 +225,13 @@ def _check_jpeg2000(data: bytes) -> _Codestream:
             break
         if marker >> 8 != 0xFF or length < 2:
             raise _undecodable("JPEG2000", "corrupted (bad marker in its main header)")
-        if marker == 0xFF51 and pos + 43 <= len(stream):  # SIZ: Ssiz of component 0 at byte 40
-            precision = (stream[pos + 42] & 0x7F) + 1
+        if marker == 0xFF51 and pos + 43 <= len(stream):  # SIZ: image and tile grid; Ssiz of component 0
+            xsiz, ysiz, xosiz, yosiz, xtsiz, ytsiz, xtosiz, ytosiz = struct.unpack_from(">8I", stream, pos + 6)
+            width, height = xsiz - xosiz, ysiz - yosiz
+            if xtsiz == 0 or ytsiz == 0 or xtosiz > xosiz or ytosiz > yosiz or width <= 0 or height <= 0:
+                raise _undecodable("JPEG2000", "corrupted (impossible image or tile grid in SIZ)")
+            tiles = -(-(xsiz - xtosiz) // xtsiz) * -(-(ysiz - ytosiz) // ytsiz)
+            precision = (stream[pos + 40] & 0x7F) + 1
         elif marker == 0xFF52 and pos + 10 <= len(stream):  # COD: decomposition levels at byte 9
             levels = stream[pos + 9]
         pos += 2 + length
@@ -233,16 +240,22 @@ def _check_jpeg2000(data: bytes) -> _Codestream:
     eoc = len(stream) - 2
     if stream[eoc:] != b"\xff\xd9":
         raise _undecodable("JPEG2000", "truncated (no end-of-codestream marker)")
+    present: set[int] = set()
     while pos < eoc:
         if pos + 12 > eoc or stream[pos : pos + 2] != b"\xff\x90":
             raise _undecodable("JPEG2000", "corrupted (a tile-part does not start where the last one ended)")
-        (psot,) = struct.unpack_from(">I", stream, pos + 6)
+        isot, psot = struct.unpack_from(">HI", stream, pos + 4)
+        present.add(isot)
         pos = eoc if psot == 0 else pos + psot
         if psot != 0 and psot < 14:
             raise _undecodable("JPEG2000", "corrupted (a tile-part declares an impossible length)")
     if pos != eoc:
         raise _undecodable("JPEG2000", "truncated (its last tile-part runs past the end)")
-    return _Codestream(levels, precision)
+    if len(present) != tiles or max(present, default=tiles) >= tiles:
+        # OpenJPEG leaves a missing tile blank: a picture with holes, or a small
+        # codestream whose header claims a larger image than its tiles cover.
+        raise _undecodable("JPEG2000", f"incomplete ({len(present)} of its {tiles} tiles are present)")
+    return _Codestream(levels, precision, width, height)
 
 
 # --- decoders ------------------------------------------------------------------------
@@ -379,6 +392,8 @@ class ImageDecoder:
             )
         self._check_declared(data, header, limits)
         codestream = _check_jpeg2000(data) if fmt == "JPEG2000" else None
+        if codestream is not None and (codestream.width, codestream.height) != (header.width, header.height):
+            raise _undecodable(fmt, "corrupted (its JP2 header and its codestream declare different sizes)")
         if fmt == "PNG":
             _check_png(data)
         elif fmt == "WEBP":
