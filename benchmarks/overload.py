@@ -1,7 +1,7 @@
 """Overload benchmark: admission control off and on, side by side, on one machine.
 
     .venv/bin/python -m benchmarks.overload [--duration 30] [--clients 64] [--deadline 1.0]
-                                            [--bulk-size 4096x3072] [--out DIR]
+                                            [--out DIR]
 
 For each setting (``before``: ``VERIFIER_ADMISSION__ENABLED=false``; ``after``:
 admission on) it starts ``verifier serve`` on loopback (server and load share
@@ -12,7 +12,8 @@ the machine's cores) and measures, each for ``--duration`` seconds:
    per second, judged against 90 % of the peak of 1., and the p99 of OK answers
    against the deadline;
 3. bulk: the 4 gates beside 4 senders of Verify calls with two maximum-cost
-   images (a real photo stretched to ``--bulk-size``) multiplexed on one
+   images (a 4096x3072 WEBP live frame against a 4 Mpixel JPEG 2000 chip
+   photo, the costliest the default limits accept) multiplexed on one
    connection, one bulk client; the gates' throughput is judged against 80 %
    of theirs in 1.
 
@@ -51,7 +52,7 @@ from benchmarks.loadgen import (
     verifier_operations,
 )
 from benchmarks.reporting import latency_summary, provenance, run_dir, write_json
-from benchmarks.samples import upscaled_jpeg
+from benchmarks.samples import max_cost_chip, max_cost_live_frame
 from verifier.v1 import verifier_pb2 as pb
 
 log = logging.getLogger("overload")
@@ -140,8 +141,9 @@ def summary(recorder: Recorder, wall: float, deadline: float) -> dict[str, Any]:
     }
 
 
-def bulk_operation(photos: dict[str, bytes], size: tuple[int, int]) -> Operation:
-    probe, reference = (upscaled_jpeg(photos[name], size) for name in BULK_PHOTOS)
+def bulk_operation(photos: dict[str, bytes]) -> Operation:
+    """A Verify of the costliest live frame against the costliest chip photo the limits allow."""
+    probe, reference = max_cost_live_frame(photos[BULK_PHOTOS[0]]), max_cost_chip(photos[BULK_PHOTOS[1]])
     return Operation(
         "verify-max-cost", f"/{pb.DESCRIPTOR.services_by_name['FaceVerifier'].full_name}/Verify",
         [pb.VerifyRequest(probe=pb.Image(data=probe), reference=pb.FaceSample(image=pb.Image(data=reference)))],
@@ -154,7 +156,7 @@ def measure_setting(args: argparse.Namespace, address: str, server: psutil.Proce
     with grpc.insecure_channel(address) as control:
         material = prepare(control)
     kiosk = verifier_operations(material)[0]
-    bulk = bulk_operation(sdist_photos(), args.bulk_size)
+    bulk = bulk_operation(sdist_photos())
     with channel_to(address) as channel:
         for operation in (kiosk, bulk):
             call = operation.callable_on(channel)
@@ -226,19 +228,12 @@ def table(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def _size(text: str) -> tuple[int, int]:
-    width, _, height = text.partition("x")
-    return int(width), int(height)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="benchmarks.overload", description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per phase")
     parser.add_argument("--clients", type=int, default=64, help="closed-loop gates in the overload phase")
     parser.add_argument("--deadline", type=float, default=1.0, help="deadline of every call, seconds")
     parser.add_argument("--backoff", type=float, default=0.5, help="pause after an OVERLOADED refusal, seconds")
-    parser.add_argument("--bulk-size", type=_size, default=(4096, 3072),
-                        help="WIDTHxHEIGHT of the bulk images: the largest live frame the service accepts")
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     parser.add_argument("--server-env", nargs="*", default=[], metavar="VERIFIER_X__Y=V",
                         help="more settings for both servers")

@@ -108,8 +108,22 @@ def gate_pairs(photos: dict[str, bytes], boxes: dict[str, Box], people: dict[str
     return pairs
 
 
-def upscaled_jpeg(photo: bytes, size: tuple[int, int], quality: int = CAPTURE_QUALITY) -> bytes:
-    """A real photo stretched to ``size`` (bicubic): the most expensive live
-    frame a sender can make within the image limits, still holding a face."""
+def upscaled(photo: bytes, size: tuple[int, int], fmt: str = "JPEG", **options: object) -> bytes:
+    """A real photo stretched to ``size`` (bicubic) and encoded as ``fmt``: the
+    most expensive image a sender can make within a use's limits, still holding
+    a face (the costliest are WEBP for a live frame and JPEG 2000 for a chip
+    photo: README, Security)."""
     with Image.open(io.BytesIO(photo)) as image:
-        return _jpeg(image.convert("RGB").resize(size, Image.Resampling.BICUBIC), quality)
+        out = io.BytesIO()
+        image.convert("RGB").resize(size, Image.Resampling.BICUBIC).save(out, fmt, **options)
+        return out.getvalue()
+
+
+def max_cost_live_frame(photo: bytes) -> bytes:
+    """The costliest live capture the default limits accept: a 4096x3072 WEBP (about 160 ms to decode)."""
+    return upscaled(photo, (4096, 3072), "WEBP", quality=90)
+
+
+def max_cost_chip(photo: bytes) -> bytes:
+    """The costliest chip photo the default limits accept: a 4 Mpixel JPEG 2000 under 1 MiB."""
+    return upscaled(photo, (1728, 2304), "JPEG2000", quality_mode="rates", quality_layers=[12])

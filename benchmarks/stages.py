@@ -19,7 +19,7 @@ import numpy as np
 from benchmarks.samples import capture_jpeg
 from verifier.config import get_settings
 from verifier.face.align import align
-from verifier.imaging import decode
+from verifier.imaging import ImageUse
 from verifier.modelzoo.fetch import fetch_asset
 from verifier.modelzoo.manifest import load_manifest
 from verifier.pipeline import FaceEngine
@@ -49,7 +49,7 @@ def main() -> None:
     photo = fetch_asset(manifest.assets["face-recognition-photos"], settings.models.cache_dir)["obama.jpg"].read_bytes()
     box = engine.analyse(photo).face.box
     data = capture_jpeg(photo, (float(box[0]), float(box[1]), float(box[2]), float(box[3])))
-    image = decode(data, settings.imaging)
+    image = engine.decoder.decode(data, ImageUse.LIVE)
     box = engine.detector.detect_batch([image.bgr])[0][0].box
     points = engine.landmarks.five_points([(image.bgr, box)])[0]
     crop = align(image.bgr, points, engine.embedder.input_size)
@@ -60,7 +60,7 @@ def main() -> None:
         return lambda: session.run(None, feed)
 
     stages = {
-        "decode": lambda: decode(data, settings.imaging),
+        "decode": lambda: engine.decoder.decode(data, ImageUse.LIVE),
         "detect": lambda: engine.detector.detect_batch([image.bgr]),
         "landmarks": lambda: engine.landmarks.five_points([(image.bgr, box)]),
         "align": lambda: align(image.bgr, points, engine.embedder.input_size),

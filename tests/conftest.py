@@ -40,11 +40,19 @@ def photos(settings: Settings) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def large_photo(photos: dict[str, Path]) -> bytes:
-    """obama.jpg stretched to 40 Mpixel (7296x5472, about 2.9 MB): an image the
-    service accepts but that takes several times a gate frame's work."""
-    from benchmarks.samples import upscaled_jpeg
+    """obama.jpg as the costliest live frame the service accepts (a 4096x3072
+    WEBP): several times a gate frame's work."""
+    from benchmarks.samples import max_cost_live_frame
 
-    return upscaled_jpeg(photos["obama.jpg"].read_bytes(), (7296, 5472))
+    return max_cost_live_frame(photos["obama.jpg"].read_bytes())
+
+
+@pytest.fixture(scope="session")
+def large_chip(photos: dict[str, Path]) -> bytes:
+    """obama2.jpg as the costliest chip photo the service accepts (a 4 Mpixel JPEG 2000)."""
+    from benchmarks.samples import max_cost_chip
+
+    return max_cost_chip(photos["obama2.jpg"].read_bytes())
 
 
 @pytest.fixture(scope="session")

@@ -38,15 +38,62 @@ class ModelSettings(BaseModel):
     idle_allow_spinning: bool = False
 
 
-class ImagingSettings(BaseModel):
-    """Limits on the images we accept: a chip photo is 10-30 KB, a capture a few hundred."""
+class ImageUseLimits(BaseModel):
+    """The largest image accepted for one use, checked before anything is decoded."""
 
-    max_bytes: int = 8 * 1024 * 1024
-    max_pixels: int = 40_000_000
+    max_bytes: int = Field(gt=0)
+    max_pixels: int = Field(gt=0)
+    # The formats this use may arrive in (of those the service can read:
+    # JPEG, MPO, PNG, JPEG2000, WEBP).
+    formats: tuple[str, ...]
+
+
+class ImagingSettings(BaseModel):
+    """Limits on the images we accept, per use, and on what decoding may cost."""
+
+    # The live capture (Verify and Identify probes, ExtractTemplate): at most a
+    # camera frame, 4096x3072 (12.6 Mpixel); a JPEG of that is 1-4 MB. Cameras
+    # do not write JPEG 2000, and a camera-sized one costs about 0.5 s to decode
+    # (a JPEG of that size 50 ms, a WEBP 160 ms), so it is not a live format.
+    live: ImageUseLimits = ImageUseLimits(
+        max_bytes=8 * 1024 * 1024, max_pixels=4096 * 3072, formats=("JPEG", "MPO", "PNG", "WEBP")
+    )
+    # The chip photo (Verify reference): ICAO 9303 DG2 portraits are typically
+    # 15-30 KB at about 480x640 (0.3 Mpixel). 4 Mpixel and 1 MiB leave room for
+    # ISO/IEC 39794-5 high-resolution portraits and for a printed photo scanned
+    # as the reference (the test photos: up to 3.3 Mpixel, 600 KB) while
+    # refusing a full camera frame.
+    # ICAO 9303 allows JPEG and JPEG 2000 in DG2; PNG for a scanned photo.
+    document: ImageUseLimits = ImageUseLimits(
+        max_bytes=1024 * 1024, max_pixels=4_000_000, formats=("JPEG", "JPEG2000", "PNG")
+    )
+    # Watch-list enrolment (an agency's photos, an authorised operator): up to a
+    # 24 Mpixel camera's full frame (6000x4000).
+    # MPO is a camera's multi-picture JPEG: its first picture is used.
+    enrolment: ImageUseLimits = ImageUseLimits(
+        max_bytes=8 * 1024 * 1024, max_pixels=24_000_000, formats=("JPEG", "MPO", "PNG", "JPEG2000", "WEBP")
+    )
     min_side: int = 32
-    formats: tuple[str, ...] = ("JPEG", "PNG", "JPEG2000")
+    # The most pixels a header may declare per byte of the file: above it the
+    # header lies (a few hundred bytes claiming tens of megapixels) and the
+    # image is refused before decoding. Measured on the real photos (5,408
+    # JPEGs, 208 PNGs, 400 PGMs of the shared smoke and LFW sets and the test
+    # photos, and each re-encoded at low quality): the most was JPEG 19.5 as
+    # sent and 36 at quality 20, PNG 5.4, JPEG 2000 70 at 200:1, WEBP 69 at
+    # quality 30. The limits leave a margin of 3 to 10 over that.
+    max_pixels_per_byte: dict[str, float] = {"JPEG": 100.0, "MPO": 100.0, "PNG": 50.0, "JPEG2000": 300.0, "WEBP": 300.0}
+    # Below this many declared pixels a decode is cheap whatever the bytes
+    # (a flat 1 Mpixel test card may well compress past the ratios above).
+    plausibility_floor_pixels: int = Field(default=1_000_000, ge=0)
+    # Decodes of more pixels than this take tens of MB and tens of ms or more:
+    # at most max_concurrent_large_decodes run at once, and a request that
+    # waits longer than large_decode_wait_seconds for its turn is refused
+    # OVERLOADED instead of queueing without bound.
+    large_decode_pixels: int = Field(default=2_000_000, ge=0)
+    max_concurrent_large_decodes: int = Field(default=2, ge=1)
+    large_decode_wait_seconds: float = Field(default=2.0, gt=0)
     # A decoded image whose longer side exceeds this is decoded at a reduced
-    # scale (JPEG) or resized: faces at the gate never need more.
+    # scale (JPEG, JPEG 2000) or resized: faces at the gate never need more.
     working_max_side: int = 1280
 
 

@@ -24,7 +24,7 @@ from verifier.face.detector import Detection, FaceDetector
 from verifier.face.embedder import Embedder
 from verifier.face.fusion import FusedEmbedder
 from verifier.face.landmarks import LandmarkModel
-from verifier.imaging import DecodedImage, decode
+from verifier.imaging import DecodedImage, ImageDecoder, ImageUse
 from verifier.modelzoo.fetch import model_path, sha256_of
 from verifier.modelzoo.manifest import ModelSpec, load_manifest
 from verifier.modelzoo.session import ModelRunner, Occupancy
@@ -33,7 +33,7 @@ from verifier.templates import Template, TemplateSpec
 STAGES = ("decode", "detect", "landmarks", "align", "embed")
 # Bump when a change to pre- or post-processing changes templates: caches of
 # templates (the evaluation's) key on it, as they key on model ids and settings.
-PIPELINE_REVISION = 2
+PIPELINE_REVISION = 3
 
 
 class Selection(Enum):
@@ -106,6 +106,7 @@ class FaceEngine:
         self.landmarks = landmarks
         self.embedder = embedder
         self.occupancy = occupancy or Occupancy()
+        self.decoder = ImageDecoder(settings.imaging)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "FaceEngine":
@@ -136,22 +137,26 @@ class FaceEngine:
         """The model id and dimension every template compared or stored must have."""
         return TemplateSpec(self.embedder.model_id, self.embedder.dimension)
 
-    def analyse(self, data: bytes, selection: Selection = Selection.LARGEST) -> FaceResult:
-        """One image to its chosen face and template; raises on bad input or no face."""
-        result = self.analyse_batch([data], selection)[0]
+    def analyse(
+        self, data: bytes, selection: Selection = Selection.LARGEST, use: ImageUse = ImageUse.LIVE
+    ) -> FaceResult:
+        """One image to its chosen face and template; raises on bad input or no face.
+        ``use`` chooses the image's size limits (a live capture unless said)."""
+        result = self.analyse_batch([data], selection, use)[0]
         if isinstance(result, VerifierError):
             raise result
         return result
 
     def analyse_batch(
-        self, images: list[bytes], selection: Selection = Selection.LARGEST
+        self, images: list[bytes], selection: Selection = Selection.LARGEST, use: ImageUse = ImageUse.LIVE
     ) -> list[FaceResult | VerifierError]:
         """Each image to a face result or the error that stopped it; model runs are
-        batched across the images, and timings are those of the whole batch."""
+        batched across the images, and timings are those of the whole batch.
+        Boxes and landmarks are in the upright (EXIF-applied) frame of each image."""
         with self.occupancy:
-            return self._analyse(images, selection)
+            return self._analyse(images, selection, use)
 
-    def _analyse(self, images: list[bytes], selection: Selection) -> list[FaceResult | VerifierError]:
+    def _analyse(self, images: list[bytes], selection: Selection, use: ImageUse) -> list[FaceResult | VerifierError]:
         clock = _Stopwatch()
         outcomes: list[FaceResult | VerifierError | None] = [None] * len(images)
         decoded: dict[int, DecodedImage] = {}
@@ -159,7 +164,7 @@ class FaceEngine:
             for i, data in enumerate(images):
                 deadlines.check("decode")
                 try:
-                    decoded[i] = decode(data, self.settings.imaging)
+                    decoded[i] = self.decoder.decode(data, use)
                 except VerifierError as exc:
                     outcomes[i] = exc
         order = list(decoded)
@@ -211,7 +216,7 @@ class FaceEngine:
         crops: dict[int, np.ndarray] = {}
         for i, (data, face_points) in enumerate(zip(images, points, strict=True)):
             try:
-                image = decode(data, self.settings.imaging)
+                image = self.decoder.decode(data, ImageUse.ENROLMENT)
                 crops[i] = align(image.bgr, face_points * image.scale, self.embedder.input_size)
             except VerifierError as exc:
                 outcomes[i] = exc

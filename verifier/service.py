@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from verifier.errors import VerifierError
+from verifier.imaging import ImageUse
 from verifier.matching import Decision, Matcher
 from verifier.pipeline import FaceEngine, FaceResult, Selection
 from verifier.templates import Template
@@ -37,13 +38,16 @@ class VerificationService:
     def _analyse_pair(self, probe: bytes, reference: bytes) -> list[FaceResult | VerifierError]:
         """Both images, side by side on the image workers when there are any: at a
         quiet gate this halves the latency; under load it costs nothing extra.
-        Each image runs in a copy of this thread's context, so the request's
-        deadline (:mod:`verifier.deadlines`) holds in the workers too."""
+        The probe is a live capture, the reference a document photo (their size
+        limits differ). Each image runs in a copy of this thread's context, so
+        the request's deadline (:mod:`verifier.deadlines`) holds in the workers too."""
+        sides = ((probe, ImageUse.LIVE), (reference, ImageUse.DOCUMENT))
         if self._images is None:
-            return [self.engine.analyse_batch([image])[0] for image in (probe, reference)]
+            return [self.engine.analyse_batch([image], Selection.LARGEST, use)[0] for image, use in sides]
         pending = [
-            self._images.submit(contextvars.copy_context().run, self.engine.analyse_batch, [image])
-            for image in (probe, reference)
+            self._images.submit(contextvars.copy_context().run, self.engine.analyse_batch, [image],
+                                Selection.LARGEST, use)
+            for image, use in sides
         ]
         return [future.result()[0] for future in pending]
 
@@ -51,8 +55,9 @@ class VerificationService:
     def model_id(self) -> str:
         return self.engine.model_id
 
-    def extract(self, image: bytes) -> FaceResult:
-        return self.engine.analyse(image, Selection.LARGEST)
+    def extract(self, image: bytes, use: ImageUse = ImageUse.LIVE) -> FaceResult:
+        """A template from a live capture or a chip photo (``use`` sets its limits and formats)."""
+        return self.engine.analyse(image, Selection.LARGEST, use)
 
     def verify(self, probe: bytes, reference: bytes | Template) -> Verification:
         """Probe image against a reference image or template.
@@ -63,7 +68,7 @@ class VerificationService:
         """
         if isinstance(reference, Template):
             reference.require(self.engine.template_spec)
-            results = self.engine.analyse_batch([probe])
+            results = self.engine.analyse_batch([probe], Selection.LARGEST, ImageUse.LIVE)
         else:
             results = self._analyse_pair(probe, reference)
         for side, result in zip(("probe", "reference"), results):

@@ -1,5 +1,5 @@
 """Admission control through real channels to a real server on loopback, with
-tight bounds so that one slow request (two 40 Mpixel photos) fills them."""
+tight bounds so that one slow request (the costliest frame and chip photo) fills them."""
 
 from __future__ import annotations
 
@@ -52,11 +52,13 @@ def _until(condition, what: str) -> None:  # noqa: ANN001
         time.sleep(0.001)
 
 
-def _slow(stub: pb_grpc.FaceVerifierStub, large: bytes) -> grpc.Future:
-    """Start a Verify of two 40 Mpixel photos and return once it holds a slot."""
+def _slow(stub: pb_grpc.FaceVerifierStub, large: tuple[bytes, bytes]) -> grpc.Future:
+    """Start a Verify of the costliest live frame against the costliest chip photo
+    and return once it holds a slot."""
     running = _sample("verifier_admission_in_flight")
+    frame, chip = large
     future = stub.Verify.future(
-        pb.VerifyRequest(probe=pb.Image(data=large), reference=pb.FaceSample(image=pb.Image(data=large))), timeout=60
+        pb.VerifyRequest(probe=pb.Image(data=frame), reference=pb.FaceSample(image=pb.Image(data=chip))), timeout=60
     )
     _until(lambda: _sample("verifier_admission_in_flight") > running or future.done(), "the slow call running")
     assert not future.done(), "the slow call ended before the test could use its slot"
@@ -68,12 +70,12 @@ def _small(photos: dict[str, Path]) -> pb.ExtractTemplateRequest:
 
 
 def test_overloaded_at_once_when_the_server_is_full_while_health_still_answers(
-    settings: Settings, engine: FaceEngine, photos: dict[str, Path], large_photo: bytes
+    settings: Settings, engine: FaceEngine, photos: dict[str, Path], large_photo: bytes, large_chip: bytes
 ) -> None:
     with admitting(settings, engine, max_in_flight=1, max_queue=0, caller_key="connection") as address, \
             _connection(address) as first, _connection(address) as second:
         shed = _sample("verifier_admission_shed_total", {"method": "ExtractTemplate", "bound": "server"})
-        holder = _slow(pb_grpc.FaceVerifierStub(first), large_photo)
+        holder = _slow(pb_grpc.FaceVerifierStub(first), (large_photo, large_chip))
         started = time.perf_counter()
         with pytest.raises(grpc.RpcError) as refused:
             pb_grpc.FaceVerifierStub(second).ExtractTemplate(_small(photos), timeout=30)
@@ -91,12 +93,12 @@ def test_overloaded_at_once_when_the_server_is_full_while_health_still_answers(
 
 
 def test_a_caller_over_its_share_is_refused_while_another_caller_gets_through(
-    settings: Settings, engine: FaceEngine, photos: dict[str, Path], large_photo: bytes
+    settings: Settings, engine: FaceEngine, photos: dict[str, Path], large_photo: bytes, large_chip: bytes
 ) -> None:
     with admitting(
         settings, engine, max_in_flight=2, max_queue=2, max_per_caller=1, caller_key="connection"
     ) as address, _connection(address) as bulk, _connection(address) as gate:
-        holder = _slow(pb_grpc.FaceVerifierStub(bulk), large_photo)
+        holder = _slow(pb_grpc.FaceVerifierStub(bulk), (large_photo, large_chip))
         with pytest.raises(grpc.RpcError) as refused:
             pb_grpc.FaceVerifierStub(bulk).ExtractTemplate(_small(photos), timeout=30)
         served = pb_grpc.FaceVerifierStub(gate).ExtractTemplate(_small(photos), timeout=30)
@@ -108,12 +110,12 @@ def test_a_caller_over_its_share_is_refused_while_another_caller_gets_through(
 
 
 def test_connections_from_one_host_are_one_caller_by_default(
-    settings: Settings, engine: FaceEngine, photos: dict[str, Path], large_photo: bytes
+    settings: Settings, engine: FaceEngine, photos: dict[str, Path], large_photo: bytes, large_chip: bytes
 ) -> None:
     """A bulk client cannot widen its share by opening more connections."""
     with admitting(settings, engine, max_in_flight=2, max_queue=2, max_per_caller=1) as address, \
             _connection(address) as first, _connection(address) as second:
-        holder = _slow(pb_grpc.FaceVerifierStub(first), large_photo)
+        holder = _slow(pb_grpc.FaceVerifierStub(first), (large_photo, large_chip))
         with pytest.raises(grpc.RpcError) as refused:
             pb_grpc.FaceVerifierStub(second).ExtractTemplate(_small(photos), timeout=30)
         holder.result()
@@ -121,13 +123,13 @@ def test_connections_from_one_host_are_one_caller_by_default(
 
 
 def test_work_whose_deadline_passes_in_the_queue_is_dropped_before_it_starts(
-    settings: Settings, engine: FaceEngine, photos: dict[str, Path], large_photo: bytes
+    settings: Settings, engine: FaceEngine, photos: dict[str, Path], large_photo: bytes, large_chip: bytes
 ) -> None:
     labels = {"method": "ExtractTemplate", "stage": "queue"}
     expired = _sample("verifier_deadline_expired_total", labels)
     with admitting(settings, engine, max_in_flight=1, max_queue=1, caller_key="connection") as address, \
             _connection(address) as first, _connection(address) as second:
-        holder = _slow(pb_grpc.FaceVerifierStub(first), large_photo)
+        holder = _slow(pb_grpc.FaceVerifierStub(first), (large_photo, large_chip))
         with pytest.raises(grpc.RpcError) as late:
             pb_grpc.FaceVerifierStub(second).ExtractTemplate(_small(photos), timeout=0.05)
         _until(lambda: _sample("verifier_deadline_expired_total", labels) > expired, "the queued call dropped")

@@ -7,6 +7,7 @@ from datetime import datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from verifier.errors import Reason, VerifierError
+from verifier.imaging import ImageUse
 from verifier.pipeline import FaceResult
 from verifier.templates import Template
 from verifier.validation import utc_moment
@@ -32,6 +33,16 @@ def image_bytes(message: pb.Image, field: str) -> bytes:
     if not message.data:
         raise VerifierError(Reason.IMAGE_EMPTY, f"{field} has no image bytes", field=field)
     return message.data
+
+
+_IMAGE_USES = {pb.IMAGE_KIND_LIVE: ImageUse.LIVE, pb.IMAGE_KIND_DOCUMENT: ImageUse.DOCUMENT}
+
+
+def image_use(kind: int) -> ImageUse:
+    """The image use an ImageKind names; an unknown value is refused, not guessed."""
+    if kind not in _IMAGE_USES:
+        raise VerifierError(Reason.FIELD_INVALID, f"kind: unknown image kind {kind}", field="kind")
+    return _IMAGE_USES[kind]
 
 
 def face_to_pb(result: FaceResult) -> pb.Face:

@@ -9,6 +9,7 @@ from verifier.server import metrics
 from verifier.server.convert import (
     face_to_pb,
     image_bytes,
+    image_use,
     sample_from_pb,
     template_from_pb,
     template_to_pb,
@@ -58,7 +59,7 @@ class FaceVerifierServicer(pb_grpc.FaceVerifierServicer):
         self, request: pb.ExtractTemplateRequest, context: grpc.ServicerContext
     ) -> pb.ExtractTemplateResponse:
         try:
-            result = self.service.extract(image_bytes(request.image, "image"))
+            result = self.service.extract(image_bytes(request.image, "image"), image_use(request.kind))
         except VerifierError as error:
             _count_fta(error.with_detail(side="image"), "ExtractTemplate")
             raise

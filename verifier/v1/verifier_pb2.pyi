@@ -1,10 +1,18 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class ImageKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    IMAGE_KIND_LIVE: _ClassVar[ImageKind]
+    IMAGE_KIND_DOCUMENT: _ClassVar[ImageKind]
+IMAGE_KIND_LIVE: ImageKind
+IMAGE_KIND_DOCUMENT: ImageKind
 
 class Template(_message.Message):
     __slots__ = ("model_id", "version", "dimension", "vector")
@@ -103,10 +111,12 @@ class VerifyResponse(_message.Message):
     def __init__(self, score: _Optional[float] = ..., match: _Optional[bool] = ..., threshold: _Optional[float] = ..., false_match_rate: _Optional[float] = ..., threshold_source: _Optional[str] = ..., probe_face: _Optional[_Union[Face, _Mapping]] = ..., reference_face: _Optional[_Union[Face, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., model_id: _Optional[str] = ...) -> None: ...
 
 class ExtractTemplateRequest(_message.Message):
-    __slots__ = ("image",)
+    __slots__ = ("image", "kind")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     image: Image
-    def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ...) -> None: ...
+    kind: ImageKind
+    def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., kind: _Optional[_Union[ImageKind, str]] = ...) -> None: ...
 
 class ExtractTemplateResponse(_message.Message):
     __slots__ = ("template", "face", "timings")

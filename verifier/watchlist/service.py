@@ -39,6 +39,7 @@ import numpy as np
 from verifier import deadlines
 from verifier.config import Settings, WatchlistSettings
 from verifier.errors import Reason, VerifierError
+from verifier.imaging import ImageUse
 from verifier.pipeline import FaceEngine, FaceResult, Selection
 from verifier.watchlist import metrics
 from verifier.templates import Template
@@ -430,7 +431,8 @@ class WatchlistService:
 
     def _analyse(self, samples: list[bytes | Template]) -> tuple[list[SampleOutcome], dict[str, float]]:
         images = [i for i, sample in enumerate(samples) if isinstance(sample, bytes)]
-        results = self.engine.analyse_batch([samples[i] for i in images]) if images else []  # type: ignore[misc]
+        batch = [samples[i] for i in images]
+        results = self.engine.analyse_batch(batch, Selection.LARGEST, ImageUse.ENROLMENT) if images else []  # type: ignore[arg-type]
         faces = dict(zip(images, results))
         outcomes = []
         for i, sample in enumerate(samples):
@@ -474,7 +476,7 @@ class WatchlistService:
             probe.require(self.engine.template_spec)
             template, timings = probe, {}
         else:
-            face = self.engine.analyse(probe, Selection.LARGEST)
+            face = self.engine.analyse(probe, Selection.LARGEST, ImageUse.LIVE)
             template, timings = face.template, dict(face.timings_ms)
         deadlines.check("search")
         start = time.perf_counter()
