@@ -20,7 +20,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.watchlist.samples import unit_vectors
+from tests.watchlist.samples import local_settings, unit_vectors
 from tests.watchlist.test_durability import _free_port, _start, _wait_ready
 from verifier.config import Settings
 from verifier.pipeline import FaceEngine
@@ -90,6 +90,7 @@ def test_no_acknowledged_change_without_its_record_after_sigkill(
 ) -> None:
     rng = random.Random(1010)
     trail = settings.audit.file(tmp_path)
+    local_settings(settings, tmp_path)
     lost_ages: list[float] = []
     decisions_acked = enrolments_acked = 0
     for round_number in range(ROUNDS):
