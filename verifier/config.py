@@ -183,6 +183,10 @@ class AdmissionSettings(BaseModel):
     # connections is still one caller; "connection", host and port, for a
     # benchmark on loopback, where every client shares one host.
     caller_key: Literal["host", "connection"] = "host"
+    # How long a caller whose calls have all ended still counts as active when
+    # slots are shared out: a gate sends its next call within a few ms of the
+    # last answer, and its slot is held for it that long.
+    idle_grace_seconds: float = Field(default=0.05, gt=0)
     # Transport threads while admission is on: enough for every call running
     # or waiting plus cheap calls and refusals being answered, so that gRPC's
     # own executor queue (unbounded and unseen) stays empty.

@@ -4,6 +4,7 @@ tight bounds so that one slow request (the costliest frame and chip photo) fills
 from __future__ import annotations
 
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +16,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
 from tests.conftest import loopback_server
-from verifier.config import Settings
+from verifier.config import AdmissionSettings, Settings
+from verifier.server.admission import Admission
 from verifier.pipeline import FaceEngine
 from verifier.server.errors import REASON_KEY, reason_of
 from verifier.v1 import verifier_pb2 as pb
@@ -137,3 +139,33 @@ def test_work_whose_deadline_passes_in_the_queue_is_dropped_before_it_starts(
         holder.result()
     assert late.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
     assert _sample("verifier_deadline_expired_total", labels) == expired + 1
+
+
+def test_a_caller_holds_no_more_than_its_share_while_another_is_active() -> None:
+    """Three slots, a gate and a bulk caller each running one call: the bulk
+    caller's next call waits although a slot is free; when the gate's call ends
+    the slot is kept for the gate's next call (sent a moment later) within the
+    idle grace, and goes to the bulk caller once the gate stays away."""
+    grace = 0.3
+    admission = Admission(AdmissionSettings(max_in_flight=3, max_queue=4, max_per_caller=4, idle_grace_seconds=grace))
+    gate, bulk = admission.slot("gate", None), admission.slot("bulk", None)
+    gate.__enter__()
+    bulk.__enter__()
+    started = threading.Event()
+
+    def more_bulk() -> None:
+        with admission.slot("bulk", None):
+            started.set()
+
+    extra = threading.Thread(target=more_bulk)
+    extra.start()
+    _until(lambda: _sample("verifier_admission_queued") >= 1, "the extra bulk call waiting")
+    assert not started.wait(grace / 2), "the bulk caller took a second slot while the gate was active"
+    gate.__exit__(None, None, None)
+    with admission.slot("gate", None):  # the gate's next call, a moment later: taken at once
+        assert not started.is_set()
+    ended = time.monotonic()
+    assert started.wait(WAIT_S), "the bulk call never ran once the gate stayed away"
+    assert time.monotonic() - ended >= grace * 0.9
+    extra.join(WAIT_S)
+    bulk.__exit__(None, None, None)

@@ -69,6 +69,8 @@ class _Caller:
     used_s: float
     running: int = 0
     waiting: deque["_Ticket"] = field(default_factory=deque)
+    # When the caller last had nothing running or waiting (None: busy now).
+    idle_since: float | None = None
 
 
 @dataclass
@@ -82,10 +84,17 @@ class Admission:
 
     Fair share is start-time fair queuing on measured service: each caller
     accumulates the wall time its calls held a slot, the waiting caller with
-    the least goes next, and a caller that arrives (or comes back after being
-    idle) starts level with the least-served active caller, so idleness banks
-    no credit. Idle callers are forgotten, so memory stays bounded by the
-    callers with work running or waiting.
+    the least goes next, and a caller that arrives after being idle starts
+    level with the least-served active caller, so idleness banks no credit.
+
+    While several callers are active, none runs more than its share of the
+    slots (``max_in_flight`` over the active callers, at least one). A caller
+    counts as active for ``idle_grace_seconds`` after its last call ends: a gate
+    sends its next call a moment after the last answer, and without the grace a
+    bulk client sending back to back would take every slot a gate frees in that
+    moment. A slot may then stay free for up to the grace; on two cores the
+    other slots keep both busy. Callers idle longer are forgotten, so memory
+    stays bounded by the callers with recent work.
     """
 
     def __init__(self, settings: AdmissionSettings) -> None:
@@ -111,20 +120,24 @@ class Admission:
     def _enter(self, key: str, deadline: Deadline | None) -> None:
         limits = self.settings
         with self._lock:
+            self._prune(time.monotonic())
             caller = self._callers.get(key)
             if caller is None:
                 caller = self._callers[key] = _Caller(min((c.used_s for c in self._callers.values()), default=0.0))
+            caller.idle_since = None
             if caller.running + len(caller.waiting) >= limits.max_per_caller:
-                self._forget_if_idle(key)
+                self._mark_if_idle(caller)
                 raise VerifierError(
                     Reason.OVERLOADED, "this caller has its share of work running and waiting; retry later",
                     bound="caller", limit=limits.max_per_caller,
                 )
-            if self._running < limits.max_in_flight and self._queued == 0:
+            # A free slot never waits beside a waiting caller under its share (each
+            # grant serves those first), so a caller under its share may take it.
+            if self._running < limits.max_in_flight and self._under_share(caller):
                 self._start(caller)
                 return
             if self._queued >= limits.max_queue:
-                self._forget_if_idle(key)
+                self._mark_if_idle(caller)
                 raise VerifierError(
                     Reason.OVERLOADED, "the server is at capacity; retry later",
                     bound="server", in_flight=self._running, queued=self._queued,
@@ -133,16 +146,30 @@ class Admission:
             caller.waiting.append(ticket)
             self._queued += 1
             metrics.QUEUED.set(self._queued)
-            if deadline is None:
-                self._changed.wait_for(lambda: ticket.granted)
-                return
-            if self._changed.wait_for(lambda: ticket.granted, timeout=max(0.0, deadline.remaining())):
+            while not ticket.granted:
+                remaining = None if deadline is None else deadline.remaining()
+                if remaining is not None and remaining <= 0:
+                    break
+                # Wake at least once a grace period: a slot held back for an idle
+                # caller is released to the waiters once its grace has passed.
+                slice_s = limits.idle_grace_seconds if remaining is None else min(remaining, limits.idle_grace_seconds)
+                if not self._changed.wait_for(lambda: ticket.granted, timeout=slice_s):
+                    self._prune(time.monotonic())
+                    self._grant()
+            if ticket.granted:
                 return
             caller.waiting.remove(ticket)
             self._queued -= 1
             metrics.QUEUED.set(self._queued)
-            self._forget_if_idle(key)
-        raise deadline.expire("queue")
+            self._mark_if_idle(caller)
+        raise deadline.expire("queue")  # type: ignore[union-attr]
+
+    def _share(self) -> int:
+        """Slots one caller may hold while the active callers compete."""
+        return max(1, self.settings.max_in_flight // max(1, len(self._callers)))
+
+    def _under_share(self, caller: _Caller) -> bool:
+        return caller.running < self._share()
 
     def _start(self, caller: _Caller) -> None:
         caller.running += 1
@@ -155,24 +182,36 @@ class Admission:
             caller.running -= 1
             caller.used_s += held_s
             self._running -= 1
-            granted = False
-            while self._running < self.settings.max_in_flight and self._queued:
-                nxt = min(
-                    (c for c in self._callers.values() if c.waiting), key=lambda c: (c.used_s, c.waiting[0].order)
-                )
-                nxt.waiting.popleft().granted = True
-                self._queued -= 1
-                self._start(nxt)
-                granted = True
+            self._mark_if_idle(caller)
+            self._prune(time.monotonic())
+            self._grant()
             metrics.IN_FLIGHT.set(self._running)
-            metrics.QUEUED.set(self._queued)
-            self._forget_if_idle(key)
-            if granted:
-                self._changed.notify_all()
 
-    def _forget_if_idle(self, key: str) -> None:
-        caller = self._callers.get(key)
-        if caller is not None and not caller.running and not caller.waiting:
+    def _grant(self) -> None:
+        """Give free slots to waiting callers under their share, least served first."""
+        granted = False
+        while self._running < self.settings.max_in_flight and self._queued:
+            eligible = [c for c in self._callers.values() if c.waiting and self._under_share(c)]
+            if not eligible:
+                break
+            nxt = min(eligible, key=lambda c: (c.used_s, c.waiting[0].order))
+            nxt.waiting.popleft().granted = True
+            self._queued -= 1
+            self._start(nxt)
+            granted = True
+        metrics.QUEUED.set(self._queued)
+        if granted:
+            self._changed.notify_all()
+
+    @staticmethod
+    def _mark_if_idle(caller: _Caller) -> None:
+        if not caller.running and not caller.waiting:
+            caller.idle_since = time.monotonic()
+
+    def _prune(self, now: float) -> None:
+        """Forget callers idle for longer than the grace."""
+        grace = self.settings.idle_grace_seconds
+        for key in [k for k, c in self._callers.items() if c.idle_since is not None and now - c.idle_since > grace]:
             del self._callers[key]
 
 
