@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from verifier import deadlines
+from verifier.calibration import IdentificationThreshold, IdentificationThresholds, identification_thresholds
 from verifier.config import Settings, WatchlistSettings
 from verifier.errors import Reason, VerifierError
 from verifier.pipeline import FaceEngine, FaceResult, Selection
@@ -89,17 +90,6 @@ class Availability:
 
 
 _LOADING = Availability(State.LOADING, Reason.INDEX_NOT_READY, "the watch-list index is loading; try again shortly")
-
-
-@dataclass(frozen=True)
-class IdentificationThreshold:
-    """The score a candidate must reach, and the false-positive identification
-    rate (share of searches for someone not enrolled that return a candidate)
-    it was measured to give."""
-
-    value: float
-    fpir: float
-    source: str
 
 
 @dataclass(frozen=True)
@@ -158,14 +148,6 @@ class Consistency:
         return not self.missing and not self.extra
 
 
-def identification_threshold(settings: WatchlistSettings) -> IdentificationThreshold:
-    return IdentificationThreshold(
-        value=settings.threshold,
-        fpir=settings.threshold_fpir,
-        source="configured default (measured 1:N on the LFW dev half; see benchmarks/identification.py)",
-    )
-
-
 def check_entry(entry: SubjectEntry) -> None:
     """Refuse a subject whose ids or text fields could not be stored and shown safely."""
     identifier(entry.watchlist, "subject.watchlist")
@@ -187,13 +169,14 @@ def initialise_store(settings: Settings) -> Path:
 
 class WatchlistService:
     def __init__(
-        self, settings: WatchlistSettings, store_path: Path, engine: FaceEngine, snapshot: Path | None
+        self, settings: WatchlistSettings, store_path: Path, engine: FaceEngine, snapshot: Path | None,
+        thresholds: IdentificationThresholds,
     ) -> None:
         self.settings = settings
         self.store_path = store_path
         self.engine = engine
         self.snapshot = snapshot
-        self.threshold = identification_threshold(settings)
+        self.thresholds = thresholds
         self._store: WatchlistStore | None = None
         self._index: WatchlistIndex | None = None
         self._writes = threading.Lock()
@@ -204,15 +187,23 @@ class WatchlistService:
         self._listeners: list[Callable[[Availability], None]] = []
 
     @classmethod
-    def for_settings(cls, settings: Settings, engine: FaceEngine) -> "WatchlistService":
-        """The service over the configured store, not yet opened (see :meth:`supervise`)."""
+    def for_settings(
+        cls, settings: Settings, engine: FaceEngine, thresholds: IdentificationThresholds | None = None
+    ) -> "WatchlistService":
+        """The service over the configured store, not yet opened (see :meth:`supervise`),
+        deciding at the pack's 1:N calibration unless ``thresholds`` are given."""
         config = settings.watchlist
-        return cls(config, config.store_file(settings.data_dir), engine, config.snapshot_file(settings.data_dir))
+        return cls(
+            config, config.store_file(settings.data_dir), engine, config.snapshot_file(settings.data_dir),
+            thresholds or identification_thresholds(settings, engine.model_id),
+        )
 
     @classmethod
-    def open(cls, settings: Settings, engine: FaceEngine) -> "WatchlistService":
+    def open(
+        cls, settings: Settings, engine: FaceEngine, thresholds: IdentificationThresholds | None = None
+    ) -> "WatchlistService":
         """Open the configured store for writing (it must exist); call :meth:`load` before searching."""
-        service = cls.for_settings(settings, engine)
+        service = cls.for_settings(settings, engine, thresholds)
         service._store = WatchlistStore.open(service.store_path, settings.watchlist.busy_timeout_seconds)
         return service
 
@@ -522,7 +513,8 @@ class WatchlistService:
         deadlines.check("search")
         start = time.perf_counter()
         now = time.time()
-        outcome = index.search(template.vector, names, wanted, self.threshold.value, now)
+        threshold = self.thresholds.for_gallery(index.size(names))
+        outcome = index.search(template.vector, names, wanted, threshold.value, now)
         with self._store_faults():
             subjects = self.store.subjects_by_row([hit.row for hit in outcome.hits])
         live = [hit for hit in outcome.hits if hit.row in subjects]
@@ -530,7 +522,7 @@ class WatchlistService:
         timings["search"] = (time.perf_counter() - start) * 1000.0
         if outcome.expired_skipped:
             index.sweep(now)
-        return Identification(candidates, self.threshold, face, outcome.searched, timings, self.model_id)
+        return Identification(candidates, threshold, face, outcome.searched, timings, self.model_id)
 
     def _require_migrated(self, names: list[str]) -> None:
         """Refuse a search that would look in a list holding subjects of another
