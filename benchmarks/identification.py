@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from verifier.calibration import identification_thresholds
 from verifier.config import REPO_ROOT, get_settings
 from verifier.pipeline import FaceEngine
 from verifier.watchlist.accuracy import evaluate
@@ -28,7 +29,8 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=LFW_DEV_IMAGES, help="a folder of <person>/<image> files")
     args = parser.parse_args()
     settings = get_settings()
-    accuracy, brute = evaluate(settings, FaceEngine.from_settings(settings), args.root)
+    engine = FaceEngine.from_settings(settings)
+    accuracy, brute = evaluate(settings, engine, args.root)
     mated, non_mated = len(accuracy.mated_hit), len(accuracy.non_mated_top)
     low, high = accuracy.rank1_wilson.low, accuracy.rank1_wilson.high
     print(f"{args.root}: gallery {accuracy.gallery} people, {mated} mated searches ({accuracy.mated_fta} failed to "
@@ -40,10 +42,10 @@ def main() -> None:
         print(f"FPIR target {target:g}: threshold {point.threshold:.4f}, {point.false_positives} false positives "
               f"(FPIR {point.fpir:.4f}), FNIR {100 * point.fnir:.2f} % ({point.misses} misses; Wilson "
               f"{100 * point.fnir_wilson.low:.2f}-{100 * point.fnir_wilson.high:.2f} %)")
-    configured = accuracy.at(settings.watchlist.threshold)
-    stated = settings.watchlist
-    print(f"configured threshold {stated.threshold:.4f} (stated FPIR {stated.threshold_fpir:g}): "
-          f"FPIR {configured.fpir:.4f}, FNIR {100 * configured.fnir:.2f} % on this set")
+    served = identification_thresholds(settings, engine.model_id).for_gallery(accuracy.gallery)
+    at_served = accuracy.at(served.value)
+    print(f"served threshold {served.value:.4f} (stated FPIR {served.fpir:g}; {served.source}): "
+          f"FPIR {at_served.fpir:.4f}, FNIR {100 * at_served.fnir:.2f} % on this set")
     agrees = abs(brute.rank1 - accuracy.rank1) < 1e-9 and all(
         abs(b.fnir - accuracy.at_fpir(b.target_fpir).fnir) < 1e-9 for b in brute.points
     )

@@ -5,7 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from verifier.calibration import calibration_path, load_table, serving_threshold
+from verifier.calibration import (
+    IdentificationThresholds,
+    calibration_path,
+    identification_thresholds,
+    load_table,
+    serving_threshold,
+)
 from verifier.config import Settings
 from verifier.errors import ModelPackError
 from verifier.pipeline import FaceEngine
@@ -76,3 +82,64 @@ def test_a_malformed_table_is_refused(settings: Settings, engine: FaceEngine, tm
     local.matching.calibration_file = broken
     with pytest.raises(ModelPackError, match="cannot read calibration table"):
         serving_threshold(local, engine.model_id)
+
+
+def test_the_shipped_table_has_1_to_n_rows_measured_by_real_searches(settings: Settings, engine: FaceEngine) -> None:
+    """Fails when the pack is recalibrated without its 1:N rows: run `verifier eval --calibrate`."""
+    table = load_table(calibration_path(settings))
+    assert table.identification, "no 1:N rows: the watch-list would fall back to watchlist.threshold"
+    sizes = {row.gallery_size for row in table.identification}
+    assert len(sizes) >= 3
+    for target in {row.target_fpir for row in table.identification}:
+        rows = sorted((r for r in table.identification if r.target_fpir == target), key=lambda r: r.gallery_size)
+        for row in rows:
+            assert row.measured_fpir <= row.target_fpir and row.non_mated_searches >= 1000
+            assert 0 <= row.fnir < 1 and row.mated_searches > 0
+        # A larger gallery gives a false hit more chances: its threshold is not lower.
+        assert [r.threshold for r in rows] == sorted(r.threshold for r in rows)
+
+
+def _thresholds(settings: Settings, engine: FaceEngine, target_fpir: float) -> IdentificationThresholds:
+    local = _local(settings)
+    local.watchlist.target_fpir = target_fpir
+    return identification_thresholds(local, engine.model_id)
+
+
+def test_the_1_to_n_row_is_at_or_above_the_gallery_searched(settings: Settings, engine: FaceEngine) -> None:
+    table = load_table(calibration_path(settings))
+    rows = sorted((r for r in table.identification if r.target_fpir == 1e-2), key=lambda r: r.gallery_size)
+    thresholds = _thresholds(settings, engine, 1e-2)
+    assert thresholds.calibrated
+    smallest, largest = rows[0], rows[-1]
+    assert thresholds.for_gallery(1).value == smallest.threshold
+    assert thresholds.for_gallery(smallest.gallery_size).value == smallest.threshold
+    assert thresholds.for_gallery(smallest.gallery_size + 1).value == rows[1].threshold
+    at_largest = thresholds.for_gallery(largest.gallery_size)
+    assert at_largest.value == largest.threshold and "beyond" not in at_largest.source
+    beyond = thresholds.for_gallery(largest.gallery_size * 10)
+    assert beyond.value == largest.threshold and beyond.fpir == 1e-2
+    assert "beyond the largest measured gallery" in beyond.source
+
+
+def test_the_1_to_n_target_is_never_laxer(settings: Settings, engine: FaceEngine) -> None:
+    table = load_table(calibration_path(settings))
+    strict = {r.gallery_size: r.threshold for r in table.identification if r.target_fpir == 1e-3}
+    between = _thresholds(settings, engine, 5e-3).for_gallery(1)
+    assert between.fpir == 1e-3 and between.value == strict[min(strict)]
+    with pytest.raises(ModelPackError, match="stricter than the 1:N calibration"):
+        _thresholds(settings, engine, 1e-5)
+
+
+def test_a_table_without_1_to_n_rows_keeps_the_configured_threshold(
+    settings: Settings, engine: FaceEngine, tmp_path: Path
+) -> None:
+    raw = json.loads(calibration_path(settings).read_text())
+    del raw["identification"]
+    older = tmp_path / "older.json"
+    older.write_text(json.dumps(raw))
+    local = _local(settings)
+    local.matching.calibration_file = older
+    thresholds = identification_thresholds(local, engine.model_id)
+    assert not thresholds.calibrated
+    chosen = thresholds.for_gallery(10_000)
+    assert chosen.value == local.watchlist.threshold and "configured watchlist.threshold" in chosen.source

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from verifier.config import Settings, get_settings
 from verifier.errors import ModelPackError, VerifierError
+from verifier.extras import MissingExtra
 from verifier.watchlist.cli import register as register_watchlist
 from verifier.evaluation.cli import register as register_eval
 from verifier.security.cli import register as register_security
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     try:
         return int(args.handler(args, settings))
-    except ModelPackError as error:
+    except (ModelPackError, MissingExtra) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
 

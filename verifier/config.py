@@ -143,6 +143,9 @@ class EvaluationSettings(BaseModel):
     chunk_rows: int = Field(default=1024, ge=1)
     fmr_targets: tuple[float, ...] = (1e-2, 1e-3, 1e-4, 1e-5)
     fpir_targets: tuple[float, ...] = (1e-2, 1e-3)
+    # Watch-list sizes (templates) the 1:N calibration measures, besides the
+    # whole gallery the set allows: random subsets of it, seeded.
+    identification_gallery_sizes: tuple[int, ...] = (100, 250, 500)
     confidence: float = Field(default=0.95, gt=0, lt=1)
     # Subject-bootstrap replicates for intervals that respect correlated scores.
     bootstrap_replicates: int = Field(default=1000, ge=0)
@@ -217,10 +220,15 @@ class WatchlistSettings(BaseModel):
     max_top_k: int = Field(default=100, ge=1)
     # Photos per person raise hit rates; 256 is the most a template key can hold.
     max_templates_per_subject: int = Field(default=16, ge=1, le=256)
-    # Cosine score a candidate must reach, and the false-positive identification
-    # rate it stood for when measured (`python -m benchmarks.identification`: LFW
-    # dev, 774 people enrolled, 13 of 1,312 searches for people not enrolled
-    # returned a candidate; FNIR 8.9 %). FPIR grows with the size of the list.
+    # The false-positive identification rate searches are decided at: the 1:N
+    # rows of the pack's calibration table give the threshold for it at the
+    # size of the gallery searched (the nearest row at or below it: never laxer).
+    target_fpir: float = Field(default=0.01, gt=0.0, lt=1.0, allow_inf_nan=False)
+    # Fallback only, for a pack whose calibration table has no 1:N rows: the
+    # cosine score a candidate must reach, and the FPIR it stood for when
+    # measured (`python -m benchmarks.identification`: LFW dev, 774 people
+    # enrolled, 13 of 1,312 searches for people not enrolled returned a
+    # candidate; FNIR 8.9 %). FPIR grows with the size of the list.
     threshold: float = Field(default=0.601, ge=-1.0, le=1.0, allow_inf_nan=False)
     threshold_fpir: float = Field(default=0.01, gt=0.0, le=1.0, allow_inf_nan=False)
     # While the store is missing or failing, how often to try to reopen it and

@@ -36,6 +36,10 @@ def test_eval_calibrate_writes_the_report_and_the_table(
     assert table.model_id == engine.model_id and table.dataset == "mini" and table.alignment == "detected"
     points = {p["target_fmr"]: p["threshold"] for p in document["verification"]["points"]}
     assert {row.target_fmr: row.threshold for row in table.rows} == points
+    # 1:N rows from real searches of the people of its images/ folder.
+    assert "1:N FPIR 0.01 at gallery" in printed
+    assert table.identification and {row.target_fpir for row in table.identification} == {1e-2, 1e-3}
+    assert all(row.measured_fpir <= row.target_fpir and row.mated_searches > 0 for row in table.identification)
 
 
 def test_eval_of_folders_reports_identification(

@@ -162,3 +162,24 @@ def test_top_k_is_capped_and_ordered(service: WatchlistService, engine: FaceEngi
     found = service.identify(templates[0], top_k=10)
     assert [c.rank for c in found.candidates] == [1, 2, 3]
     assert service.identify(templates[0], top_k=2).candidates[-1].rank == 2
+
+
+def test_the_threshold_is_the_1_to_n_row_for_the_gallery_searched(
+    service: WatchlistService, engine: FaceEngine, settings: Settings
+) -> None:
+    """The pack's 1:N calibration decides: the row for the target FPIR at the
+    smallest measured gallery holding the templates searched, said in the source."""
+    from verifier.calibration import calibration_path, load_table
+
+    rows = sorted((row for row in load_table(calibration_path(settings)).identification
+                   if row.target_fpir == settings.watchlist.target_fpir), key=lambda row: row.gallery_size)
+    service.create_watchlist("small", "")
+    service.create_watchlist("other", "")
+    for i, template in enumerate(templates_of(engine, 3, seed=11)):
+        service.enrol(_entry(f"S-{i}", "small"), [template])
+    service.enrol(_entry("O-1", "other"), templates_of(engine, 2, seed=12))
+    probe = templates_of(engine, 1, seed=11)[0]
+    found = service.identify(probe, ["small"])
+    assert found.threshold.value == rows[0].threshold and found.threshold.fpir == rows[0].target_fpir
+    assert f"searching 3 templates, measured on a gallery of {rows[0].gallery_size}" in found.threshold.source
+    assert "searching 5 templates" in service.identify(probe).threshold.source

@@ -1,5 +1,13 @@
 """`verifier eval`: measure the pipeline on a labeled set, write the report, and
-optionally the calibration table the server decides by."""
+optionally the calibration table the server decides by.
+
+With ``--calibrate`` the table gets 1:1 rows (FMR to threshold, from every
+comparison of the set) and 1:N rows (FPIR and gallery size to threshold, from
+real searches of real watch-lists: see :func:`verifier.watchlist.accuracy.calibrate`).
+The 1:N searches need every image of each person, so an LFW-style set is
+searched as the folder set of its ``images/`` (all its images, not only those
+its pairs name).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +18,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from verifier.calibration import CalibrationRow, CalibrationTable, calibration_path, write_table
+from verifier.calibration import (
+    CalibrationRow,
+    CalibrationTable,
+    IdentificationRow,
+    calibration_path,
+    write_table,
+)
 from verifier.config import Settings
 from verifier.evaluation.datasets import Layout
 from verifier.pipeline import Selection
@@ -48,9 +62,11 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
     from verifier.evaluation.cache import embed_set
     from verifier.evaluation.datasets import DatasetError, load_set, read_landmarks
     from verifier.evaluation.evaluate import evaluate
-    from verifier.evaluation.report import write_report
+    from verifier import extras
     from verifier.pipeline import FaceEngine
 
+    # Checked before any work: the plots need the `eval` extra.
+    write_report = extras.load("eval", "verifier.evaluation.report", "write_report", "`verifier eval` (its plots)")
     settings = settings.model_copy(deep=True)
     if args.pack:
         settings.models.pack = args.pack
@@ -98,13 +114,28 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
         print(f"1:N rank-1 {100 * ident.rank1:.2f} %; {fnir}")
     print(f"report: {files.markdown}")
     if args.calibrate:
+        from verifier.watchlist.accuracy import calibrate
+
+        searched = labeled if labeled.layout is Layout.FOLDERS else load_set(labeled.image_root, Layout.FOLDERS)
+        searched_templates = templates if searched is labeled else embed_set(
+            engine, searched, settings.evaluation.cache_dir, selection)
+        identification = calibrate(settings, engine, searched, searched_templates)
+        for row in identification:
+            print(f"1:N FPIR {row.target_fpir:g} at gallery {row.gallery_size}: threshold {row.threshold:.4f} "
+                  f"({row.false_positives} of {row.non_mated_searches} non-mated searches hit), "
+                  f"FNIR {100 * row.fnir:.2f} % of {row.mated_searches}")
+        if not identification:
+            print("no 1:N rows: the set has no person with two images and none with one "
+                  "(the server keeps watchlist.threshold)")
         path = calibration_path(settings)
-        write_table(_calibration_table(result, pack), path)
+        write_table(_calibration_table(result, pack, tuple(identification)), path)
         print(f"calibration table: {path}")
     return EXIT_OK
 
 
-def _calibration_table(result: EvaluationResult, pack: str) -> CalibrationTable:
+def _calibration_table(
+    result: EvaluationResult, pack: str, identification: tuple[IdentificationRow, ...]
+) -> CalibrationTable:
     verification = result.verification
     rows = []
     for point in verification.points:
@@ -133,4 +164,5 @@ def _calibration_table(result: EvaluationResult, pack: str) -> CalibrationTable:
         alignment=result.alignment,
         created=datetime.now(UTC).date().isoformat(),
         rows=tuple(rows),
+        identification=identification,
     )

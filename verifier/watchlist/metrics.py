@@ -8,6 +8,11 @@ QUARANTINED = Gauge(
     "verifier_watchlist_quarantined_templates",
     "Stored templates left out of the index at the last load because they fail the template checks",
 )
+UNMIGRATED = Gauge(
+    "verifier_watchlist_unmigrated_subjects",
+    "Subjects without a template of the served model, per watch-list: a list with any is refused until migrated",
+    ["watchlist"],
+)
 AVAILABLE = Gauge(
     "verifier_watchlist_available",
     "1 while the watch-lists serve; 0 while loading or out of service (the reason label says why)",

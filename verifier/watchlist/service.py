@@ -21,6 +21,15 @@ is refused with it, never answered "no hit" from a half-working store, and
 rebuild the index until it works again. Nothing here touches 1:1 verification.
 Templates stored on disk that fail the template checks are quarantined at load
 (left out of the index, logged and counted) while the rest of the list serves.
+
+One model per list, never a silent mix: a watch-list holding any subject
+without a template of the served model (enrolled under another model pack) is
+refused for identification with WATCHLIST_NEEDS_MIGRATION, naming the list and
+how many subjects can be migrated from their stored images (`verifier
+watchlist migrate`) and how many cannot (enrolled from templates alone), until
+they are migrated or removed. Searching all lists is refused while any list is.
+Other lists serve on; enrolment and removal in that list work (that is how an
+operator fixes it).
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from verifier import deadlines
+from verifier.calibration import IdentificationThreshold, IdentificationThresholds, identification_thresholds
 from verifier.config import Settings, WatchlistSettings
 from verifier.errors import Reason, VerifierError
 from verifier.imaging import ImageUse
@@ -51,6 +61,7 @@ from verifier.watchlist.store import (
     StoreMissing,
     Subject,
     SubjectEntry,
+    Unmigrated,
     Watchlist,
     WatchlistStore,
     private_directory,
@@ -80,17 +91,6 @@ class Availability:
 
 
 _LOADING = Availability(State.LOADING, Reason.INDEX_NOT_READY, "the watch-list index is loading; try again shortly")
-
-
-@dataclass(frozen=True)
-class IdentificationThreshold:
-    """The score a candidate must reach, and the false-positive identification
-    rate (share of searches for someone not enrolled that return a candidate)
-    it was measured to give."""
-
-    value: float
-    fpir: float
-    source: str
 
 
 @dataclass(frozen=True)
@@ -149,14 +149,6 @@ class Consistency:
         return not self.missing and not self.extra
 
 
-def identification_threshold(settings: WatchlistSettings) -> IdentificationThreshold:
-    return IdentificationThreshold(
-        value=settings.threshold,
-        fpir=settings.threshold_fpir,
-        source="configured default (measured 1:N on the LFW dev half; see benchmarks/identification.py)",
-    )
-
-
 def check_entry(entry: SubjectEntry) -> None:
     """Refuse a subject whose ids or text fields could not be stored and shown safely."""
     identifier(entry.watchlist, "subject.watchlist")
@@ -178,31 +170,41 @@ def initialise_store(settings: Settings) -> Path:
 
 class WatchlistService:
     def __init__(
-        self, settings: WatchlistSettings, store_path: Path, engine: FaceEngine, snapshot: Path | None
+        self, settings: WatchlistSettings, store_path: Path, engine: FaceEngine, snapshot: Path | None,
+        thresholds: IdentificationThresholds,
     ) -> None:
         self.settings = settings
         self.store_path = store_path
         self.engine = engine
         self.snapshot = snapshot
-        self.threshold = identification_threshold(settings)
+        self.thresholds = thresholds
         self._store: WatchlistStore | None = None
         self._index: WatchlistIndex | None = None
         self._writes = threading.Lock()
         self._closed = False
         self._availability = _LOADING
         self._quarantined: tuple[QuarantinedTemplate, ...] = ()
+        self._unmigrated: dict[str, Unmigrated] = {}
         self._listeners: list[Callable[[Availability], None]] = []
 
     @classmethod
-    def for_settings(cls, settings: Settings, engine: FaceEngine) -> "WatchlistService":
-        """The service over the configured store, not yet opened (see :meth:`supervise`)."""
+    def for_settings(
+        cls, settings: Settings, engine: FaceEngine, thresholds: IdentificationThresholds | None = None
+    ) -> "WatchlistService":
+        """The service over the configured store, not yet opened (see :meth:`supervise`),
+        deciding at the pack's 1:N calibration unless ``thresholds`` are given."""
         config = settings.watchlist
-        return cls(config, config.store_file(settings.data_dir), engine, config.snapshot_file(settings.data_dir))
+        return cls(
+            config, config.store_file(settings.data_dir), engine, config.snapshot_file(settings.data_dir),
+            thresholds or identification_thresholds(settings, engine.model_id),
+        )
 
     @classmethod
-    def open(cls, settings: Settings, engine: FaceEngine) -> "WatchlistService":
+    def open(
+        cls, settings: Settings, engine: FaceEngine, thresholds: IdentificationThresholds | None = None
+    ) -> "WatchlistService":
         """Open the configured store for writing (it must exist); call :meth:`load` before searching."""
-        service = cls.for_settings(settings, engine)
+        service = cls.for_settings(settings, engine, thresholds)
         service._store = WatchlistStore.open(service.store_path, settings.watchlist.busy_timeout_seconds)
         return service
 
@@ -228,6 +230,11 @@ class WatchlistService:
     def quarantined(self) -> tuple[QuarantinedTemplate, ...]:
         """Stored templates left out of the index at the last load because they fail the checks."""
         return self._quarantined
+
+    @property
+    def unmigrated(self) -> dict[str, Unmigrated]:
+        """Watch-lists refused for identification: their subjects without a template of the served model."""
+        return dict(self._unmigrated)
 
     def on_availability(self, listener: Callable[[Availability], None]) -> None:
         """Call ``listener`` with every change of availability (the server's health)."""
@@ -287,9 +294,7 @@ class WatchlistService:
                 quarantined = self.store.quarantined(self.engine.template_spec)
             index.set_expiries(self.store.expiries())
             index.sweep(time.time())
-            foreign = {model: n for model, n in self.store.template_models().items() if model != self.model_id}
-            if foreign:
-                log.warning("templates of other models are stored but not searchable: %s", foreign)
+            self._set_unmigrated(self.store.unmigrated(self.model_id))
             self._index = index
             self._quarantined = tuple(quarantined)
         metrics.QUARANTINED.set(len(quarantined))
@@ -301,6 +306,26 @@ class WatchlistService:
                  report.source, report.templates, report.seconds, len(quarantined))
         self._set_availability(Availability(State.SERVING))
         return report
+
+    def _set_unmigrated(self, unmigrated: dict[str, Unmigrated]) -> None:
+        """Record (log and count) which lists hold subjects of another model."""
+        self._unmigrated = unmigrated
+        metrics.UNMIGRATED.clear()
+        for need in unmigrated.values():
+            metrics.UNMIGRATED.labels(need.watchlist).set(len(need.rows))
+            log.error("watch-list %r is refused for identification: %s", need.watchlist, _needs(need, self.model_id))
+
+    def _refresh_unmigrated(self, watchlist: str) -> None:
+        """After a removal: the list serves again once its last unmigrated subject is gone."""
+        found = self.store.unmigrated(self.model_id, watchlist)
+        unmigrated = {name: need for name, need in self._unmigrated.items() if name != watchlist} | found
+        if unmigrated != self._unmigrated:
+            if watchlist not in found:
+                log.info("watch-list %r holds only templates of %s again", watchlist, self.model_id)
+                metrics.UNMIGRATED.remove(watchlist)
+            else:
+                metrics.UNMIGRATED.labels(watchlist).set(len(found[watchlist].rows))
+            self._unmigrated = unmigrated
 
     def supervise(self, stop: threading.Event) -> None:
         """Bring the watch-lists into service and keep them there: open the store and
@@ -378,6 +403,8 @@ class WatchlistService:
             index = self._ready_index()
             deleted = self.store.delete_watchlist(name, force)
             index.drop_watchlist(name)
+            if name in self._unmigrated:
+                self._refresh_unmigrated(name)
         return deleted
 
     def watchlists(self) -> list[Watchlist]:
@@ -419,12 +446,16 @@ class WatchlistService:
         if failed and (not allow_partial or len(failed) == len(outcomes)):
             first, error = failed[0]
             raise error.with_detail(sample=first, failed_samples=",".join(str(i) for i, _ in failed))
-        vectors = [self._template_of(samples[o.index], o).vector for o in outcomes if o.error is None]
+        used = [o for o in outcomes if o.error is None]
+        vectors = [self._template_of(samples[o.index], o).vector for o in used]
         templates = [Template(self.model_id, vector) for vector in vectors]
+        # The images the templates were made from, as sent, by template position:
+        # the record a later model change re-extracts from.
+        images = {position: sample for position, o in enumerate(used) if isinstance(sample := samples[o.index], bytes)}
         start = time.perf_counter()
         with self._writes, self._store_faults():
             index = self._ready_index()
-            subject = self.store.add_subject(entry, templates)
+            subject = self.store.add_subject(entry, templates, images)
             index.add_subject(entry.watchlist, subject.row, np.stack(vectors), _epoch(entry))
         timings["store"] = (time.perf_counter() - start) * 1000.0
         return Enrolment(subject, outcomes, timings)
@@ -457,6 +488,8 @@ class WatchlistService:
             index = self._ready_index()
             subject = self.store.remove_subject(watchlist, subject_id)
             index.remove_subject(watchlist, subject.row, subject.template_count)
+            if watchlist in self._unmigrated:
+                self._refresh_unmigrated(watchlist)
         return subject
 
     def identify(
@@ -470,6 +503,7 @@ class WatchlistService:
             identifier(name, "watchlists")
             if not index.has_watchlist(name):
                 raise VerifierError(Reason.WATCHLIST_NOT_FOUND, f"no watch-list named {name!r}", watchlist=name)
+        self._require_migrated(names)
         wanted = min(top_k or self.settings.default_top_k, self.settings.max_top_k)
         face: FaceResult | None = None
         if isinstance(probe, Template):
@@ -481,7 +515,8 @@ class WatchlistService:
         deadlines.check("search")
         start = time.perf_counter()
         now = time.time()
-        outcome = index.search(template.vector, names, wanted, self.threshold.value, now)
+        threshold = self.thresholds.for_gallery(index.size(names))
+        outcome = index.search(template.vector, names, wanted, threshold.value, now)
         with self._store_faults():
             subjects = self.store.subjects_by_row([hit.row for hit in outcome.hits])
         live = [hit for hit in outcome.hits if hit.row in subjects]
@@ -489,7 +524,24 @@ class WatchlistService:
         timings["search"] = (time.perf_counter() - start) * 1000.0
         if outcome.expired_skipped:
             index.sweep(now)
-        return Identification(candidates, self.threshold, face, outcome.searched, timings, self.model_id)
+        return Identification(candidates, threshold, face, outcome.searched, timings, self.model_id)
+
+    def _require_migrated(self, names: list[str]) -> None:
+        """Refuse a search that would look in a list holding subjects of another
+        model: they could not be found, and a "no hit" would be a silent miss."""
+        unmigrated = self._unmigrated
+        refused = [unmigrated[name] for name in names if name in unmigrated]
+        if not refused:
+            return
+        first = refused[0]
+        others = f" (and {len(refused) - 1} more watch-lists)" if len(refused) > 1 else ""
+        raise VerifierError(
+            Reason.WATCHLIST_NEEDS_MIGRATION,
+            f"watch-list {first.watchlist!r}{others} cannot be searched: {_needs(first, self.model_id)}",
+            watchlist=first.watchlist, watchlists=",".join(n.watchlist for n in refused), model_id=self.model_id,
+            unmigrated=len(first.rows), migratable=len(first.rows - first.without_images),
+            without_images=len(first.without_images),
+        )
 
     def consistency(self) -> Consistency:
         """Check the index against the store, after sweeping out expired subjects."""
@@ -507,6 +559,16 @@ class WatchlistService:
             len(expected), len(actual),
             frozenset(key for _, key in expected - actual), frozenset(key for _, key in actual - expected),
         )
+
+
+def _needs(need: Unmigrated, model_id: str) -> str:
+    """What an operator must do about a list's subjects of another model, in words."""
+    bare = len(need.without_images)
+    return (
+        f"{len(need.rows)} subjects have no template of {model_id}; {len(need.rows) - bare} can be migrated from "
+        f"their stored images (`verifier watchlist migrate`, server stopped), {bare} were enrolled without images "
+        "and must be re-enrolled or removed"
+    )
 
 
 def _epoch(entry: SubjectEntry) -> float | None:

@@ -17,11 +17,18 @@ traveller. Any SQLite failure at run time (disk full, read-only, corrupt)
 surfaces as :class:`StoreFailure`, so that the service above can stop serving
 watch-lists with a reason while the rest of the server goes on. Files are
 created owner-only (0600, directories 0700): they hold biometric templates.
+
+Since schema 2 the store keeps each subject's enrolment images, as sent (with
+their sha256 and size): they are the agency's record, and when the model
+changes, templates are made again from them (``verifier watchlist migrate``).
+A store of schema 1 is upgraded when first opened for writing (one
+transaction: the images table is added; subjects enrolled before have none).
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import queue
 import sqlite3
@@ -40,7 +47,7 @@ from verifier.errors import Reason, VerifierError
 from verifier.templates import NORM_TOLERANCE, TEMPLATE_VERSION, Template, TemplateSpec, problem_with
 from verifier.validation import moment
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value NOT NULL);
@@ -70,10 +77,24 @@ CREATE TABLE IF NOT EXISTS templates (
 ) WITHOUT ROWID;
 """
 
+# Schema 2: the enrolment images, one row per image a template was made from,
+# at the position of that template when enrolled.
+_IMAGES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    subject INTEGER NOT NULL REFERENCES subjects(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (subject, position)
+);
+"""
+
 _SUBJECT_COLUMNS = (
     "s.id, s.watchlist, s.subject_id, s.external_ref, s.reason, s.source_agency, s.created_at, s.expires_at, "
     "(SELECT COUNT(*) FROM templates t WHERE t.subject = s.id), "
-    "(SELECT GROUP_CONCAT(DISTINCT t.model_id) FROM templates t WHERE t.subject = s.id)"
+    "(SELECT GROUP_CONCAT(DISTINCT t.model_id) FROM templates t WHERE t.subject = s.id), "
+    "(SELECT COUNT(*) FROM images i WHERE i.subject = s.id)"
 )
 
 
@@ -125,6 +146,9 @@ class Subject:
     created_at: datetime
     template_count: int
     model_ids: tuple[str, ...]
+    # Enrolment images kept: 0 for a subject enrolled from templates alone (or
+    # before schema 2), which cannot be migrated to another model.
+    image_count: int = 0
 
     def expired(self, now: float) -> bool:
         return self.entry.expires_at is not None and self.entry.expires_at.timestamp() <= now
@@ -137,6 +161,36 @@ class SearchableTemplates:
     rows: np.ndarray
     positions: np.ndarray
     vectors: np.ndarray
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """An enrolment image as it was sent, with the sha256 and size it was stored with."""
+
+    position: int
+    sha256: str
+    size: int
+    data: bytes
+
+    @classmethod
+    def of(cls, position: int, data: bytes) -> "StoredImage":
+        return cls(position, hashlib.sha256(data).hexdigest(), len(data), data)
+
+    @property
+    def intact(self) -> bool:
+        """Whether the bytes still hash to what was stored: a damaged image is never re-extracted."""
+        return len(self.data) == self.size and hashlib.sha256(self.data).hexdigest() == self.sha256
+
+
+@dataclass(frozen=True)
+class Unmigrated:
+    """The subjects of one watch-list that have no template of the served model:
+    ``rows`` of them all, and of those the ``without_images`` that cannot be
+    migrated (enrolled from templates alone, or before images were kept)."""
+
+    watchlist: str
+    rows: frozenset[int]
+    without_images: frozenset[int]
 
 
 @dataclass(frozen=True)
@@ -179,10 +233,10 @@ def private_file(path: Path) -> None:
 
 
 def _subject(row: tuple) -> Subject:
-    key, watchlist, subject_id, external_ref, reason, source, created, expires, count, models = row
+    key, watchlist, subject_id, external_ref, reason, source, created, expires, count, models, images = row
     entry = SubjectEntry(watchlist, subject_id, reason, source, external_ref, _moment(expires))
     model_ids = tuple(sorted(models.split(","))) if models else ()
-    return Subject(entry, key, moment(created), count, model_ids)
+    return Subject(entry, key, moment(created), count, model_ids, images)
 
 
 _WATCHLIST_QUERY = (
@@ -270,7 +324,7 @@ class WatchlistStore:
         try:
             store._writer = store._connect()
             store._writer.execute("PRAGMA journal_mode=WAL")
-            store._writer.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+            store._writer.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} {_IMAGES_SCHEMA} COMMIT;")
             with store._transaction(count=False) as conn:
                 conn.executemany(
                     "INSERT INTO meta (key, value) VALUES (?, ?)",
@@ -297,6 +351,7 @@ class WatchlistStore:
                     os.chmod(owned, FILE_MODE)
             store._writer = store._connect()
             store._writer.execute("PRAGMA journal_mode=WAL")
+            store._upgrade(store._writer)
             store._check_schema()
         except sqlite3.Error as exc:
             store.close()
@@ -305,6 +360,16 @@ class WatchlistStore:
             store.close()
             raise
         return store
+
+    def _upgrade(self, writer: sqlite3.Connection) -> None:
+        """Bring a schema-1 store to schema 2 (add the images table) in one
+        transaction; any other version is left for :meth:`_check_schema` to refuse."""
+        found = writer.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if found is None or found[0] != 1:
+            return
+        with self._transaction() as conn:
+            conn.execute(_IMAGES_SCHEMA)
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,))
 
     @classmethod
     def _lock(cls, path: Path, busy_timeout: float) -> "WatchlistStore":
@@ -349,7 +414,11 @@ class WatchlistStore:
         with self._reading() as conn:
             found = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if found is None or found[0] != SCHEMA_VERSION:
-            raise StoreError(f"{self.path} has schema {found and found[0]}, this program reads {SCHEMA_VERSION}")
+            upgrade = " (open it for writing once, e.g. `verifier watchlist migrate`, to upgrade it)" if (
+                found is not None and found[0] == 1 and self.readonly) else ""
+            raise StoreError(
+                f"{self.path} has schema {found and found[0]}, this program reads {SCHEMA_VERSION}{upgrade}"
+            )
 
     def close(self) -> None:
         with self._connections_lock:
@@ -466,8 +535,12 @@ class WatchlistStore:
             raise _no_watchlist(name)
         return _watchlist(found)
 
-    def add_subject(self, entry: SubjectEntry, templates: list[Template]) -> Subject:
-        """Store a subject with all its templates in one transaction."""
+    def add_subject(
+        self, entry: SubjectEntry, templates: list[Template], images: dict[int, bytes] | None = None
+    ) -> Subject:
+        """Store a subject with all its templates, and the images (by template
+        position) they were made from, in one transaction."""
+        kept = [StoredImage.of(position, data) for position, data in sorted((images or {}).items())]
         created = time.time()
         with self._transaction() as conn:
             if conn.execute("SELECT 1 FROM watchlists WHERE name = ?", (entry.watchlist,)).fetchone() is None:
@@ -489,8 +562,53 @@ class WatchlistStore:
                 "INSERT INTO templates (subject, position, model_id, version, vector) VALUES (?, ?, ?, ?, ?)",
                 [(row, i, t.model_id, t.version, t.to_bytes()) for i, t in enumerate(templates)],
             )
+            conn.executemany(
+                "INSERT INTO images (subject, position, sha256, size, data) VALUES (?, ?, ?, ?, ?)",
+                [(row, image.position, image.sha256, image.size, image.data) for image in kept],
+            )
         models = tuple(sorted({t.model_id for t in templates}))
-        return Subject(entry, row, datetime.fromtimestamp(created, UTC), len(templates), models)
+        return Subject(entry, row, datetime.fromtimestamp(created, UTC), len(templates), models, len(kept))
+
+    def images_of(self, row: int) -> list[StoredImage]:
+        """The enrolment images of a subject, by position."""
+        with self._reading() as conn:
+            found = conn.execute(
+                "SELECT position, sha256, size, data FROM images WHERE subject = ? ORDER BY position", (row,)
+            ).fetchall()
+        return [StoredImage(int(p), str(h), int(n), bytes(d)) for p, h, n, d in found]
+
+    def replace_templates(self, row: int, templates: dict[int, Template]) -> None:
+        """Give a subject new templates (by image position) in place of all its
+        old ones, in one transaction: a subject is of one model or the other,
+        never half migrated. A subject removed meanwhile is SUBJECT_NOT_FOUND."""
+        with self._transaction() as conn:
+            if conn.execute("SELECT 1 FROM subjects WHERE id = ?", (row,)).fetchone() is None:
+                raise VerifierError(Reason.SUBJECT_NOT_FOUND, f"no subject at store row {row}", row=row)
+            conn.execute("DELETE FROM templates WHERE subject = ?", (row,))
+            conn.executemany(
+                "INSERT INTO templates (subject, position, model_id, version, vector) VALUES (?, ?, ?, ?, ?)",
+                [(row, position, t.model_id, t.version, t.to_bytes()) for position, t in sorted(templates.items())],
+            )
+
+    def unmigrated(self, model_id: str, watchlist: str | None = None) -> dict[str, Unmigrated]:
+        """For each watch-list holding any, its subjects that have no template of
+        ``model_id`` (expired or not: an expiry can be lifted by re-enrolment,
+        and a list is either wholly of the served model or refused)."""
+        where, args = ("AND s.watchlist = ?", (model_id, watchlist)) if watchlist is not None else ("", (model_id,))
+        with self._reading() as conn:
+            found = conn.execute(
+                "SELECT s.watchlist, s.id, EXISTS (SELECT 1 FROM images i WHERE i.subject = s.id) FROM subjects s"
+                " WHERE NOT EXISTS (SELECT 1 FROM templates t WHERE t.subject = s.id AND t.model_id = ?)"
+                f" {where} ORDER BY s.id",
+                args,
+            ).fetchall()
+        rows: dict[str, set[int]] = {}
+        bare: dict[str, set[int]] = {}
+        for name, row, has_images in found:
+            rows.setdefault(name, set()).add(int(row))
+            if not has_images:
+                bare.setdefault(name, set()).add(int(row))
+        return {name: Unmigrated(name, frozenset(keys), frozenset(bare.get(name, ()))) for name, keys in rows.items()}
 
     def remove_subject(self, watchlist: str, subject_id: str) -> Subject:
         """Delete a subject and its templates in one transaction; returns what was removed."""
