@@ -17,6 +17,7 @@ from verifier.config import Settings, get_settings
 from verifier.errors import ModelPackError, VerifierError
 from verifier.watchlist.cli import register as register_watchlist
 from verifier.evaluation.cli import register as register_eval
+from verifier.replication.cli import register as register_replication
 from verifier.security.cli import register as register_security
 
 EXIT_MATCH = 0
@@ -60,6 +61,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.port is not None:
         settings.server.port = args.port
+    if args.replica_of is not None:
+        settings.replication.replica_of = args.replica_of
     try:
         serve(settings)
     except EdgeConfigError as error:
@@ -106,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the gRPC service (127.0.0.1 by default)")
     serve.add_argument("--port", type=int, help="override VERIFIER_SERVER__PORT")
+    serve.add_argument("--replica-of", metavar="ADDR",
+                       help="serve as a read-only replica of the primary at host:port (VERIFIER_REPLICATION__REPLICA_OF)")
     serve.set_defaults(handler=_serve)
 
     verify = commands.add_parser(
@@ -126,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_watchlist(commands)
     register_eval(commands)
     register_security(commands)
+    register_replication(commands)
     return parser
 
 
