@@ -18,6 +18,7 @@ from verifier.errors import ModelPackError, VerifierError
 from verifier.extras import MissingExtra
 from verifier.watchlist.cli import register as register_watchlist
 from verifier.evaluation.cli import register as register_eval
+from verifier.replication.cli import register as register_replication
 from verifier.security.cli import register as register_security
 
 EXIT_MATCH = 0
@@ -61,6 +62,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.port is not None:
         settings.server.port = args.port
+    if args.replica_of is not None:
+        settings.replication.replica_of = args.replica_of
     try:
         serve(settings)
     except EdgeConfigError as error:
@@ -107,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the gRPC service (127.0.0.1 by default)")
     serve.add_argument("--port", type=int, help="override VERIFIER_SERVER__PORT")
+    serve.add_argument("--replica-of", metavar="ADDR",
+                       help="serve as a read-only replica of the primary at host:port (VERIFIER_REPLICATION__REPLICA_OF)")
     serve.set_defaults(handler=_serve)
 
     verify = commands.add_parser(
@@ -127,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_watchlist(commands)
     register_eval(commands)
     register_security(commands)
+    register_replication(commands)
     return parser
 
 

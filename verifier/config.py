@@ -295,6 +295,47 @@ class AuditSettings(BaseModel):
         return data_dir / self.path
 
 
+class ReplicationSettings(BaseModel):
+    """The change feed, replicas, fencing and synchronous mode (README: replication)."""
+
+    # host:port of the primary this server follows as a read-only replica
+    # (`verifier serve --replica-of ADDR`); None: this server is a primary.
+    replica_of: str | None = None
+    # The client certificate a replica shows its primary (role replica): <stem>.pem
+    # and <stem>.key in security.tls_dir, checked against its ca.pem.
+    client_stem: str = "replica"
+    # The name the primary's certificate must carry; None: the host of replica_of.
+    primary_server_name: str | None = None
+    # A primary sends a heartbeat this often on an idle feed: a replica's data
+    # age is known to within it.
+    heartbeat_seconds: float = Field(default=0.5, gt=0, le=60)
+    # A follower that hears nothing (no change, no heartbeat) for this long
+    # drops the connection and reconnects.
+    silence_seconds: float = Field(default=3.0, gt=0)
+    # Wait before reconnecting to an unreachable primary (doubles up to the maximum).
+    reconnect_seconds: float = Field(default=0.2, gt=0)
+    max_reconnect_seconds: float = Field(default=5.0, gt=0)
+    # Changes read from the store per step of the feed.
+    batch: int = Field(default=256, ge=1)
+    snapshot_chunk_bytes: int = Field(default=1024 * 1024, ge=4096, le=8 * 1024 * 1024)
+    # Acknowledge a change to its writer only once at least one replica holds it
+    # durably; a change no replica confirms within sync_timeout_seconds is
+    # answered UNAVAILABLE (committed here, its replication unconfirmed).
+    synchronous: bool = False
+    sync_timeout_seconds: float = Field(default=2.0, gt=0)
+
+
+class BundleSettings(BaseModel):
+    """Signed partner bundles (`verifier bundle ...`)."""
+
+    # Public keys of the partners whose bundles are accepted, one PEM file each,
+    # named <issuing agency>.pub or <issuing agency>.<anything>.pub: a key
+    # vouches for bundles of that agency only. None: every bundle is refused.
+    trusted_keys_dir: Path | None = None
+    # A bundle larger than this is refused unread.
+    max_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024)
+
+
 class Settings(BaseSettings):
     """The whole configuration; build it with :func:`get_settings`."""
 
@@ -312,6 +353,8 @@ class Settings(BaseSettings):
     admission: AdmissionSettings = AdmissionSettings()
     security: SecuritySettings = SecuritySettings()
     audit: AuditSettings = AuditSettings()
+    replication: ReplicationSettings = ReplicationSettings()
+    bundles: BundleSettings = BundleSettings()
 
 
 @lru_cache(maxsize=1)

@@ -50,6 +50,11 @@ class Reason(str, Enum):
     ROLE_FORBIDDEN = "ROLE_FORBIDDEN"
     UNAUTHENTICATED = "UNAUTHENTICATED"
     WATCHLIST_NEEDS_MIGRATION = "WATCHLIST_NEEDS_MIGRATION"
+    READ_ONLY_REPLICA = "READ_ONLY_REPLICA"
+    STALE_EPOCH = "STALE_EPOCH"
+    REPLICA_DIVERGED = "REPLICA_DIVERGED"
+    BUNDLE_REFUSED = "BUNDLE_REFUSED"
+    REPLICA_UNCONFIRMED = "REPLICA_UNCONFIRMED"
 
 
 _KIND_OF: dict[Reason, Kind] = {
@@ -78,6 +83,18 @@ _KIND_OF: dict[Reason, Kind] = {
     Reason.ROLE_FORBIDDEN: Kind.FORBIDDEN,
     Reason.UNAUTHENTICATED: Kind.UNAUTHENTICATED,
     Reason.WATCHLIST_NEEDS_MIGRATION: Kind.PRECONDITION,
+    # A write sent to a replica: the detail names the primary to send it to.
+    Reason.READ_ONLY_REPLICA: Kind.PRECONDITION,
+    # A change, or a primary, of an epoch older than one already seen (fencing).
+    Reason.STALE_EPOCH: Kind.PRECONDITION,
+    # A follower's history is not the primary's (an old primary's unreplicated
+    # writes): it must load a fresh snapshot.
+    Reason.REPLICA_DIVERGED: Kind.PRECONDITION,
+    # A partner bundle not imported; the detail ``cause`` says why.
+    Reason.BUNDLE_REFUSED: Kind.PRECONDITION,
+    # Synchronous mode: the change is committed on the primary, but no replica
+    # confirmed holding it in time; its outcome must be checked before a retry.
+    Reason.REPLICA_UNCONFIRMED: Kind.UNAVAILABLE,
 }
 
 

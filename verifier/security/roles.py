@@ -16,9 +16,11 @@ class Role(str, Enum):
     OPERATOR = "operator"
     AUDITOR = "auditor"
     ADMIN = "admin"
+    # A replica server following this one's change feed.
+    REPLICA = "replica"
 
 
-KIOSK, OPERATOR, AUDITOR, ADMIN = Role.KIOSK, Role.OPERATOR, Role.AUDITOR, Role.ADMIN
+KIOSK, OPERATOR, AUDITOR, ADMIN, REPLICA = Role.KIOSK, Role.OPERATOR, Role.AUDITOR, Role.ADMIN, Role.REPLICA
 EVERYONE = frozenset(Role)
 
 # Full gRPC method name -> the roles that may call it. Admin may call
@@ -39,6 +41,15 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     # Lists themselves come and go by an administrator only.
     "/verifier.v1.Watchlist/CreateWatchlist": frozenset({ADMIN}),
     "/verifier.v1.Watchlist/DeleteWatchlist": frozenset({ADMIN}),
+    # Replication: the feed and snapshots to replicas; where a server stands,
+    # to anyone (the health detail of a replica: how old its data is);
+    # promotion by an administrator only.
+    "/verifier.v1.Replication/Follow": frozenset({REPLICA, ADMIN}),
+    "/verifier.v1.Replication/Snapshot": frozenset({REPLICA, ADMIN}),
+    "/verifier.v1.Replication/Status": EVERYONE,
+    "/verifier.v1.Replication/Promote": frozenset({ADMIN}),
+    # A partner's signed bundle replaces its list: an administrator's act.
+    "/verifier.v1.Bundles/ImportBundle": frozenset({ADMIN}),
     # The audit trail.
     "/verifier.v1.Audit/ListRecords": frozenset({AUDITOR, ADMIN}),
     # Liveness and schema: harmless to every authenticated caller.

@@ -21,12 +21,26 @@ from verifier.pipeline import FaceEngine
 from verifier.server.admission import AdmissionInterceptor
 from verifier.server.audit import AuditServicer
 from verifier.server.decoding import RequestDecodingInterceptor
-from verifier.server.edge import Edge, build_edge
+from verifier.replication.feed import Feed
+from verifier.replication.follower import Follower
+from verifier.replication.state import ReplicaState
+from verifier.server.bundles_servicer import BundlesServicer
+from verifier.server.edge import Edge, build_edge, replica_credentials
 from verifier.server.interceptors import MetricsInterceptor
+from verifier.server.replication_servicer import ReplicationServicer
 from verifier.server.servicer import FaceVerifierServicer
 from verifier.server.watchlist_servicer import WatchlistServicer
 from verifier.service import VerificationService
-from verifier.v1 import audit_pb2, audit_pb2_grpc, verifier_pb2, verifier_pb2_grpc, watchlist_pb2, watchlist_pb2_grpc
+from verifier.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    replication_pb2,
+    replication_pb2_grpc,
+    verifier_pb2,
+    verifier_pb2_grpc,
+    watchlist_pb2,
+    watchlist_pb2_grpc,
+)
 from verifier.watchlist.service import Availability, WatchlistService
 
 log = logging.getLogger(__name__)
@@ -34,6 +48,8 @@ log = logging.getLogger(__name__)
 VERIFIER_SERVICE = verifier_pb2.DESCRIPTOR.services_by_name["FaceVerifier"].full_name
 WATCHLIST_SERVICE = watchlist_pb2.DESCRIPTOR.services_by_name["Watchlist"].full_name
 AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name
+REPLICATION_SERVICE = replication_pb2.DESCRIPTOR.services_by_name["Replication"].full_name
+BUNDLES_SERVICE = replication_pb2.DESCRIPTOR.services_by_name["Bundles"].full_name
 
 
 @dataclass
@@ -44,6 +60,8 @@ class RunningServer:
     watchlist: WatchlistService | None = None
     edge: Edge | None = None
     supervisor: threading.Thread | None = None
+    follower: threading.Thread | None = None
+    replica: ReplicaState | None = None
     stopping: threading.Event = field(default_factory=threading.Event)
 
     def stop(self, grace: float) -> None:
@@ -55,6 +73,8 @@ class RunningServer:
         if self.watchlist is not None:
             if self.supervisor is not None:
                 self.supervisor.join()
+            if self.follower is not None:
+                self.follower.join()
             self.watchlist.close()
         if self.edge is not None:
             self.edge.close()
@@ -116,11 +136,21 @@ def start_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    verifier_pb2_grpc.add_FaceVerifierServicer_to_server(FaceVerifierServicer(service), server)
+    replica = ReplicaState(settings.replication.replica_of)
+    verifier_pb2_grpc.add_FaceVerifierServicer_to_server(FaceVerifierServicer(service, replica.data_as_of), server)
     served = [VERIFIER_SERVICE]
+    follower = None
     if watchlist is not None:
-        watchlist_pb2_grpc.add_WatchlistServicer_to_server(WatchlistServicer(watchlist), server)
-        served.append(WATCHLIST_SERVICE)
+        watchlist.read_only_for = settings.replication.replica_of
+        watchlist_pb2_grpc.add_WatchlistServicer_to_server(WatchlistServicer(watchlist, replica.data_as_of), server)
+        feed = Feed(watchlist, settings.replication)
+        replication_pb2_grpc.add_ReplicationServicer_to_server(ReplicationServicer(
+            feed, replica, settings.replication.snapshot_chunk_bytes, settings.data_dir / "replication",
+        ), server)
+        replication_pb2_grpc.add_BundlesServicer_to_server(BundlesServicer(watchlist, settings.bundles), server)
+        served += [WATCHLIST_SERVICE, REPLICATION_SERVICE, BUNDLES_SERVICE]
+        if settings.replication.replica_of is not None:
+            follower = Follower(watchlist, settings.replication, replica, replica_credentials(settings))
     if edge.audit is not None:
         audit_pb2_grpc.add_AuditServicer_to_server(AuditServicer(edge.audit, settings.audit.page_size), server)
         served.append(AUDIT_SERVICE)
@@ -135,7 +165,7 @@ def start_server(
     server.start()
     for name in ("", VERIFIER_SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    running = RunningServer(server, port, health_servicer, watchlist, edge)
+    running = RunningServer(server, port, health_servicer, watchlist, edge, replica=replica)
     if watchlist is not None:
         health_servicer.set(WATCHLIST_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
         watchlist.on_availability(_report_watchlist_health(health_servicer))
@@ -145,8 +175,14 @@ def start_server(
             target=watchlist.supervise, args=(running.stopping,), name="watchlist-supervisor", daemon=True
         )
         running.supervisor.start()
-    log.info("serving %s on %s:%d (model %s, %s)", ", ".join(served), settings.server.host, port, service.model_id,
-             "mutual TLS" if edge.tls else "no TLS")
+        if follower is not None:
+            running.follower = threading.Thread(
+                target=follower.run, args=(running.stopping,), name="replica-follower", daemon=True
+            )
+            running.follower.start()
+    log.info("serving %s on %s:%d (model %s, %s%s)", ", ".join(served), settings.server.host, port, service.model_id,
+             "mutual TLS" if edge.tls else "no TLS",
+             f", read-only replica of {settings.replication.replica_of}" if follower is not None else "")
     return running
 
 

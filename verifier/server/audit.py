@@ -68,6 +68,16 @@ AUDITED: dict[str, Audited] = {
         CHANGE, lambda r: (f"{r.subject.watchlist}/{r.subject.subject_id}",), _enrol_summary
     ),
     "/verifier.v1.Watchlist/RemoveSubject": Audited(CHANGE, lambda r: (f"{r.watchlist}/{r.subject_id}",)),
+    "/verifier.v1.Replication/Promote": Audited(
+        CHANGE, lambda r: (), lambda request, response: {"decision": f"promoted to primary, epoch {response.epoch}"}
+    ),
+    "/verifier.v1.Bundles/ImportBundle": Audited(
+        CHANGE, lambda r: (), lambda request, response: {
+            "targets": (response.watchlist,),
+            "decision": f"imported bundle {response.bundle_sequence} of {response.issuing_agency}: "
+                        f"{response.subjects} subjects",
+        }
+    ),
     "/verifier.v1.FaceVerifier/Verify": Audited(DECISION, lambda r: (), _match_summary),
     "/verifier.v1.FaceVerifier/CompareTemplates": Audited(DECISION, lambda r: (), _match_summary),
     "/verifier.v1.Watchlist/Identify": Audited(DECISION, lambda r: tuple(r.watchlists), _identify_summary),

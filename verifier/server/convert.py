@@ -13,7 +13,7 @@ from verifier.templates import Template
 from verifier.validation import utc_moment
 from verifier.v1 import verifier_pb2 as pb
 from verifier.v1 import watchlist_pb2 as wl
-from verifier.watchlist.store import Subject, SubjectEntry, Watchlist
+from verifier.watchlist.store import Provenance, Subject, SubjectEntry, Watchlist
 
 
 def template_from_pb(message: pb.Template, field: str) -> Template:
@@ -103,3 +103,14 @@ def subject_to_pb(subject: Subject) -> wl.Subject:
     if entry.expires_at is not None:
         message.expires.CopyFrom(_timestamp(entry.expires_at))
     return message
+
+
+def provenance_to_pb(provenance: Provenance | None) -> wl.Provenance | None:
+    """A partner list's provenance for a hit on it; None for a local list."""
+    if provenance is None:
+        return None
+    return wl.Provenance(
+        issuing_agency=provenance.issuer, key_id=provenance.key_id, bundle_sequence=provenance.sequence,
+        created=_timestamp(provenance.created_at), expires=_timestamp(provenance.expires_at),
+        model_id=provenance.model_id,
+    )

@@ -84,6 +84,24 @@ def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
     return grpc.ssl_server_credentials([(private_key, chain)], root_certificates=roots, require_client_auth=True)
 
 
+def replica_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
+    """What a replica shows its primary: the replica certificate from
+    ``security.tls_dir`` (named by ``replication.client_stem``) and the CA to
+    check the primary's; None without TLS (loopback development)."""
+    directory = settings.security.tls_dir
+    if directory is None:
+        return None
+    stem = settings.replication.client_stem
+    try:
+        return grpc.ssl_channel_credentials(
+            root_certificates=(directory / "ca.pem").read_bytes(),
+            private_key=(directory / f"{stem}.key").read_bytes(),
+            certificate_chain=(directory / f"{stem}.pem").read_bytes(),
+        )
+    except OSError as error:
+        raise EdgeConfigError(f"cannot read the replica's TLS file {error.filename}: {error.strerror}") from error
+
+
 def build_edge(settings: Settings) -> Edge:
     """The edge ``settings`` ask for; raises :class:`EdgeConfigError` rather than serve insecurely."""
     credentials = _credentials(settings)

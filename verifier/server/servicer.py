@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import grpc
 
 from verifier.errors import Reason, VerifierError
@@ -16,6 +19,7 @@ from verifier.server.convert import (
     timings_to_pb,
 )
 from verifier.server.errors import mapped
+from verifier.server.replication_servicer import timestamp
 from verifier.service import VerificationService
 from verifier.v1 import verifier_pb2 as pb
 from verifier.v1 import verifier_pb2_grpc as pb_grpc
@@ -27,8 +31,9 @@ def _count_fta(error: VerifierError, method: str) -> None:
 
 
 class FaceVerifierServicer(pb_grpc.FaceVerifierServicer):
-    def __init__(self, service: VerificationService) -> None:
+    def __init__(self, service: VerificationService, data_as_of: Callable[[], float] = time.time) -> None:
         self.service = service
+        self.data_as_of = data_as_of
 
     @mapped
     def Verify(self, request: pb.VerifyRequest, context: grpc.ServicerContext) -> pb.VerifyResponse:
@@ -49,6 +54,7 @@ class FaceVerifierServicer(pb_grpc.FaceVerifierServicer):
             probe_face=face_to_pb(outcome.probe),
             timings=timings_to_pb(outcome.timings_ms),
             model_id=outcome.model_id,
+            data_as_of=timestamp(self.data_as_of()),
         )
         if outcome.reference is not None:
             response.reference_face.CopyFrom(face_to_pb(outcome.reference))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import grpc
 
 from verifier.errors import Reason, VerifierError
@@ -9,20 +12,23 @@ from verifier.server import metrics
 from verifier.server.convert import (
     entry_from_pb,
     face_to_pb,
+    provenance_to_pb,
     sample_from_pb,
     subject_to_pb,
     timings_to_pb,
     watchlist_to_pb,
 )
 from verifier.server.errors import mapped
+from verifier.server.replication_servicer import timestamp
 from verifier.v1 import watchlist_pb2 as wl
 from verifier.v1 import watchlist_pb2_grpc as wl_grpc
 from verifier.watchlist.service import WatchlistService
 
 
 class WatchlistServicer(wl_grpc.WatchlistServicer):
-    def __init__(self, service: WatchlistService) -> None:
+    def __init__(self, service: WatchlistService, data_as_of: Callable[[], float] = time.time) -> None:
         self.service = service
+        self.data_as_of = data_as_of
 
     @mapped
     def CreateWatchlist(
@@ -90,6 +96,7 @@ class WatchlistServicer(wl_grpc.WatchlistServicer):
                     rank=c.rank, subject_id=c.subject.entry.subject_id, watchlist=c.subject.entry.watchlist,
                     reason=c.subject.entry.reason, source_agency=c.subject.entry.source_agency,
                     external_reference=c.subject.entry.external_ref, score=c.score,
+                    provenance=provenance_to_pb(found.provenance.get(c.subject.entry.watchlist)),
                 )
                 for c in found.candidates
             ],
@@ -99,6 +106,7 @@ class WatchlistServicer(wl_grpc.WatchlistServicer):
             timings=timings_to_pb(found.timings_ms),
             model_id=found.model_id,
             gallery_size=found.searched,
+            data_as_of=timestamp(self.data_as_of()),
         )
         if found.probe is not None:
             response.probe_face.CopyFrom(face_to_pb(found.probe))

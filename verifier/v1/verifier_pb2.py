@@ -22,43 +22,44 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1averifier/v1/verifier.proto\x12\x0bverifier.v1\"P\n\x08Template\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x11\n\tdimension\x18\x03 \x01(\r\x12\x0e\n\x06vector\x18\x04 \x01(\x0c\"\x15\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"f\n\nFaceSample\x12#\n\x05image\x18\x01 \x01(\x0b\x32\x12.verifier.v1.ImageH\x00\x12)\n\x08template\x18\x02 \x01(\x0b\x32\x15.verifier.v1.TemplateH\x00\x42\x08\n\x06sample\"\x1d\n\x05Point\x12\t\n\x01x\x18\x01 \x01(\x02\x12\t\n\x01y\x18\x02 \x01(\x02\"5\n\x03\x42ox\x12\n\n\x02x1\x18\x01 \x01(\x02\x12\n\n\x02y1\x18\x02 \x01(\x02\x12\n\n\x02x2\x18\x03 \x01(\x02\x12\n\n\x02y2\x18\x04 \x01(\x02\"}\n\x04\x46\x61\x63\x65\x12\x1d\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x10.verifier.v1.Box\x12\x17\n\x0f\x64\x65tection_score\x18\x02 \x01(\x02\x12%\n\tlandmarks\x18\x03 \x03(\x0b\x32\x12.verifier.v1.Point\x12\x16\n\x0e\x66\x61\x63\x65s_detected\x18\x04 \x01(\r\"2\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x14\n\x0cmilliseconds\x18\x02 \x01(\x01\"^\n\rVerifyRequest\x12!\n\x05probe\x18\x01 \x01(\x0b\x32\x12.verifier.v1.Image\x12*\n\treference\x18\x02 \x01(\x0b\x32\x17.verifier.v1.FaceSample\"\x84\x02\n\x0eVerifyResponse\x12\r\n\x05score\x18\x01 \x01(\x02\x12\r\n\x05match\x18\x02 \x01(\x08\x12\x11\n\tthreshold\x18\x03 \x01(\x02\x12\x18\n\x10\x66\x61lse_match_rate\x18\x04 \x01(\x01\x12\x18\n\x10threshold_source\x18\x05 \x01(\t\x12%\n\nprobe_face\x18\x06 \x01(\x0b\x32\x11.verifier.v1.Face\x12)\n\x0ereference_face\x18\x07 \x01(\x0b\x32\x11.verifier.v1.Face\x12)\n\x07timings\x18\x08 \x03(\x0b\x32\x18.verifier.v1.StageTiming\x12\x10\n\x08model_id\x18\t \x01(\t\"a\n\x16\x45xtractTemplateRequest\x12!\n\x05image\x18\x01 \x01(\x0b\x32\x12.verifier.v1.Image\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.verifier.v1.ImageKind\"\x8e\x01\n\x17\x45xtractTemplateResponse\x12\'\n\x08template\x18\x01 \x01(\x0b\x32\x15.verifier.v1.Template\x12\x1f\n\x04\x66\x61\x63\x65\x18\x02 \x01(\x0b\x32\x11.verifier.v1.Face\x12)\n\x07timings\x18\x03 \x03(\x0b\x32\x18.verifier.v1.StageTiming\"]\n\x17\x43ompareTemplatesRequest\x12 \n\x01\x61\x18\x01 \x01(\x0b\x32\x15.verifier.v1.Template\x12 \n\x01\x62\x18\x02 \x01(\x0b\x32\x15.verifier.v1.Template\"\x91\x01\n\x18\x43ompareTemplatesResponse\x12\r\n\x05score\x18\x01 \x01(\x02\x12\r\n\x05match\x18\x02 \x01(\x08\x12\x11\n\tthreshold\x18\x03 \x01(\x02\x12\x18\n\x10\x66\x61lse_match_rate\x18\x04 \x01(\x01\x12\x10\n\x08model_id\x18\x05 \x01(\t\x12\x18\n\x10threshold_source\x18\x06 \x01(\t*9\n\tImageKind\x12\x13\n\x0fIMAGE_KIND_LIVE\x10\x00\x12\x17\n\x13IMAGE_KIND_DOCUMENT\x10\x01\x32\x90\x02\n\x0c\x46\x61\x63\x65Verifier\x12\x41\n\x06Verify\x12\x1a.verifier.v1.VerifyRequest\x1a\x1b.verifier.v1.VerifyResponse\x12\\\n\x0f\x45xtractTemplate\x12#.verifier.v1.ExtractTemplateRequest\x1a$.verifier.v1.ExtractTemplateResponse\x12_\n\x10\x43ompareTemplates\x12$.verifier.v1.CompareTemplatesRequest\x1a%.verifier.v1.CompareTemplatesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1averifier/v1/verifier.proto\x12\x0bverifier.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"P\n\x08Template\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x11\n\tdimension\x18\x03 \x01(\r\x12\x0e\n\x06vector\x18\x04 \x01(\x0c\"\x15\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"f\n\nFaceSample\x12#\n\x05image\x18\x01 \x01(\x0b\x32\x12.verifier.v1.ImageH\x00\x12)\n\x08template\x18\x02 \x01(\x0b\x32\x15.verifier.v1.TemplateH\x00\x42\x08\n\x06sample\"\x1d\n\x05Point\x12\t\n\x01x\x18\x01 \x01(\x02\x12\t\n\x01y\x18\x02 \x01(\x02\"5\n\x03\x42ox\x12\n\n\x02x1\x18\x01 \x01(\x02\x12\n\n\x02y1\x18\x02 \x01(\x02\x12\n\n\x02x2\x18\x03 \x01(\x02\x12\n\n\x02y2\x18\x04 \x01(\x02\"}\n\x04\x46\x61\x63\x65\x12\x1d\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x10.verifier.v1.Box\x12\x17\n\x0f\x64\x65tection_score\x18\x02 \x01(\x02\x12%\n\tlandmarks\x18\x03 \x03(\x0b\x32\x12.verifier.v1.Point\x12\x16\n\x0e\x66\x61\x63\x65s_detected\x18\x04 \x01(\r\"2\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x14\n\x0cmilliseconds\x18\x02 \x01(\x01\"^\n\rVerifyRequest\x12!\n\x05probe\x18\x01 \x01(\x0b\x32\x12.verifier.v1.Image\x12*\n\treference\x18\x02 \x01(\x0b\x32\x17.verifier.v1.FaceSample\"\xb4\x02\n\x0eVerifyResponse\x12\r\n\x05score\x18\x01 \x01(\x02\x12\r\n\x05match\x18\x02 \x01(\x08\x12\x11\n\tthreshold\x18\x03 \x01(\x02\x12\x18\n\x10\x66\x61lse_match_rate\x18\x04 \x01(\x01\x12\x18\n\x10threshold_source\x18\x05 \x01(\t\x12%\n\nprobe_face\x18\x06 \x01(\x0b\x32\x11.verifier.v1.Face\x12)\n\x0ereference_face\x18\x07 \x01(\x0b\x32\x11.verifier.v1.Face\x12)\n\x07timings\x18\x08 \x03(\x0b\x32\x18.verifier.v1.StageTiming\x12\x10\n\x08model_id\x18\t \x01(\t\x12.\n\ndata_as_of\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"a\n\x16\x45xtractTemplateRequest\x12!\n\x05image\x18\x01 \x01(\x0b\x32\x12.verifier.v1.Image\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.verifier.v1.ImageKind\"\x8e\x01\n\x17\x45xtractTemplateResponse\x12\'\n\x08template\x18\x01 \x01(\x0b\x32\x15.verifier.v1.Template\x12\x1f\n\x04\x66\x61\x63\x65\x18\x02 \x01(\x0b\x32\x11.verifier.v1.Face\x12)\n\x07timings\x18\x03 \x03(\x0b\x32\x18.verifier.v1.StageTiming\"]\n\x17\x43ompareTemplatesRequest\x12 \n\x01\x61\x18\x01 \x01(\x0b\x32\x15.verifier.v1.Template\x12 \n\x01\x62\x18\x02 \x01(\x0b\x32\x15.verifier.v1.Template\"\x91\x01\n\x18\x43ompareTemplatesResponse\x12\r\n\x05score\x18\x01 \x01(\x02\x12\r\n\x05match\x18\x02 \x01(\x08\x12\x11\n\tthreshold\x18\x03 \x01(\x02\x12\x18\n\x10\x66\x61lse_match_rate\x18\x04 \x01(\x01\x12\x10\n\x08model_id\x18\x05 \x01(\t\x12\x18\n\x10threshold_source\x18\x06 \x01(\t*9\n\tImageKind\x12\x13\n\x0fIMAGE_KIND_LIVE\x10\x00\x12\x17\n\x13IMAGE_KIND_DOCUMENT\x10\x01\x32\x90\x02\n\x0c\x46\x61\x63\x65Verifier\x12\x41\n\x06Verify\x12\x1a.verifier.v1.VerifyRequest\x1a\x1b.verifier.v1.VerifyResponse\x12\\\n\x0f\x45xtractTemplate\x12#.verifier.v1.ExtractTemplateRequest\x1a$.verifier.v1.ExtractTemplateResponse\x12_\n\x10\x43ompareTemplates\x12$.verifier.v1.CompareTemplatesRequest\x1a%.verifier.v1.CompareTemplatesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'verifier.v1.verifier_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_IMAGEKIND']._serialized_start=1363
-  _globals['_IMAGEKIND']._serialized_end=1420
-  _globals['_TEMPLATE']._serialized_start=43
-  _globals['_TEMPLATE']._serialized_end=123
-  _globals['_IMAGE']._serialized_start=125
-  _globals['_IMAGE']._serialized_end=146
-  _globals['_FACESAMPLE']._serialized_start=148
-  _globals['_FACESAMPLE']._serialized_end=250
-  _globals['_POINT']._serialized_start=252
-  _globals['_POINT']._serialized_end=281
-  _globals['_BOX']._serialized_start=283
-  _globals['_BOX']._serialized_end=336
-  _globals['_FACE']._serialized_start=338
-  _globals['_FACE']._serialized_end=463
-  _globals['_STAGETIMING']._serialized_start=465
-  _globals['_STAGETIMING']._serialized_end=515
-  _globals['_VERIFYREQUEST']._serialized_start=517
-  _globals['_VERIFYREQUEST']._serialized_end=611
-  _globals['_VERIFYRESPONSE']._serialized_start=614
-  _globals['_VERIFYRESPONSE']._serialized_end=874
-  _globals['_EXTRACTTEMPLATEREQUEST']._serialized_start=876
-  _globals['_EXTRACTTEMPLATEREQUEST']._serialized_end=973
-  _globals['_EXTRACTTEMPLATERESPONSE']._serialized_start=976
-  _globals['_EXTRACTTEMPLATERESPONSE']._serialized_end=1118
-  _globals['_COMPARETEMPLATESREQUEST']._serialized_start=1120
-  _globals['_COMPARETEMPLATESREQUEST']._serialized_end=1213
-  _globals['_COMPARETEMPLATESRESPONSE']._serialized_start=1216
-  _globals['_COMPARETEMPLATESRESPONSE']._serialized_end=1361
-  _globals['_FACEVERIFIER']._serialized_start=1423
-  _globals['_FACEVERIFIER']._serialized_end=1695
+  _globals['_IMAGEKIND']._serialized_start=1444
+  _globals['_IMAGEKIND']._serialized_end=1501
+  _globals['_TEMPLATE']._serialized_start=76
+  _globals['_TEMPLATE']._serialized_end=156
+  _globals['_IMAGE']._serialized_start=158
+  _globals['_IMAGE']._serialized_end=179
+  _globals['_FACESAMPLE']._serialized_start=181
+  _globals['_FACESAMPLE']._serialized_end=283
+  _globals['_POINT']._serialized_start=285
+  _globals['_POINT']._serialized_end=314
+  _globals['_BOX']._serialized_start=316
+  _globals['_BOX']._serialized_end=369
+  _globals['_FACE']._serialized_start=371
+  _globals['_FACE']._serialized_end=496
+  _globals['_STAGETIMING']._serialized_start=498
+  _globals['_STAGETIMING']._serialized_end=548
+  _globals['_VERIFYREQUEST']._serialized_start=550
+  _globals['_VERIFYREQUEST']._serialized_end=644
+  _globals['_VERIFYRESPONSE']._serialized_start=647
+  _globals['_VERIFYRESPONSE']._serialized_end=955
+  _globals['_EXTRACTTEMPLATEREQUEST']._serialized_start=957
+  _globals['_EXTRACTTEMPLATEREQUEST']._serialized_end=1054
+  _globals['_EXTRACTTEMPLATERESPONSE']._serialized_start=1057
+  _globals['_EXTRACTTEMPLATERESPONSE']._serialized_end=1199
+  _globals['_COMPARETEMPLATESREQUEST']._serialized_start=1201
+  _globals['_COMPARETEMPLATESREQUEST']._serialized_end=1294
+  _globals['_COMPARETEMPLATESRESPONSE']._serialized_start=1297
+  _globals['_COMPARETEMPLATESRESPONSE']._serialized_end=1442
+  _globals['_FACEVERIFIER']._serialized_start=1504
+  _globals['_FACEVERIFIER']._serialized_end=1776
 # @@protoc_insertion_point(module_scope)

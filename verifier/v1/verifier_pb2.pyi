@@ -1,3 +1,6 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -89,7 +92,7 @@ class VerifyRequest(_message.Message):
     def __init__(self, probe: _Optional[_Union[Image, _Mapping]] = ..., reference: _Optional[_Union[FaceSample, _Mapping]] = ...) -> None: ...
 
 class VerifyResponse(_message.Message):
-    __slots__ = ("score", "match", "threshold", "false_match_rate", "threshold_source", "probe_face", "reference_face", "timings", "model_id")
+    __slots__ = ("score", "match", "threshold", "false_match_rate", "threshold_source", "probe_face", "reference_face", "timings", "model_id", "data_as_of")
     SCORE_FIELD_NUMBER: _ClassVar[int]
     MATCH_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +102,7 @@ class VerifyResponse(_message.Message):
     REFERENCE_FACE_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    DATA_AS_OF_FIELD_NUMBER: _ClassVar[int]
     score: float
     match: bool
     threshold: float
@@ -108,7 +112,8 @@ class VerifyResponse(_message.Message):
     reference_face: Face
     timings: _containers.RepeatedCompositeFieldContainer[StageTiming]
     model_id: str
-    def __init__(self, score: _Optional[float] = ..., match: _Optional[bool] = ..., threshold: _Optional[float] = ..., false_match_rate: _Optional[float] = ..., threshold_source: _Optional[str] = ..., probe_face: _Optional[_Union[Face, _Mapping]] = ..., reference_face: _Optional[_Union[Face, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., model_id: _Optional[str] = ...) -> None: ...
+    data_as_of: _timestamp_pb2.Timestamp
+    def __init__(self, score: _Optional[float] = ..., match: _Optional[bool] = ..., threshold: _Optional[float] = ..., false_match_rate: _Optional[float] = ..., threshold_source: _Optional[str] = ..., probe_face: _Optional[_Union[Face, _Mapping]] = ..., reference_face: _Optional[_Union[Face, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., model_id: _Optional[str] = ..., data_as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ExtractTemplateRequest(_message.Message):
     __slots__ = ("image", "kind")

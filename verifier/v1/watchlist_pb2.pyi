@@ -155,7 +155,7 @@ class IdentifyRequest(_message.Message):
     def __init__(self, probe: _Optional[_Union[_verifier_pb2.FaceSample, _Mapping]] = ..., watchlists: _Optional[_Iterable[str]] = ..., top_k: _Optional[int] = ...) -> None: ...
 
 class Candidate(_message.Message):
-    __slots__ = ("rank", "subject_id", "watchlist", "reason", "source_agency", "external_reference", "score")
+    __slots__ = ("rank", "subject_id", "watchlist", "reason", "source_agency", "external_reference", "score", "provenance")
     RANK_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     WATCHLIST_FIELD_NUMBER: _ClassVar[int]
@@ -163,6 +163,7 @@ class Candidate(_message.Message):
     SOURCE_AGENCY_FIELD_NUMBER: _ClassVar[int]
     EXTERNAL_REFERENCE_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_FIELD_NUMBER: _ClassVar[int]
     rank: int
     subject_id: str
     watchlist: str
@@ -170,10 +171,27 @@ class Candidate(_message.Message):
     source_agency: str
     external_reference: str
     score: float
-    def __init__(self, rank: _Optional[int] = ..., subject_id: _Optional[str] = ..., watchlist: _Optional[str] = ..., reason: _Optional[str] = ..., source_agency: _Optional[str] = ..., external_reference: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+    provenance: Provenance
+    def __init__(self, rank: _Optional[int] = ..., subject_id: _Optional[str] = ..., watchlist: _Optional[str] = ..., reason: _Optional[str] = ..., source_agency: _Optional[str] = ..., external_reference: _Optional[str] = ..., score: _Optional[float] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ...) -> None: ...
+
+class Provenance(_message.Message):
+    __slots__ = ("issuing_agency", "key_id", "bundle_sequence", "created", "expires", "model_id")
+    ISSUING_AGENCY_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    issuing_agency: str
+    key_id: str
+    bundle_sequence: int
+    created: _timestamp_pb2.Timestamp
+    expires: _timestamp_pb2.Timestamp
+    model_id: str
+    def __init__(self, issuing_agency: _Optional[str] = ..., key_id: _Optional[str] = ..., bundle_sequence: _Optional[int] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model_id: _Optional[str] = ...) -> None: ...
 
 class IdentifyResponse(_message.Message):
-    __slots__ = ("candidates", "threshold", "false_positive_identification_rate", "threshold_source", "probe_face", "timings", "model_id", "gallery_size")
+    __slots__ = ("candidates", "threshold", "false_positive_identification_rate", "threshold_source", "probe_face", "timings", "model_id", "gallery_size", "data_as_of")
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     FALSE_POSITIVE_IDENTIFICATION_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -182,6 +200,7 @@ class IdentifyResponse(_message.Message):
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     GALLERY_SIZE_FIELD_NUMBER: _ClassVar[int]
+    DATA_AS_OF_FIELD_NUMBER: _ClassVar[int]
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
     threshold: float
     false_positive_identification_rate: float
@@ -190,4 +209,5 @@ class IdentifyResponse(_message.Message):
     timings: _containers.RepeatedCompositeFieldContainer[_verifier_pb2.StageTiming]
     model_id: str
     gallery_size: int
-    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., threshold: _Optional[float] = ..., false_positive_identification_rate: _Optional[float] = ..., threshold_source: _Optional[str] = ..., probe_face: _Optional[_Union[_verifier_pb2.Face, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[_verifier_pb2.StageTiming, _Mapping]]] = ..., model_id: _Optional[str] = ..., gallery_size: _Optional[int] = ...) -> None: ...
+    data_as_of: _timestamp_pb2.Timestamp
+    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., threshold: _Optional[float] = ..., false_positive_identification_rate: _Optional[float] = ..., threshold_source: _Optional[str] = ..., probe_face: _Optional[_Union[_verifier_pb2.Face, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[_verifier_pb2.StageTiming, _Mapping]]] = ..., model_id: _Optional[str] = ..., gallery_size: _Optional[int] = ..., data_as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

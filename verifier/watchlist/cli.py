@@ -295,7 +295,7 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 @contextmanager
-def _readonly_store(settings: Settings) -> Iterator[WatchlistStore]:
+def readonly_store(settings: Settings) -> Iterator[WatchlistStore]:
     """The store opened for reading (the server may be running), closed after;
     a store that cannot be opened ends the command with a clear message."""
     config = settings.watchlist
@@ -329,7 +329,7 @@ def _subject_record(subject: Subject, store: WatchlistStore) -> dict[str, object
 
 
 def _export(args: argparse.Namespace, settings: Settings) -> int:
-    with _readonly_store(settings) as store:
+    with readonly_store(settings) as store:
         subjects = list(store.subjects(args.watchlist))
         out: TextIO = sys.stdout if str(args.output) == "-" else args.output.open("w")
         try:
@@ -343,7 +343,7 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _stats(args: argparse.Namespace, settings: Settings) -> int:
-    with _readonly_store(settings) as store:
+    with readonly_store(settings) as store:
         now = time.time()
         expired = Counter(s.entry.watchlist for s in store.subjects() if s.expired(now))
         print(f"store {store.path} ({store.path.stat().st_size / 1e6:.1f} MB), change {store.change_seq()}")

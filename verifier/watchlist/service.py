@@ -30,11 +30,20 @@ watchlist migrate`) and how many cannot (enrolled from templates alone), until
 they are migrated or removed. Searching all lists is refused while any list is.
 Other lists serve on; enrolment and removal in that list work (that is how an
 operator fixes it).
+
+Replication: on a replica (``read_only_for`` names its primary) every write
+is refused with READ_ONLY_REPLICA, and changes arrive from the primary's feed
+through :meth:`WatchlistService.apply`, which updates store and index under
+the same lock as a local write. On a primary, listeners registered with
+:meth:`WatchlistService.on_commit` hear of each committed change after the
+lock is released (the feed wakes its followers; in synchronous mode the write
+then waits for a replica's acknowledgement before it is answered).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -56,6 +65,9 @@ from verifier.templates import Template
 from verifier.validation import identifier, text
 from verifier.watchlist.index import SnapshotTag, WatchlistIndex, template_ids
 from verifier.watchlist.store import (
+    Applied,
+    Change,
+    Provenance,
     QuarantinedTemplate,
     StoreError,
     StoreMissing,
@@ -65,6 +77,7 @@ from verifier.watchlist.store import (
     Watchlist,
     WatchlistStore,
     private_directory,
+    template_of_record,
 )
 
 log = logging.getLogger(__name__)
@@ -108,6 +121,8 @@ class Identification:
     searched: int
     timings_ms: dict[str, float]
     model_id: str
+    # Partner lists among those hit: where each came from.
+    provenance: dict[str, Provenance] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -186,6 +201,11 @@ class WatchlistService:
         self._quarantined: tuple[QuarantinedTemplate, ...] = ()
         self._unmigrated: dict[str, Unmigrated] = {}
         self._listeners: list[Callable[[Availability], None]] = []
+        self._commit_listeners: list[Callable[[int], None]] = []
+        # Synchronous mode: waits until a replica holds the change (or refuses).
+        self.confirmation: Callable[[int], None] | None = None
+        # The primary's address while this server is a read-only replica.
+        self.read_only_for: str | None = None
 
     @classmethod
     def for_settings(
@@ -239,6 +259,26 @@ class WatchlistService:
     def on_availability(self, listener: Callable[[Availability], None]) -> None:
         """Call ``listener`` with every change of availability (the server's health)."""
         self._listeners.append(listener)
+
+    def on_commit(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener`` with the sequence number of each change committed
+        here, after it is durable and in the index, before it is answered."""
+        self._commit_listeners.append(listener)
+
+    def _committed(self, seq: int, confirm: bool = True) -> None:
+        for listener in self._commit_listeners:
+            listener(seq)
+        if confirm and self.confirmation is not None:
+            self.confirmation(seq)
+
+    def _writable(self) -> None:
+        """Refuse a write on a replica, naming the primary to send it to."""
+        if self.read_only_for is not None:
+            raise VerifierError(
+                Reason.READ_ONLY_REPLICA,
+                f"this server is a read-only replica; send changes to the primary at {self.read_only_for}",
+                primary=self.read_only_for,
+            )
 
     def _set_availability(self, availability: Availability) -> None:
         changed = availability != self._availability
@@ -389,22 +429,28 @@ class WatchlistService:
     def create_watchlist(self, name: str, description: str) -> Watchlist:
         identifier(name, "name")
         text(description, "description")
+        self._writable()
         with self._writes, self._store_faults():
             index = self._ready_index()
             created = self.store.create_watchlist(name, description)
             index.add_watchlist(name)
+            seq = self.store.last_seq
+        self._committed(seq)
         return created
 
     def delete_watchlist(self, name: str, force: bool = False) -> Watchlist:
         """Delete a watch-list; one still holding subjects only when ``force`` is given.
         Once this returns, no search looks in it."""
         identifier(name, "name")
+        self._writable()
         with self._writes, self._store_faults():
             index = self._ready_index()
             deleted = self.store.delete_watchlist(name, force)
             index.drop_watchlist(name)
             if name in self._unmigrated:
                 self._refresh_unmigrated(name)
+            seq = self.store.last_seq
+        self._committed(seq)
         return deleted
 
     def watchlists(self) -> list[Watchlist]:
@@ -426,6 +472,7 @@ class WatchlistService:
         templates or not at all.
         """
         check_entry(entry)
+        self._writable()
         if not samples:
             raise VerifierError(Reason.REQUEST_INCOMPLETE, "an enrolment needs at least one image or template")
         limit = self.settings.max_templates_per_subject
@@ -457,7 +504,9 @@ class WatchlistService:
             index = self._ready_index()
             subject = self.store.add_subject(entry, templates, images)
             index.add_subject(entry.watchlist, subject.row, np.stack(vectors), _epoch(entry))
+            seq = self.store.last_seq
         timings["store"] = (time.perf_counter() - start) * 1000.0
+        self._committed(seq)
         return Enrolment(subject, outcomes, timings)
 
     def _analyse(self, samples: list[bytes | Template]) -> tuple[list[SampleOutcome], dict[str, float]]:
@@ -484,13 +533,99 @@ class WatchlistService:
         """Delete a subject; once this returns no search can return it."""
         identifier(watchlist, "watchlist")
         identifier(subject_id, "subject_id")
+        self._writable()
         with self._writes, self._store_faults():
             index = self._ready_index()
             subject = self.store.remove_subject(watchlist, subject_id)
             index.remove_subject(watchlist, subject.row, subject.template_count)
             if watchlist in self._unmigrated:
                 self._refresh_unmigrated(watchlist)
+            seq = self.store.last_seq
+        self._committed(seq)
         return subject
+
+    def replace_partner_list(
+        self, name: str, description: str, provenance: dict, subjects: list[dict]
+    ) -> int:
+        """Replace a partner's list wholly (one transaction; searches see the old
+        list or the new one); returns the change's sequence number."""
+        identifier(name, "watchlist")
+        self._writable()
+        with self._writes, self._store_faults():
+            index = self._ready_index()
+            _, rows = self.store.replace_partner_list(name, description, provenance, subjects)
+            index.drop_watchlist(name)
+            index.add_watchlist(name)
+            for row, subject in zip(rows, subjects):
+                self._index_subject(index, row, name, subject_templates(subject), subject["expires_at"])
+            seq = self.store.last_seq
+        self._committed(seq)
+        return seq
+
+    def _index_subject(
+        self, index: WatchlistIndex, row: int, watchlist: str, templates: list[Template], expires_at: float | None
+    ) -> None:
+        served = [t.vector for t in templates if t.model_id == self.model_id]
+        if served:
+            index.add_subject(watchlist, row, np.stack(served), expires_at)
+
+    def apply(self, change: Change) -> Applied | None:
+        """Apply a change from the primary's feed to store and index (a replica's
+        only way to change); None when it was applied before."""
+        with self._writes, self._store_faults():
+            index = self._ready_index()
+            applied = self.store.apply_change(change)
+            if applied is None:
+                return None
+            for name in applied.dropped:
+                index.drop_watchlist(name)
+            for row, name, count in applied.removed:
+                index.remove_subject(name, row, count)
+            for name in applied.created:
+                index.add_watchlist(name)
+            for row, name, templates, expires_at in applied.added:
+                self._index_subject(index, row, name, templates, expires_at)
+        return applied
+
+    def promote(self) -> int:
+        """Become the primary: a new epoch on the feed; writes are taken from now on."""
+        with self._writes, self._store_faults():
+            self._ready_index()
+            epoch = self.store.new_epoch()
+            seq = self.store.last_seq
+            self.read_only_for = None
+        self._committed(seq, confirm=False)
+        return epoch
+
+    def install_store(self, incoming: Path, aside: Path | None) -> None:
+        """Put a store file received from the primary in place of this one (kept
+        as ``aside`` when given), leaving the service loading until
+        :meth:`recover_now` opens it."""
+        with self._writes:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+            self._index = None
+            self._set_availability(_LOADING)
+            for suffix in ("", "-wal", "-shm"):
+                current = Path(f"{self.store_path}{suffix}")
+                if current.exists():
+                    if aside is not None:
+                        os.replace(current, Path(f"{aside}{suffix}"))
+                    else:
+                        current.unlink()
+            os.replace(incoming, self.store_path)
+            directory = os.open(self.store_path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+
+    def recover_now(self) -> None:
+        """Open the store and load the index at once (a replica that has just
+        installed its snapshot), rather than at the supervisor's next round."""
+        if not self._availability.serving and not self._closed:
+            self._recover()
 
     def identify(
         self, probe: bytes | Template, watchlists: list[str] | None = None, top_k: int | None = None
@@ -524,7 +659,9 @@ class WatchlistService:
         timings["search"] = (time.perf_counter() - start) * 1000.0
         if outcome.expired_skipped:
             index.sweep(now)
-        return Identification(candidates, threshold, face, outcome.searched, timings, self.model_id)
+        with self._store_faults():
+            provenance = self.store.provenance(sorted({c.subject.entry.watchlist for c in candidates}))
+        return Identification(candidates, threshold, face, outcome.searched, timings, self.model_id, provenance)
 
     def _require_migrated(self, names: list[str]) -> None:
         """Refuse a search that would look in a list holding subjects of another
@@ -569,6 +706,11 @@ def _needs(need: Unmigrated, model_id: str) -> str:
         f"their stored images (`verifier watchlist migrate`, server stopped), {bare} were enrolled without images "
         "and must be re-enrolled or removed"
     )
+
+
+def subject_templates(subject: dict) -> list[Template]:
+    """The templates of a subject record (feed or bundle), already checked."""
+    return [template_of_record(t) for t in subject["templates"]]
 
 
 def _epoch(entry: SubjectEntry) -> float | None:

@@ -23,12 +23,26 @@ their sha256 and size): they are the agency's record, and when the model
 changes, templates are made again from them (``verifier watchlist migrate``).
 A store of schema 1 is upgraded when first opened for writing (one
 transaction: the images table is added; subjects enrolled before have none).
+
+The change feed: every committed change (a transaction that bumps the change
+sequence) also writes one row of ``changes`` in the same transaction: its
+sequence number (global, gap-free: the sequence after the commit), the epoch
+it was written in, its kind and a payload holding all that a replica needs to
+apply it again (subjects with their templates, lists replaced whole). A
+replica applies a change only when it is the next one (:meth:`apply_change`),
+in one transaction that also records it, so applying twice is a no-op and a
+gap is refused. The feed's tables are added to any store that lacks them when
+it is opened for writing, whatever its ``schema_version`` (so the feed
+composes with the schema migrations of the store itself); a transaction that
+bumps the sequence without recording its change is rolled back.
 """
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import hashlib
+import json
 import os
 import queue
 import sqlite3
@@ -90,6 +104,42 @@ CREATE TABLE IF NOT EXISTS images (
 );
 """
 
+# The change feed (see the module docstring), and the partner lists imported
+# from signed bundles: where each came from, and the last bundle sequence
+# accepted from each issuer (a replayed bundle is refused). Added by
+# :func:`_ensure_feed`, independently of ``schema_version``.
+_FEED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY,
+    epoch INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    committed_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS partner_lists (
+    watchlist TEXT PRIMARY KEY REFERENCES watchlists(name) ON DELETE CASCADE,
+    issuer TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    model_id TEXT NOT NULL,
+    imported_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS partner_sequences (issuer TEXT PRIMARY KEY, sequence INTEGER NOT NULL);
+"""
+
+# Kinds of change on the feed. A new kind of change (the traveller registry,
+# say) joins the feed by adding its kind here and its replay to
+# :func:`_replay`: sequence, epoch, transport and the follower are shared.
+CREATE_WATCHLIST = "create_watchlist"
+DELETE_WATCHLIST = "delete_watchlist"
+ADD_SUBJECT = "add_subject"
+REMOVE_SUBJECT = "remove_subject"
+REPLACE_PARTNER_LIST = "replace_partner_list"
+REPLACE_TEMPLATES = "replace_templates"
+NEW_EPOCH = "new_epoch"
+
 _SUBJECT_COLUMNS = (
     "s.id, s.watchlist, s.subject_id, s.external_ref, s.reason, s.source_agency, s.created_at, s.expires_at, "
     "(SELECT COUNT(*) FROM templates t WHERE t.subject = s.id), "
@@ -112,6 +162,59 @@ class StoreMissing(StoreError):
 
 class StoreFailure(StoreError):
     """SQLite failed underneath a read or write (disk full, read-only, I/O error, corruption)."""
+
+
+class FeedGap(StoreError):
+    """A change offered to a replica is not the next one it needs: nothing applied."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """One committed change, as the feed carries it: ``payload`` is canonical JSON."""
+
+    seq: int
+    epoch: int
+    kind: str
+    payload: bytes
+    committed_at: float
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What applying a change did, for the index above the store to follow:
+    lists created or dropped, subjects (row, list, vectors by model, expiry)
+    added, and (row, list, template count) removed."""
+
+    change: Change
+    created: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()
+    added: tuple[tuple[int, str, list[Template], float | None], ...] = ()
+    removed: tuple[tuple[int, str, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class FeedPosition:
+    """Where a store stands in the feed: its last change and the epoch it is in.
+    ``fenced_by`` is a newer epoch a follower has shown this store: it is no
+    longer the primary and must not take writes."""
+
+    store_id: str
+    seq: int
+    epoch: int
+    last_epoch: int
+    fenced_by: int
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a partner's list came from: the signed bundle it was imported from."""
+
+    issuer: str
+    key_id: str
+    sequence: int
+    created_at: datetime
+    expires_at: datetime
+    model_id: str
 
 
 @dataclass(frozen=True)
@@ -289,6 +392,136 @@ def _checked(records: list[tuple], dimension: int) -> tuple[list[tuple], list[Qu
     return good, quarantined
 
 
+def encode_payload(payload: dict) -> bytes:
+    """Canonical JSON: the same change is the same bytes on every store."""
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def template_record(template: Template) -> dict:
+    return {"model_id": template.model_id, "version": template.version,
+            "vector": base64.b64encode(template.to_bytes()).decode()}
+
+
+def template_of_record(record: dict) -> Template:
+    """A template from a feed or bundle record; malformed bytes fail the template checks."""
+    data = base64.b64decode(record["vector"], validate=True)
+    return Template.from_parts(str(record["model_id"]), int(record["version"]), len(data) // 4, data)
+
+
+def subject_record(
+    entry: SubjectEntry, created: float, templates: list[Template], images: list["StoredImage"] | None = None
+) -> dict:
+    """A subject as a change on the feed: all a replica needs to store it alike,
+    its enrolment images included (they travel base64-encoded)."""
+    return {"watchlist": entry.watchlist, "subject_id": entry.subject_id, "external_ref": entry.external_ref,
+            "reason": entry.reason, "source_agency": entry.source_agency, "created_at": created,
+            "expires_at": _epoch(entry.expires_at), "templates": [template_record(t) for t in templates],
+            "images": [{"position": i.position, "sha256": i.sha256, "size": i.size,
+                        "data": base64.b64encode(i.data).decode("ascii")} for i in images or ()]}
+
+
+def _insert_subject(conn: sqlite3.Connection, record: dict, row: int | None = None) -> int:
+    """Insert a subject record (at ``row`` when replaying, so rows match the primary's)."""
+    cursor = conn.execute(
+        "INSERT INTO subjects (id, watchlist, subject_id, external_ref, reason, source_agency, created_at,"
+        " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (row, record["watchlist"], record["subject_id"], record["external_ref"], record["reason"],
+         record["source_agency"], record["created_at"], record["expires_at"]),
+    )
+    key = int(cursor.lastrowid or 0) if row is None else row
+    conn.executemany(
+        "INSERT INTO templates (subject, position, model_id, version, vector) VALUES (?, ?, ?, ?, ?)",
+        [(key, i, t["model_id"], int(t["version"]), base64.b64decode(t["vector"]))
+         for i, t in enumerate(record["templates"])],
+    )
+    conn.executemany(
+        "INSERT INTO images (subject, position, sha256, size, data) VALUES (?, ?, ?, ?, ?)",
+        [(key, int(i["position"]), i["sha256"], int(i["size"]), base64.b64decode(i["data"]))
+         for i in record.get("images", ())],
+    )
+    return key
+
+
+def _record_templates(record: dict) -> list[Template]:
+    return [Template(t["model_id"], np.frombuffer(base64.b64decode(t["vector"]), dtype="<f4").astype(np.float32),
+                     int(t["version"])) for t in record["templates"]]
+
+
+def _rows_of(conn: sqlite3.Connection, watchlist: str) -> list[tuple[int, int]]:
+    return [(int(r), int(n)) for r, n in conn.execute(
+        "SELECT s.id, (SELECT COUNT(*) FROM templates t WHERE t.subject = s.id) FROM subjects s"
+        " WHERE s.watchlist = ?", (watchlist,))]
+
+
+def _replace_partner_list(conn: sqlite3.Connection, payload: dict) -> tuple[list[tuple[int, int]], list[int]]:
+    """Replace a partner's list wholly (created if absent): its subjects, its
+    provenance and the issuer's last sequence. Returns the (row, template count)
+    removed and the rows added, in order."""
+    name, bundle = payload["watchlist"], payload["provenance"]
+    removed = _rows_of(conn, name)
+    conn.execute("DELETE FROM subjects WHERE watchlist = ?", (name,))
+    conn.execute("INSERT OR IGNORE INTO watchlists (name, description, created_at) VALUES (?, ?, ?)",
+                 (name, payload["description"], payload["imported_at"]))
+    rows = [_insert_subject(conn, {**subject, "watchlist": name}, payload["rows"][i] if "rows" in payload else None)
+            for i, subject in enumerate(payload["subjects"])]
+    conn.execute(
+        "INSERT OR REPLACE INTO partner_lists (watchlist, issuer, key_id, sequence, created_at, expires_at,"
+        " model_id, imported_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (name, bundle["issuer"], bundle["key_id"], bundle["sequence"], bundle["created_at"], bundle["expires_at"],
+         bundle["model_id"], payload["imported_at"]),
+    )
+    conn.execute("INSERT OR REPLACE INTO partner_sequences (issuer, sequence) VALUES (?, ?)",
+                 (bundle["issuer"], bundle["sequence"]))
+    return removed, rows
+
+
+def _replace_templates(conn: sqlite3.Connection, row: int, templates: list[tuple[int, dict]]) -> None:
+    conn.execute("DELETE FROM templates WHERE subject = ?", (row,))
+    conn.executemany(
+        "INSERT INTO templates (subject, position, model_id, version, vector) VALUES (?, ?, ?, ?, ?)",
+        [(row, position, t["model_id"], int(t["version"]), base64.b64decode(t["vector"])) for position, t in templates],
+    )
+
+
+def _replay(conn: sqlite3.Connection, change: Change) -> Applied:
+    """Apply a change from the feed exactly as the primary did (same rows)."""
+    payload = json.loads(change.payload)
+    if change.kind == CREATE_WATCHLIST:
+        conn.execute("INSERT INTO watchlists (name, description, created_at) VALUES (?, ?, ?)",
+                     (payload["name"], payload["description"], payload["created_at"]))
+        return Applied(change, created=(payload["name"],))
+    if change.kind == DELETE_WATCHLIST:
+        conn.execute("DELETE FROM subjects WHERE watchlist = ?", (payload["name"],))
+        conn.execute("DELETE FROM watchlists WHERE name = ?", (payload["name"],))
+        return Applied(change, dropped=(payload["name"],))
+    if change.kind == ADD_SUBJECT:
+        row = _insert_subject(conn, payload, int(payload["row"]))
+        return Applied(change, added=((row, payload["watchlist"], _record_templates(payload), payload["expires_at"]),))
+    if change.kind == REMOVE_SUBJECT:
+        count = conn.execute("SELECT COUNT(*) FROM templates WHERE subject = ?", (payload["row"],)).fetchone()[0]
+        conn.execute("DELETE FROM subjects WHERE id = ?", (payload["row"],))
+        return Applied(change, removed=((int(payload["row"]), payload["watchlist"], int(count)),))
+    if change.kind == REPLACE_PARTNER_LIST:
+        removed, rows = _replace_partner_list(conn, payload)
+        name = payload["watchlist"]
+        return Applied(
+            change, created=(name,), removed=tuple((row, name, count) for row, count in removed),
+            added=tuple((row, name, _record_templates(subject), subject["expires_at"])
+                        for row, subject in zip(rows, payload["subjects"])),
+        )
+    if change.kind == REPLACE_TEMPLATES:
+        row = int(payload["row"])
+        watchlist, expires, count = conn.execute(
+            "SELECT s.watchlist, s.expires_at, (SELECT COUNT(*) FROM templates t WHERE t.subject = s.id)"
+            " FROM subjects s WHERE s.id = ?", (row,)).fetchone()
+        _replace_templates(conn, row, [(int(t["position"]), t) for t in payload["templates"]])
+        return Applied(change, removed=((row, watchlist, int(count)),),
+                       added=((row, watchlist, _record_templates(payload), expires),))
+    if change.kind == NEW_EPOCH:
+        return Applied(change)
+    raise StoreError(f"change {change.seq} is of a kind this program does not know: {change.kind!r}")
+
+
 def _no_watchlist(name: str) -> VerifierError:
     return VerifierError(Reason.WATCHLIST_NOT_FOUND, f"no watch-list named {name!r}", watchlist=name)
 
@@ -310,6 +543,11 @@ class WatchlistStore:
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
+        # The change the open write transaction records (kind, payload), and
+        # the sequence number of the last change committed through this handle.
+        self._pending: tuple[str, dict] | None = None
+        self.last_seq = 0
+        self._committing = 0
 
     @classmethod
     def create(cls, path: Path, busy_timeout: float) -> "WatchlistStore":
@@ -330,6 +568,7 @@ class WatchlistStore:
                     "INSERT INTO meta (key, value) VALUES (?, ?)",
                     [("schema_version", SCHEMA_VERSION), ("store_id", uuid.uuid4().hex), ("change_seq", 0)],
                 )
+            store._ensure_feed()
         except BaseException:
             store.close()
             raise
@@ -353,6 +592,7 @@ class WatchlistStore:
             store._writer.execute("PRAGMA journal_mode=WAL")
             store._upgrade(store._writer)
             store._check_schema()
+            store._ensure_feed()
         except sqlite3.Error as exc:
             store.close()
             raise StoreFailure(f"{path} cannot be read as a watch-list store: {exc}") from exc
@@ -367,9 +607,21 @@ class WatchlistStore:
         found = writer.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if found is None or found[0] != 1:
             return
-        with self._transaction() as conn:
+        with self._transaction(count=False) as conn:
             conn.execute(_IMAGES_SCHEMA)
             conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,))
+
+    def _ensure_feed(self) -> None:
+        """Add the feed's tables and meta rows if this store lacks them (a store
+        made before the feed: its feed starts at its current change sequence)."""
+        with self._transaction(count=False) as conn:
+            for statement in _FEED_SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', 1)")
+            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('fenced_by', 0)")
+            conn.execute("INSERT OR IGNORE INTO meta (key, value)"
+                         " SELECT 'feed_start', value FROM meta WHERE key = 'change_seq'")
 
     @classmethod
     def _lock(cls, path: Path, busy_timeout: float) -> "WatchlistStore":
@@ -457,11 +709,14 @@ class WatchlistStore:
         with self._write_lock:
             conn = self._writer
             self._failing_as_store(lambda: conn.execute("BEGIN IMMEDIATE"))
+            self._pending = None
             try:
                 yield conn
                 if count:
-                    conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'change_seq'")
+                    self._commit_change(conn)
                 conn.execute("COMMIT")
+                if count:
+                    self.last_seq = self._committing
             except BaseException as exc:
                 if conn.in_transaction:
                     try:
@@ -471,6 +726,161 @@ class WatchlistStore:
                 if isinstance(exc, sqlite3.Error):
                     raise StoreFailure(f"writing {self.path} failed: {exc}") from exc
                 raise
+
+    def _record(self, kind: str, payload: dict) -> None:
+        """Name the change the open transaction makes: it goes on the feed with it."""
+        self._pending = (kind, payload)
+
+    def _commit_change(self, conn: sqlite3.Connection) -> None:
+        if self._pending is None:
+            raise StoreError("a change to the store must be recorded on the change feed")
+        kind, payload = self._pending
+        fenced = conn.execute("SELECT value FROM meta WHERE key = 'fenced_by'").fetchone()[0]
+        epoch = conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0]
+        if fenced > epoch:
+            raise VerifierError(
+                Reason.STALE_EPOCH,
+                f"this server is primary of epoch {epoch}, but epoch {fenced} exists: it takes no writes; "
+                "restart it as a replica of the current primary",
+                epoch=epoch, newer_epoch=fenced,
+            )
+        conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'change_seq'")
+        seq = conn.execute("SELECT value FROM meta WHERE key = 'change_seq'").fetchone()[0]
+        conn.execute("INSERT INTO changes (seq, epoch, kind, payload, committed_at) VALUES (?, ?, ?, ?, ?)",
+                     (seq, epoch, kind, encode_payload(payload), time.time()))
+        self._committing = int(seq)
+
+    def apply_change(self, change: Change) -> Applied | None:
+        """Apply a change from the primary's feed, durably, with the same
+        sequence number, epoch and rows. A change already applied is skipped
+        (None); one that is not the next is :class:`FeedGap`; one of an older
+        epoch than this store has seen is refused (STALE_EPOCH): a returning
+        old primary cannot fork the data."""
+        with self._transaction(count=False) as conn:
+            seq = int(conn.execute("SELECT value FROM meta WHERE key = 'change_seq'").fetchone()[0])
+            if change.seq <= seq:
+                return None
+            if change.seq != seq + 1:
+                raise FeedGap(f"change {change.seq} offered after {seq}: the feed has a gap")
+            epoch = int(conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0])
+            if change.epoch < epoch:
+                raise VerifierError(
+                    Reason.STALE_EPOCH, f"change {change.seq} is of epoch {change.epoch}; this store is at {epoch}",
+                    seq=change.seq, epoch=change.epoch, store_epoch=epoch,
+                )
+            applied = _replay(conn, change)
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'change_seq'", (change.seq,))
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'epoch'", (change.epoch,))
+            conn.execute("INSERT INTO changes (seq, epoch, kind, payload, committed_at) VALUES (?, ?, ?, ?, ?)",
+                         (change.seq, change.epoch, change.kind, change.payload, change.committed_at))
+        self.last_seq = change.seq
+        return applied
+
+    def new_epoch(self) -> int:
+        """Begin a new epoch (promotion): one epoch above any this store has
+        seen, as a change on the feed, so every follower learns it in order."""
+        with self._transaction() as conn:
+            epoch = int(conn.execute("SELECT MAX(value) FROM meta WHERE key IN ('epoch', 'fenced_by')").fetchone()[0])
+            conn.execute("UPDATE meta SET value = ? WHERE key IN ('epoch', 'fenced_by')", (epoch + 1,))
+            self._record(NEW_EPOCH, {"epoch": epoch + 1})
+        return epoch + 1
+
+    def fence(self, newer_epoch: int) -> None:
+        """Record that a newer epoch exists (a follower has shown it): this store
+        takes no more writes as a primary."""
+        with self._transaction(count=False) as conn:
+            conn.execute("UPDATE meta SET value = MAX(value, ?) WHERE key = 'fenced_by'", (newer_epoch,))
+
+    def position(self) -> FeedPosition:
+        with self._reading() as conn:
+            meta = dict(conn.execute("SELECT key, value FROM meta"))
+            seq = int(meta["change_seq"])
+            last = conn.execute("SELECT epoch FROM changes WHERE seq = ?", (seq,)).fetchone()
+        return FeedPosition(str(meta["store_id"]), seq, int(meta.get("epoch", 1)),
+                            int(last[0]) if last else 0, int(meta.get("fenced_by", 0)))
+
+    def epoch_at(self, seq: int) -> int | None:
+        """The epoch of the change at ``seq`` in this store's feed; 0 for the
+        sequence the feed started from (no change row), None when unknown."""
+        with self._reading() as conn:
+            found = conn.execute("SELECT epoch FROM changes WHERE seq = ?", (seq,)).fetchone()
+            start = conn.execute("SELECT value FROM meta WHERE key = 'feed_start'").fetchone()
+        if found is not None:
+            return int(found[0])
+        return 0 if start is not None and seq == int(start[0]) else None
+
+    def changes_since(self, seq: int, limit: int) -> list[Change]:
+        """Up to ``limit`` changes after ``seq``, in order."""
+        with self._reading() as conn:
+            found = conn.execute(
+                "SELECT seq, epoch, kind, payload, committed_at FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, limit),
+            ).fetchall()
+        return [Change(int(q), int(e), str(k), bytes(p), float(t)) for q, e, k, p, t in found]
+
+    def backup_to(self, target: Path) -> FeedPosition:
+        """Copy the store, consistent at one change, to ``target`` (owner-only, synced);
+        returns the feed position the copy is at."""
+        private_file(target)
+        with self._reading() as conn:
+            copy = sqlite3.connect(target)
+            try:
+                conn.backup(copy, pages=-1)
+                copy.execute("PRAGMA journal_mode=DELETE")
+            finally:
+                copy.close()
+        with open(target, "rb") as written:
+            os.fsync(written.fileno())
+        copied = WatchlistStore.open_readonly(target, self._busy_timeout)
+        try:
+            return copied.position()
+        finally:
+            copied.close()
+
+    def provenance(self, watchlists: list[str]) -> dict[str, Provenance]:
+        """The provenance of those of ``watchlists`` that are partner lists."""
+        if not watchlists:
+            return {}
+        with self._reading() as conn:
+            found = conn.execute(
+                "SELECT watchlist, issuer, key_id, sequence, created_at, expires_at, model_id FROM partner_lists"
+                f" WHERE watchlist IN ({','.join('?' * len(watchlists))})", watchlists,
+            ).fetchall()
+        return {name: Provenance(issuer, key, int(seq), moment(created), moment(expires), model)
+                for name, issuer, key, seq, created, expires, model in found}
+
+    def partner_sequence(self, issuer: str) -> int | None:
+        """The sequence of the last bundle accepted from ``issuer``, if any."""
+        with self._reading() as conn:
+            found = conn.execute("SELECT sequence FROM partner_sequences WHERE issuer = ?", (issuer,)).fetchone()
+        return None if found is None else int(found[0])
+
+    def replace_partner_list(
+        self, name: str, description: str, provenance: dict, subjects: list[dict]
+    ) -> tuple[list[tuple[int, int]], list[int]]:
+        """Replace a partner's list with a bundle's subjects in one transaction,
+        provenance and issuer sequence with it. A local list of that name (not a
+        partner's, or another issuer's) is never overwritten; a bundle whose
+        sequence is not newer than the last accepted from its issuer is refused."""
+        with self._transaction() as conn:
+            owner = conn.execute("SELECT issuer FROM partner_lists WHERE watchlist = ?", (name,)).fetchone()
+            exists = conn.execute("SELECT 1 FROM watchlists WHERE name = ?", (name,)).fetchone() is not None
+            if exists and (owner is None or owner[0] != provenance["issuer"]):
+                raise VerifierError(Reason.BUNDLE_REFUSED, f"watch-list {name!r} is not {provenance['issuer']}'s list",
+                                    cause="list_not_partners", watchlist=name)
+            last = conn.execute("SELECT sequence FROM partner_sequences WHERE issuer = ?",
+                                (provenance["issuer"],)).fetchone()
+            if last is not None and provenance["sequence"] <= last[0]:
+                raise VerifierError(
+                    Reason.BUNDLE_REFUSED,
+                    f"bundle {provenance['sequence']} of {provenance['issuer']} is not newer than {last[0]}, "
+                    "the last imported: a replay", cause="replayed", issuer=provenance["issuer"],
+                )
+            payload = {"watchlist": name, "description": description, "provenance": provenance,
+                       "subjects": subjects, "imported_at": time.time()}
+            removed, rows = _replace_partner_list(conn, payload)
+            self._record(REPLACE_PARTNER_LIST, {**payload, "rows": rows})
+        return removed, rows
 
     def check_writable(self) -> None:
         """Prove a write commits (a no-op update, synced): a store that opens but
@@ -501,6 +911,7 @@ class WatchlistStore:
                 )
             except sqlite3.IntegrityError as exc:
                 raise VerifierError(Reason.WATCHLIST_EXISTS, f"watch-list {name!r} exists", watchlist=name) from exc
+            self._record(CREATE_WATCHLIST, {"name": name, "description": description, "created_at": created})
         return Watchlist(name, description, datetime.fromtimestamp(created, UTC))
 
     def delete_watchlist(self, name: str, force: bool) -> Watchlist:
@@ -516,6 +927,7 @@ class WatchlistStore:
                 )
             conn.execute("DELETE FROM subjects WHERE watchlist = ?", (name,))
             conn.execute("DELETE FROM watchlists WHERE name = ?", (name,))
+            self._record(DELETE_WATCHLIST, {"name": name})
         return found
 
     def watchlists(self) -> list[Watchlist]:
@@ -545,27 +957,15 @@ class WatchlistStore:
         with self._transaction() as conn:
             if conn.execute("SELECT 1 FROM watchlists WHERE name = ?", (entry.watchlist,)).fetchone() is None:
                 raise _no_watchlist(entry.watchlist)
+            record = subject_record(entry, created, templates, kept)
             try:
-                cursor = conn.execute(
-                    "INSERT INTO subjects (watchlist, subject_id, external_ref, reason, source_agency, created_at,"
-                    " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (entry.watchlist, entry.subject_id, entry.external_ref, entry.reason, entry.source_agency,
-                     created, _epoch(entry.expires_at)),
-                )
+                row = _insert_subject(conn, record)
             except sqlite3.IntegrityError as exc:
                 raise VerifierError(
                     Reason.SUBJECT_EXISTS, f"subject {entry.subject_id!r} is already in watch-list {entry.watchlist!r}",
                     watchlist=entry.watchlist, subject_id=entry.subject_id,
                 ) from exc
-            row = int(cursor.lastrowid or 0)
-            conn.executemany(
-                "INSERT INTO templates (subject, position, model_id, version, vector) VALUES (?, ?, ?, ?, ?)",
-                [(row, i, t.model_id, t.version, t.to_bytes()) for i, t in enumerate(templates)],
-            )
-            conn.executemany(
-                "INSERT INTO images (subject, position, sha256, size, data) VALUES (?, ?, ?, ?, ?)",
-                [(row, image.position, image.sha256, image.size, image.data) for image in kept],
-            )
+            self._record(ADD_SUBJECT, {**record, "row": row})
         models = tuple(sorted({t.model_id for t in templates}))
         return Subject(entry, row, datetime.fromtimestamp(created, UTC), len(templates), models, len(kept))
 
@@ -584,11 +984,10 @@ class WatchlistStore:
         with self._transaction() as conn:
             if conn.execute("SELECT 1 FROM subjects WHERE id = ?", (row,)).fetchone() is None:
                 raise VerifierError(Reason.SUBJECT_NOT_FOUND, f"no subject at store row {row}", row=row)
-            conn.execute("DELETE FROM templates WHERE subject = ?", (row,))
-            conn.executemany(
-                "INSERT INTO templates (subject, position, model_id, version, vector) VALUES (?, ?, ?, ?, ?)",
-                [(row, position, t.model_id, t.version, t.to_bytes()) for position, t in sorted(templates.items())],
-            )
+            _replace_templates(conn, row, [(position, template_record(t)) for position, t in sorted(templates.items())])
+            self._record(REPLACE_TEMPLATES, {"row": row, "templates": [
+                {"position": position, **template_record(t)} for position, t in sorted(templates.items())
+            ]})
 
     def unmigrated(self, model_id: str, watchlist: str | None = None) -> dict[str, Unmigrated]:
         """For each watch-list holding any, its subjects that have no template of
@@ -615,6 +1014,7 @@ class WatchlistStore:
         with self._transaction() as conn:
             found = _find(conn, watchlist, subject_id)
             conn.execute("DELETE FROM subjects WHERE id = ?", (found.row,))
+            self._record(REMOVE_SUBJECT, {"watchlist": watchlist, "subject_id": subject_id, "row": found.row})
         return found
 
     def subject(self, watchlist: str, subject_id: str) -> Subject:

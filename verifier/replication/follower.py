@@ -1,0 +1,182 @@
+"""A replica's side: load a snapshot of the primary's store, then follow its feed.
+
+Each change is applied durably and in order by the watch-list service (store
+and index under one lock) and acknowledged to the primary; a change applied
+before is skipped, a gap makes the follower reconnect from the change it needs
+next, so a replica restarted mid-feed resumes with no gap and no duplicate.
+While the primary cannot be reached the replica keeps serving what it holds
+and tries again (backing off up to ``max_reconnect_seconds``). A primary that
+says the replica's history is not its own (REPLICA_DIVERGED) gets a fresh
+snapshot loaded; the old store is kept beside it, renamed, for the operator.
+A primary of an older epoch than the replica has seen (STALE_EPOCH) is never
+followed. Promotion stops the follower.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator
+
+import grpc
+
+from verifier.config import ReplicationSettings
+from verifier.errors import Reason, VerifierError
+from verifier.replication import metrics
+from verifier.replication.state import ReplicaState
+from verifier.server.errors import reason_of
+from verifier.v1 import replication_pb2 as rp
+from verifier.v1 import replication_pb2_grpc as rp_grpc
+from verifier.watchlist.service import WatchlistService
+from verifier.watchlist.store import FILE_MODE, Change, FeedGap, StoreError
+
+log = logging.getLogger(__name__)
+
+
+class Follower:
+    def __init__(
+        self, service: WatchlistService, settings: ReplicationSettings, state: ReplicaState,
+        credentials: grpc.ChannelCredentials | None,
+    ) -> None:
+        self.service = service
+        self.settings = settings
+        self.state = state
+        self.credentials = credentials
+        self.primary = state.primary or ""
+
+    def _channel(self) -> grpc.Channel:
+        options = [("grpc.max_receive_message_length", -1)]
+        if self.settings.primary_server_name:
+            options.append(("grpc.ssl_target_name_override", self.settings.primary_server_name))
+        if self.credentials is None:
+            return grpc.insecure_channel(self.primary, options=options)
+        return grpc.secure_channel(self.primary, self.credentials, options=options)
+
+    def run(self, stop: threading.Event) -> None:
+        """Follow until ``stop`` is set or this server is promoted."""
+        wait = self.settings.reconnect_seconds
+        while not stop.is_set() and self.service.read_only_for is not None:
+            try:
+                with self._channel() as channel:
+                    stub = rp_grpc.ReplicationStub(channel)
+                    if not self.service.store_path.exists():
+                        self._install(stub, diverged=False)
+                    if not self.service.ready:
+                        self.service.recover_now()
+                    if self.service.ready:
+                        self._follow(stub, stop)
+                        wait = self.settings.reconnect_seconds
+            except grpc.RpcError as error:
+                reason = reason_of(error)
+                if reason == Reason.REPLICA_DIVERGED.value:
+                    log.error("this replica's history is not the primary's: loading a fresh snapshot (%s)",
+                              error.details())
+                    try:
+                        with self._channel() as channel:
+                            self._install(rp_grpc.ReplicationStub(channel), diverged=True)
+                        continue
+                    except grpc.RpcError as again:
+                        log.warning("snapshot from %s failed: %s", self.primary, again.details())
+                elif reason == Reason.STALE_EPOCH.value:
+                    log.error("the primary at %s is of an older epoch than this replica has seen; not following it",
+                              self.primary)
+                    wait = self.settings.max_reconnect_seconds
+                elif error.code() != grpc.StatusCode.CANCELLED or not stop.is_set():
+                    log.warning("primary %s unreachable (%s); serving what this replica holds", self.primary,
+                                error.code().name)
+            except VerifierError as error:
+                log.error("a change from %s was refused: %s (%s)", self.primary, error.message, error.reason.value)
+                wait = self.settings.max_reconnect_seconds
+            except FeedGap as gap:
+                log.warning("%s; reconnecting from the change needed next", gap)
+                wait = 0.0
+            except StoreError:
+                log.exception("the replica's store failed; the supervisor reopens it")
+            finally:
+                self.state.set_connected(False)
+            stop.wait(wait)
+            wait = min(max(wait * 2, self.settings.reconnect_seconds), self.settings.max_reconnect_seconds)
+
+    def _follow(self, stub: rp_grpc.ReplicationStub, stop: threading.Event) -> None:
+        position = self.service.store.position()
+        acks: queue.SimpleQueue[rp.FollowRequest | None] = queue.SimpleQueue()
+        acks.put(rp.FollowRequest(hello=rp.Hello(
+            store_id=position.store_id, from_seq=position.seq + 1, epoch=position.epoch,
+            last_epoch=position.last_epoch,
+        )))
+        if position.seq:
+            last = self.service.store.changes_since(position.seq - 1, 1)
+            if last:
+                self.state.known_current_at(last[0].committed_at)
+
+        def requests() -> Iterator[rp.FollowRequest]:
+            while (message := acks.get()) is not None:
+                yield message
+
+        call = stub.Follow(requests())
+        heard = [time.monotonic()]
+        done = threading.Event()
+
+        def watchdog() -> None:
+            while not done.wait(self.settings.heartbeat_seconds):
+                if stop.is_set() or self.service.read_only_for is None or (
+                        time.monotonic() - heard[0] > self.settings.silence_seconds):
+                    call.cancel()
+                    return
+
+        threading.Thread(target=watchdog, name="replica-watchdog", daemon=True).start()
+        try:
+            for message in call:
+                heard[0] = time.monotonic()
+                self.state.set_connected(True)
+                if message.HasField("change"):
+                    pb = message.change
+                    change = Change(pb.seq, pb.epoch, pb.kind, pb.payload,
+                                    pb.committed.seconds + pb.committed.nanos / 1e9)
+                    if self.service.apply(change) is not None:
+                        metrics.APPLY_LAG.observe(max(0.0, time.time() - change.committed_at))
+                    self.state.known_current_at(change.committed_at)
+                    acks.put(rp.FollowRequest(applied_seq=change.seq))
+                else:
+                    beat = message.heartbeat
+                    if self.service.store.last_seq >= beat.primary_seq or (
+                            self.service.store.position().seq >= beat.primary_seq):
+                        self.state.known_current_at(beat.sent.seconds + beat.sent.nanos / 1e9)
+        finally:
+            done.set()
+            acks.put(None)
+
+    def _install(self, stub: rp_grpc.ReplicationStub, diverged: bool) -> None:
+        """Download the primary's snapshot beside the store, check it, and put it in place."""
+        target = self.service.store_path
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".incoming")
+        digest = hashlib.sha256()
+        size = 0
+        trailer = None
+        start = time.perf_counter()
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        with os.fdopen(descriptor, "wb") as out:
+            for chunk in stub.Snapshot(rp.SnapshotRequest()):
+                if chunk.HasField("trailer"):
+                    trailer = chunk.trailer
+                    break
+                digest.update(chunk.data)
+                size += len(chunk.data)
+                out.write(chunk.data)
+            out.flush()
+            os.fsync(out.fileno())
+        if trailer is None or trailer.size != size or trailer.sha256 != digest.hexdigest():
+            partial.unlink(missing_ok=True)
+            raise StoreError(f"the snapshot from {self.primary} arrived incomplete or altered; not installed")
+        aside = target.with_name(f"{target.name}.diverged-{int(time.time())}") if diverged else None
+        self.service.install_store(partial, aside)
+        log.info("snapshot of %d bytes at change %d (epoch %d) from %s installed in %.2f s%s", size, trailer.seq,
+                 trailer.epoch, self.primary, time.perf_counter() - start,
+                 f"; the diverged store is kept as {aside}" if aside else "")
+        self.service.recover_now()
+
