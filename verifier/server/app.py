@@ -22,11 +22,23 @@ from verifier.server.admission import AdmissionInterceptor
 from verifier.server.audit import AuditServicer
 from verifier.server.decoding import RequestDecodingInterceptor
 from verifier.server.edge import Edge, build_edge
+from verifier.server.gate_servicer import GateServicer
 from verifier.server.interceptors import MetricsInterceptor
 from verifier.server.servicer import FaceVerifierServicer
 from verifier.server.watchlist_servicer import WatchlistServicer
 from verifier.service import VerificationService
-from verifier.v1 import audit_pb2, audit_pb2_grpc, verifier_pb2, verifier_pb2_grpc, watchlist_pb2, watchlist_pb2_grpc
+from verifier.gate.service import GateService
+from verifier.gate.transactions import TransactionStore
+from verifier.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    gate_pb2,
+    gate_pb2_grpc,
+    verifier_pb2,
+    verifier_pb2_grpc,
+    watchlist_pb2,
+    watchlist_pb2_grpc,
+)
 from verifier.watchlist.service import Availability, WatchlistService
 
 log = logging.getLogger(__name__)
@@ -34,6 +46,7 @@ log = logging.getLogger(__name__)
 VERIFIER_SERVICE = verifier_pb2.DESCRIPTOR.services_by_name["FaceVerifier"].full_name
 WATCHLIST_SERVICE = watchlist_pb2.DESCRIPTOR.services_by_name["Watchlist"].full_name
 AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name
+GATE_SERVICE = gate_pb2.DESCRIPTOR.services_by_name["Gate"].full_name
 
 
 @dataclass
@@ -43,6 +56,7 @@ class RunningServer:
     health: health.HealthServicer
     watchlist: WatchlistService | None = None
     edge: Edge | None = None
+    transactions: TransactionStore | None = None
     supervisor: threading.Thread | None = None
     stopping: threading.Event = field(default_factory=threading.Event)
 
@@ -56,6 +70,8 @@ class RunningServer:
             if self.supervisor is not None:
                 self.supervisor.join()
             self.watchlist.close()
+        if self.transactions is not None:
+            self.transactions.close()
         if self.edge is not None:
             self.edge.close()
 
@@ -117,7 +133,13 @@ def start_server(
         ],
     )
     verifier_pb2_grpc.add_FaceVerifierServicer_to_server(FaceVerifierServicer(service), server)
-    served = [VERIFIER_SERVICE]
+    served = [VERIFIER_SERVICE, GATE_SERVICE]
+    gate = settings.gate
+    transactions = TransactionStore(gate.transactions_file(settings.data_dir), gate.transaction_retention_seconds,
+                                    gate.max_transactions)
+    gate_pb2_grpc.add_GateServicer_to_server(
+        GateServicer(GateService(settings, service, watchlist), transactions, edge.audit, edge.tls), server
+    )
     if watchlist is not None:
         watchlist_pb2_grpc.add_WatchlistServicer_to_server(WatchlistServicer(watchlist), server)
         served.append(WATCHLIST_SERVICE)
@@ -133,9 +155,9 @@ def start_server(
         )
     port = edge.bind(server, f"{settings.server.host}:{settings.server.port}")
     server.start()
-    for name in ("", VERIFIER_SERVICE):
+    for name in ("", VERIFIER_SERVICE, GATE_SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    running = RunningServer(server, port, health_servicer, watchlist, edge)
+    running = RunningServer(server, port, health_servicer, watchlist, edge, transactions)
     if watchlist is not None:
         health_servicer.set(WATCHLIST_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
         watchlist.on_availability(_report_watchlist_health(health_servicer))
