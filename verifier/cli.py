@@ -18,6 +18,7 @@ from verifier.errors import ModelPackError, VerifierError
 from verifier.watchlist.cli import register as register_watchlist
 from verifier.evaluation.cli import register as register_eval
 from verifier.security.cli import register as register_security
+from verifier.gate.cli import register as register_gate
 
 EXIT_MATCH = 0
 EXIT_NO_MATCH = 1
@@ -126,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_watchlist(commands)
     register_eval(commands)
     register_security(commands)
+    register_gate(commands)
     return parser
 
 
