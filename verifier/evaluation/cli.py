@@ -81,6 +81,7 @@ def _quality(args: argparse.Namespace, settings: Settings, labeled: "LabeledSet"
     })
     for result in results:
         cells = ", ".join(f"{m.measure} {100 * m.reduction:.0f} %" for m in result.measures[:3])
+        cells += "; acquired only: " + ", ".join(f"{m.measure} {100 * m.reduction:.0f} %" for m in result.acquired_only)
         print(f"{result.condition}: FNMR {100 * result.fnmr:.2f} %; reduction at 10 % rejected: {cells}")
     print(f"utility calibration: {path}")
     print(f"report: {report}")

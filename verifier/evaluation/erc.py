@@ -12,7 +12,9 @@ calibration (the norm quantiles :mod:`verifier.face.quality` scores by).
 The threshold is the one the server decides by (the pack's calibration row at
 ``matching.target_fmr``), fixed across conditions. An image the pipeline could
 not acquire counts as quality -1 (rejected first) and its mated comparisons as
-false non-matches, since at a gate a failure to acquire is not a match.
+false non-matches, since at a gate a failure to acquire is not a match; the
+report also gives ISO/IEC 29794-1's convention (acquired images only), which
+differs where many images fail to acquire.
 """
 
 from __future__ import annotations
@@ -179,12 +181,13 @@ def mated_pairs(vectors: np.ndarray, acquired: np.ndarray, subjects: np.ndarray,
 
 
 def _kept_masks(quality: np.ndarray, fractions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(fractions, images) masks of the images kept when the lowest ``f`` are
-    rejected; ties are broken at random so a coarse measure gets no free ordering."""
+    """(fractions, images) masks of the images kept when the lowest ``f`` of
+    the finite-quality images are rejected (an infinite quality is out of the
+    ranking); ties are broken at random so a coarse measure gets no free ordering."""
     order = np.lexsort((rng.random(len(quality)), quality))
     ranks = np.empty(len(quality), np.int64)
     ranks[order] = np.arange(len(quality))
-    cut = np.floor(fractions * len(quality)).astype(np.int64)
+    cut = np.floor(fractions * np.isfinite(quality).sum()).astype(np.int64)
     return ranks[None, :] >= cut[:, None]
 
 
@@ -247,6 +250,9 @@ class ConditionResult:
     random_low: list[float]
     random_high: list[float]
     measures: list[Characteristic]
+    # ISO/IEC 29794-1's convention: only comparisons of two acquired images,
+    # rejection among the acquired images (unified and utility only).
+    acquired_only: list[Characteristic]
 
 
 def measures_of(collected: Collected, calibration: UtilityCalibration, members: tuple[str, ...],
@@ -269,10 +275,16 @@ def run_condition(condition: str, collected: Collected, labeled: LabeledSet, cal
     seed = settings.evaluation.bootstrap_seed
     replicates = max(settings.evaluation.bootstrap_replicates // 5, 50)
     low, high = random_band(pairs, len(labeled), REJECT_FRACTIONS, seed)
+    measures = measures_of(collected, calibration, members, settings)
     results = [characteristic(name, values, pairs, REJECT_FRACTIONS, replicates, seed)
-               for name, values in measures_of(collected, calibration, members, settings).items()]
+               for name, values in measures.items()]
+    both = collected.acquired[pairs.first] & collected.acquired[pairs.second]
+    acquired_pairs = MatedPairs(pairs.first[both], pairs.second[both], pairs.subject[both],
+                                pairs.false_non_match[both])
+    acquired_only = [characteristic(name, np.where(collected.acquired, measures[name], np.inf), acquired_pairs,
+                                    REJECT_FRACTIONS, replicates, seed) for name in list(measures)[:2]]
     return ConditionResult(condition, len(labeled), int(collected.acquired.sum()), len(pairs.first),
-                           float(pairs.false_non_match.mean()), low, high, results)
+                           float(pairs.false_non_match.mean()), low, high, results, acquired_only)
 
 
 def write_erc_report(results: list[ConditionResult], out_dir: Path, header: dict[str, object]) -> Path:
@@ -301,6 +313,10 @@ def write_erc_report(results: list[ConditionResult], out_dir: Path, header: dict
         cells = [f"{100 * r.measures[k].reduction:.0f} % [{100 * r.measures[k].reduction_low:.0f}, "
                  f"{100 * r.measures[k].reduction_high:.0f}]" for r in results]
         lines.append(f"| {measure.measure} | " + " | ".join(cells) + " |")
+    for k, measure in enumerate(results[0].acquired_only):
+        cells = [f"{100 * r.acquired_only[k].reduction:.0f} % [{100 * r.acquired_only[k].reduction_low:.0f}, "
+                 f"{100 * r.acquired_only[k].reduction_high:.0f}]" for r in results]
+        lines.append(f"| {measure.measure}, acquired images only | " + " | ".join(cells) + " |")
     for result in results:
         fig, ax = plt.subplots(figsize=(6, 4))
         x = 100 * REJECT_FRACTIONS
