@@ -34,7 +34,7 @@ from verifier.config import Settings
 from verifier.errors import VerifierError
 from verifier.evaluation.cache import cache_identity
 from verifier.evaluation.datasets import LabeledSet
-from verifier.face.quality import PERCENTILES, QualityAssessor, UtilityCalibration
+from verifier.face.quality import PERCENTILES, RULE_COMPONENTS, QualityAssessor, UtilityCalibration
 from verifier.pipeline import FaceEngine, Selection
 
 # Bump when collection changes what is stored.
@@ -98,7 +98,7 @@ def collect(engine: FaceEngine, labeled: LabeledSet, condition: str, cache_dir: 
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
     path = cache_dir / f"erc-{condition}-{digest}.npz"
-    names = tuple(c.name for c in QualityAssessor(settings.quality, None, ()).components(_blank_face(engine)))
+    names = RULE_COMPONENTS
     if path.exists():
         with np.load(path, allow_pickle=False) as stored:
             return Collected(stored["vectors"], stored["acquired"], stored["norms"], stored["rules"], names,
@@ -133,18 +133,6 @@ def collect(engine: FaceEngine, labeled: LabeledSet, condition: str, cache_dir: 
              rules=out.rules, aligned_grey=out.aligned_grey, landmarks=out.landmarks)
     path.with_suffix(".tmp.npz").replace(path)
     return out
-
-
-def _blank_face(engine: FaceEngine):  # noqa: ANN202 - a FaceResult, only to read the component names
-    from verifier.pipeline import FaceInfo, FaceResult
-    from verifier.templates import Template
-
-    return FaceResult(
-        FaceInfo(np.array([0, 0, 10, 10], np.float32), 1.0, np.array([[3, 4], [7, 4], [5, 6], [3, 8], [7, 8]],
-                                                                      np.float32)),
-        1, Template(engine.model_id, np.ones(engine.embedder.dimension, np.float32)
-                    / np.sqrt(engine.embedder.dimension)),
-        aligned=np.zeros((engine.embedder.input_size,) * 2 + (3,), np.uint8), image_size=(10, 10))
 
 
 def utility_calibration(norms: np.ndarray, acquired: np.ndarray, members: tuple[str, ...], pack: str,

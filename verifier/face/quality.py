@@ -33,6 +33,9 @@ from verifier.errors import ModelPackError
 from verifier.pipeline import FaceResult
 
 QUALITY_SCHEMA = 1
+# The rule components, in the order :meth:`QualityAssessor.components` returns them.
+RULE_COMPONENTS = ("inter_eye_distance", "yaw", "pitch", "roll", "sharpness", "under_exposure", "over_exposure",
+                   "dynamic_range", "in_frame", "centred")
 # Percentile grid of the stored norm quantiles.
 PERCENTILES = np.linspace(0.0, 100.0, 101)
 
