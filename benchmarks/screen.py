@@ -85,15 +85,14 @@ def _box(engine: FaceEngine, photo: bytes) -> tuple[float, float, float, float]:
     return x1, y1, x2, y2
 
 
-def walk_through(photos: list[np.ndarray]) -> list[bytes]:
-    """Ten 960x720 frames: the face growing as the traveller approaches, the two photos alternating."""
+def walk_through(photos: list[np.ndarray], boxes: list[tuple[float, float, float, float]]) -> list[bytes]:
+    """Ten 960x720 frames: the face, kept at the frame's centre, growing as the
+    traveller approaches; the photos alternate, so the face changes non-rigidly."""
     frames = []
     for step, scale in enumerate([0.12, 0.16, 0.2, 0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7]):
-        image = cv2.resize(photos[step % len(photos)], None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        scene = np.full((720, 960, 3), 100, np.uint8)
-        h, w = min(image.shape[0], 720), min(image.shape[1], 960)
-        y, x = (720 - h) // 2, (960 - w) // 2
-        scene[y:y + h, x:x + w] = image[:h, :w]
+        photo, (x1, y1, x2, y2) = photos[step % len(photos)], boxes[step % len(boxes)]
+        shift = np.float32([[scale, 0, 480 - scale * (x1 + x2) / 2], [0, scale, 330 - scale * (y1 + y2) / 2]])
+        scene = cv2.warpAffine(photo, shift, (960, 720), flags=cv2.INTER_AREA, borderValue=(100, 100, 100))
         frames.append(cv2.imencode(".jpg", scene, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
     return frames
 
@@ -152,7 +151,9 @@ def main() -> None:
     raw = {name: photos[name].read_bytes() for name in ("obama.jpg", "obama2.jpg", "obama3.jpg")}
     frame = capture_jpeg(raw["obama3.jpg"], _box(engine, raw["obama3.jpg"]))
     chip, _ = chip_jpeg(raw["obama.jpg"], _box(engine, raw["obama.jpg"]))
-    sequence = walk_through([cv2.imread(str(photos[n])) for n in ("obama2.jpg", "obama3.jpg")])
+    walkers = ("obama2.jpg", "obama3.jpg")
+    sequence = walk_through([cv2.imread(str(photos[n])) for n in walkers],
+                            [_box(engine, photos[n].read_bytes()) for n in walkers])
     usable = _first_usable(engine, settings, sequence)
     built = time.perf_counter()
     store = _store(settings, engine, args.gallery)

@@ -183,6 +183,9 @@ class GateSettings(BaseModel):
     # static_ncc_threshold with the first moved only rigidly (a photo or a
     # screen held up): PRESENTATION_ATTACK_SUSPECTED.
     motion_min_frames: int = Field(default=4, ge=2)
+    # The traveller's face in one frame continues the track of the last when
+    # its centre moved at most this many face sides (else the track restarts).
+    track_reach: float = Field(default=1.0, gt=0)
     static_ncc_threshold: float = Field(default=0.93, gt=0, le=1)
 
     def transactions_file(self, data_dir: Path) -> Path:

@@ -11,6 +11,7 @@ import grpc
 import numpy as np
 import pytest
 
+from benchmarks.screen import walk_through
 from tests.conftest import loopback_server
 from tests.gate.test_cli import _wait_for_watchlists
 from tests.processes import serving
@@ -135,21 +136,6 @@ def test_a_retried_transaction_gets_the_same_answer_and_one_audit_record(
     assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
 
 
-def _walk_through(photos: dict[str, Path]) -> list[bytes]:
-    """A traveller approaching: far (too small), then nearer, in two real photos
-    of the same person taken at different moments (non-rigid change between frames)."""
-    frames = []
-    sources = [_read(photos["obama2.jpg"]), _read(photos["obama3.jpg"])]
-    for step, scale in enumerate([0.12, 0.16, 0.2, 0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7]):
-        image = cv2.resize(sources[step % 2], None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        scene = np.full((720, 960, 3), 100, np.uint8)
-        h, w = min(image.shape[0], 720), min(image.shape[1], 960)
-        y, x = (720 - h) // 2, (960 - w) // 2
-        scene[y:y + h, x:x + w] = image[:h, :w]
-        frames.append(_jpeg(scene))
-    return frames
-
-
 def _stream(channel: grpc.Channel, reference: bytes, frames: list[bytes]) -> list[pb.ScreenStreamResponse]:
     def requests() -> Iterator[pb.ScreenStreamRequest]:
         yield pb.ScreenStreamRequest(start=pb.ScreenStart(
@@ -161,15 +147,22 @@ def _stream(channel: grpc.Channel, reference: bytes, frames: list[bytes]) -> lis
     return list(pb_grpc.GateStub(channel).ScreenStream(requests(), timeout=60))
 
 
+def _box(engine: FaceEngine, path: Path) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = (float(v) for v in engine.analyse(path.read_bytes()).face.box)
+    return x1, y1, x2, y2
+
+
 def test_a_stream_that_reaches_a_good_frame_decides_before_its_budget(
-    gate_channel: grpc.Channel, photos: dict[str, Path]
+    gate_channel: grpc.Channel, engine: FaceEngine, photos: dict[str, Path]
 ) -> None:
-    frames = _walk_through(photos)
+    """A traveller walking in (generated from two real photos, see benchmarks.screen.walk_through)."""
+    walkers = [photos["obama2.jpg"], photos["obama3.jpg"]]
+    frames = walk_through([_read(p) for p in walkers], [_box(engine, p) for p in walkers])
     answers = _stream(gate_channel, photos["obama.jpg"].read_bytes(), frames)
     *hints, final = answers
     assert final.WhichOneof("item") == "decision"
     assert final.decision.decision == pb.ACCEPT, (final.decision.reasons, [h.hint.reasons for h in hints])
-    assert final.decision.frame_index < len(frames) - 1
+    assert final.decision.frame_index <= 4 < len(frames) - 1
     assert any("MOVE_CLOSER" in h.hint.reasons for h in hints)
 
 

@@ -213,13 +213,13 @@ class GateService:
         )
 
 
-def _overlap(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two boxes."""
-    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
-    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
+def _same_track(previous: np.ndarray, box: np.ndarray, reach: float) -> bool:
+    """Whether ``box`` continues the track whose last box was ``previous``: its
+    centre within ``reach`` of the larger box's side (an approaching face grows
+    and drifts between frames; another person appears elsewhere)."""
+    distance = float(np.hypot(*((previous[:2] + previous[2:]) / 2 - (box[:2] + box[2:]) / 2)))
+    side = max(float(previous[2] - previous[0]), float(box[2] - box[0]))
+    return distance <= reach * side
 
 
 @dataclass(frozen=True)
@@ -263,7 +263,8 @@ class StreamSession:
             return StreamStep(index, hint=("NO_FACE",))
         clock.lap("analyse")
         traveller = frame.faces[0]
-        if self._last_box is not None and _overlap(self._last_box, traveller.face.box) <= 0.0:
+        if self._last_box is not None and not _same_track(self._last_box, traveller.face.box,
+                                                          service.gate.track_reach):
             self.track = []
         self._last_box = traveller.face.box
         self.track.append(traveller.aligned)
