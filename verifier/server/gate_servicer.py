@@ -26,7 +26,7 @@ from verifier.gate.policy import (
     INTERNAL_FAULT,
     TIME_BUDGET_EXHAUSTED,
 )
-from verifier.gate.service import GateService, ScreenOutcome, StreamSession
+from verifier.gate.service import GateService, ScreenOutcome
 from verifier.gate.transactions import TransactionStore, digest
 from verifier.security.audit import AuditLog
 from verifier.server.audit import gate_summary, record_decision
