@@ -20,6 +20,7 @@ from verifier.watchlist.cli import register as register_watchlist
 from verifier.evaluation.cli import register as register_eval
 from verifier.replication.cli import register as register_replication
 from verifier.security.cli import register as register_security
+from verifier.gate.cli import register as register_gate
 
 EXIT_MATCH = 0
 EXIT_NO_MATCH = 1
@@ -133,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_eval(commands)
     register_security(commands)
     register_replication(commands)
+    register_gate(commands)
     return parser
 
 

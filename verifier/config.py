@@ -152,6 +152,96 @@ class EvaluationSettings(BaseModel):
     bootstrap_seed: int = 19795
 
 
+class QualitySettings(BaseModel):
+    """Bounds of the face image quality components (verifier.face.quality) a
+    live capture must meet before it is decided on, and how the unified score
+    mixes the embedder's utility with the rule components."""
+
+    # Inter-eye distance in the image as sent: below min, MOVE_CLOSER.
+    min_inter_eye_px: float = Field(default=30.0, gt=0)
+    good_inter_eye_px: float = Field(default=90.0, gt=0)
+    max_yaw_deg: float = Field(default=30.0, gt=0, le=90)
+    max_pitch_deg: float = Field(default=30.0, gt=0, le=90)
+    max_roll_deg: float = Field(default=25.0, gt=0, le=90)
+    # Variance of the Laplacian of the aligned face's centre: below min, HOLD_STILL.
+    min_sharpness: float = Field(default=15.0, ge=0)
+    good_sharpness: float = Field(default=300.0, gt=0)
+    # Mean grey level (0-255) of the face's centre: outside, TOO_DARK / TOO_BRIGHT.
+    min_mean_luminance: float = Field(default=45.0, ge=0, le=255)
+    max_mean_luminance: float = Field(default=215.0, ge=0, le=255)
+    # Grey levels between the 5th and 95th percentile: below, IMPROVE_LIGHTING.
+    min_dynamic_range: float = Field(default=25.0, ge=0, le=255)
+    # Distance of the face box from the image edge, in face widths: below, STEP_TO_CENTRE.
+    min_frame_margin: float = Field(default=0.0)
+    # Distance of the face centre from the image centre, in image sizes.
+    max_centre_offset: float = Field(default=0.45, gt=0)
+    # Utility percentile (0-100, calibrated per pack) below which LOW_UTILITY.
+    min_utility: float = Field(default=5.0, ge=0, le=100)
+    # Share of the unified score that is the utility (the rest: the mean of the rule components).
+    utility_weight: float = Field(default=0.8, ge=0, le=1)
+    # Norm quantiles written by `verifier eval --quality`; default:
+    # matching.calibration_dir/<pack>-quality.json.
+    calibration_file: Path | None = None
+
+
+class GateSettings(BaseModel):
+    """The gate transaction (Screen, ScreenStream): the policy that turns
+    scores into ACCEPT / RETRY / REFER, and the limits of each call.
+
+    Whatever is configured here, a fault or a check that could not be made
+    never gives ACCEPT: the kiosk sends the traveller to an officer.
+    """
+
+    # Live frames one Screen call may carry.
+    max_frames: int = Field(default=5, ge=1, le=32)
+    # A second face whose box side is at least this share of the traveller's
+    # is close enough to be in the gate with them: MULTIPLE_PEOPLE.
+    second_person_ratio: float = Field(default=0.6, gt=0, le=1)
+    # Attempts (the request's attempt number, from 1) after which a capture
+    # that is still not good enough is referred to an officer instead of retried.
+    retry_budget: int = Field(default=3, ge=1)
+    # When the watch-lists cannot be searched (loading, store missing or
+    # failing): "refer" to an officer, or "retry" (the index may come back
+    # within seconds). Never accept.
+    watchlist_outage: Literal["refer", "retry"] = "refer"
+    # Document-photo replay (verifier.gate.replay): normalised cross-correlation
+    # of the aligned live and reference crops after an affine refinement, at
+    # or above which the live capture is taken to be the chip photo itself.
+    # Measured on LFW dev (README: `python -m benchmarks.replay`): 0.96 flags
+    # about 0.1 % of genuine pairs (some of them one photograph twice).
+    replay_threshold: float = Field(default=0.96, gt=0, le=1)
+    # A reference sent as a template cannot be checked for replay: False
+    # refers such a traveller (REPLAY_NOT_CHECKED) instead of accepting.
+    allow_unchecked_replay: bool = False
+    # ECC iterations and convergence of the replay refinement.
+    replay_iterations: int = Field(default=50, ge=1)
+    replay_epsilon: float = Field(default=1e-4, gt=0)
+    # Answers kept for retried transaction ids (SQLite, relative to data_dir),
+    # for this long and at most this many (oldest dropped first).
+    transactions_path: Path = Path("gate") / "transactions.sqlite3"
+    transaction_retention_seconds: float = Field(default=24 * 3600.0, gt=0)
+    max_transactions: int = Field(default=200_000, ge=1)
+    # ScreenStream: bounds per stream, and streams open at once (beyond:
+    # OVERLOADED). A client silent for frame_timeout_seconds is answered REFER.
+    max_stream_frames: int = Field(default=75, ge=1)
+    max_stream_bytes: int = Field(default=48 * 1024 * 1024, ge=1024)
+    max_stream_seconds: float = Field(default=8.0, gt=0)
+    frame_timeout_seconds: float = Field(default=2.0, gt=0)
+    max_streams: int = Field(default=8, ge=1)
+    # Static-picture check in a stream: frames tracked over at least this
+    # span whose aligned face crops all still correlate at or above
+    # static_ncc_threshold with the first moved only rigidly (a photo or a
+    # screen held up): PRESENTATION_ATTACK_SUSPECTED.
+    motion_min_frames: int = Field(default=4, ge=2)
+    # The traveller's face in one frame continues the track of the last when
+    # its centre moved at most this many face sides (else the track restarts).
+    track_reach: float = Field(default=1.0, gt=0)
+    static_ncc_threshold: float = Field(default=0.93, gt=0, le=1)
+
+    def transactions_file(self, data_dir: Path) -> Path:
+        return data_dir / self.transactions_path
+
+
 class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=50051, ge=0, le=65535)
@@ -355,6 +445,8 @@ class Settings(BaseSettings):
     audit: AuditSettings = AuditSettings()
     replication: ReplicationSettings = ReplicationSettings()
     bundles: BundleSettings = BundleSettings()
+    quality: QualitySettings = QualitySettings()
+    gate: GateSettings = GateSettings()
 
 
 @lru_cache(maxsize=1)

@@ -58,6 +58,25 @@ class FaceResult:
     faces_detected: int
     template: Template
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # The embedder's raw output norm(s) before normalising, one per embedder
+    # of the pack: the model-derived utility signal (verifier.face.quality).
+    utility: tuple[float, ...] = ()
+    # The aligned crop the template was made from, and the size (width,
+    # height) of the image as sent: what pixel-level quality and replay
+    # checks look at.
+    aligned: np.ndarray | None = field(default=None, repr=False, compare=False)
+    image_size: tuple[int, int] = (0, 0)
+
+
+@dataclass(frozen=True)
+class FrameFaces:
+    """Every usable face of one image (largest first), for a gate that must
+    search everyone in front of it, not only the traveller."""
+
+    faces: list[FaceResult]
+    faces_detected: int
+    image_size: tuple[int, int]
+    timings_ms: dict[str, float]
 
 
 class _Stopwatch:
@@ -154,11 +173,25 @@ class FaceEngine:
         batched across the images, and timings are those of the whole batch.
         Boxes and landmarks are in the upright (EXIF-applied) frame of each image."""
         with self.occupancy:
-            return self._analyse(images, selection, use)
+            outcomes = self._analyse(images, selection, use)
+        return [o if isinstance(o, VerifierError) else o.faces[0] for o in outcomes]
 
-    def _analyse(self, images: list[bytes], selection: Selection, use: ImageUse) -> list[FaceResult | VerifierError]:
+    def analyse_all(self, data: bytes, use: ImageUse = ImageUse.LIVE) -> FrameFaces:
+        """Every face of one image at or above the minimum size, largest first,
+        each with its template; landmarks and embedder run once over all of
+        them. Raises on bad input or when there is no usable face."""
+        with self.occupancy:
+            (outcome,) = self._analyse([data], None, use)
+        if isinstance(outcome, VerifierError):
+            raise outcome
+        return outcome
+
+    def _analyse(
+        self, images: list[bytes], selection: Selection | None, use: ImageUse
+    ) -> list[FrameFaces | VerifierError]:
+        """``selection`` None: every usable face, largest first; else the one it picks."""
         clock = _Stopwatch()
-        outcomes: list[FaceResult | VerifierError | None] = [None] * len(images)
+        outcomes: list[FrameFaces | VerifierError | None] = [None] * len(images)
         decoded: dict[int, DecodedImage] = {}
         with clock.stage("decode"):
             for i, data in enumerate(images):
@@ -172,7 +205,9 @@ class FaceEngine:
             deadlines.check("detect")
         with clock.stage("detect"):
             found = self.detector.detect_batch([decoded[i].bgr for i in order]) if order else []
-        chosen: dict[int, tuple[Detection, int]] = {}
+        # (image, detection) for every face that goes on, and faces usable per image.
+        chosen: list[tuple[int, Detection]] = []
+        usable_count: dict[int, int] = {}
         min_side = self.settings.detector.min_face_px
         for i, detections in zip(order, found):
             scale = decoded[i].scale
@@ -180,33 +215,50 @@ class FaceEngine:
             if not usable:
                 outcomes[i] = VerifierError(Reason.NO_FACE, "no face found in the image", faces_detected=len(detections))
                 continue
-            chosen[i] = (_choose(usable, decoded[i], selection), len(usable))
-        keys = list(chosen)
+            usable_count[i] = len(usable)
+            if selection is None:
+                chosen += [(i, d) for d in sorted(usable, key=lambda d: d.area, reverse=True)]
+            else:
+                chosen.append((i, _choose(usable, decoded[i], selection)))
         with clock.stage("landmarks"):
-            points = self.landmarks.five_points([(decoded[i].bgr, chosen[i][0].box) for i in keys])
-        aligned: list[tuple[int, np.ndarray, np.ndarray]] = []
+            points = self.landmarks.five_points([(decoded[i].bgr, detection.box) for i, detection in chosen])
+        aligned: list[tuple[int, Detection, np.ndarray, np.ndarray]] = []
         with clock.stage("align"):
-            for i, face_points in zip(keys, points):
+            for (i, detection), face_points in zip(chosen, points):
                 try:
-                    aligned.append((i, face_points, align(decoded[i].bgr, face_points, self.embedder.input_size)))
+                    crop = align(decoded[i].bgr, face_points, self.embedder.input_size)
                 except VerifierError as exc:
-                    outcomes[i] = exc
+                    if selection is not None:
+                        outcomes[i] = exc
+                    continue
+                aligned.append((i, detection, face_points, crop))
         if aligned:
             deadlines.check("embed")
         with clock.stage("embed"):
-            vectors = self.embedder.embed([crop for _, _, crop in aligned])
-        for (i, face_points, _), vector in zip(aligned, vectors):
-            image, (detection, count) = decoded[i], chosen[i]
-            outcomes[i] = FaceResult(
+            vectors, norms = self.embedder.embed_with_utility([crop for *_, crop in aligned])
+        faces: dict[int, list[FaceResult]] = {}
+        for (i, detection, face_points, crop), vector, norm in zip(aligned, vectors, norms):
+            image = decoded[i]
+            faces.setdefault(i, []).append(FaceResult(
                 face=FaceInfo(
                     box=image.to_original(detection.box),
                     detection_score=detection.score,
                     landmarks=image.to_original(face_points),
                 ),
-                faces_detected=count,
+                faces_detected=usable_count[i],
                 template=Template(model_id=self.model_id, vector=vector),
                 timings_ms=dict(clock.ms),
-            )
+                utility=tuple(float(n) for n in norm),
+                aligned=crop,
+                image_size=(image.original_width, image.original_height),
+            ))
+        for i in usable_count:
+            if outcomes[i] is None:
+                if i in faces:
+                    size = faces[i][0].image_size
+                    outcomes[i] = FrameFaces(faces[i], usable_count[i], size, dict(clock.ms))
+                else:
+                    outcomes[i] = VerifierError(Reason.NO_FACE, "no face could be aligned", faces_detected=usable_count[i])
         return [outcome for outcome in outcomes if outcome is not None]
 
     def embed_with_landmarks(self, images: list[bytes], points: list[np.ndarray]) -> list[Template | VerifierError]:

@@ -30,6 +30,7 @@ from verifier.evaluation.datasets import Layout
 from verifier.pipeline import Selection
 
 if TYPE_CHECKING:
+    from verifier.evaluation.datasets import LabeledSet
     from verifier.evaluation.evaluate import EvaluationResult
 
 # Beside an LFW-style pairs.txt: published five-point landmarks, used by --landmarks without a value.
@@ -55,7 +56,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "in the data set)")
     parser.add_argument("--calibrate", action="store_true",
                         help="write the pack's calibration table (matching.calibration_dir/<pack>.json)")
+    parser.add_argument("--quality", action="store_true",
+                        help="instead of accuracy: the error-versus-reject characteristic of every quality measure "
+                        "on the set and derived conditions, and the pack's utility calibration "
+                        "(matching.calibration_dir/<pack>-quality.json)")
+    parser.add_argument("--conditions", default="original,downscaled,blurred,dark,degraded",
+                        help="with --quality: derived conditions to measure, comma separated")
     parser.set_defaults(handler=_eval)
+
+
+def _quality(args: argparse.Namespace, settings: Settings, labeled: "LabeledSet") -> int:
+    """ERC on the set and its derived conditions; writes the utility calibration first."""
+    from verifier.calibration import serving_threshold
+    from verifier.evaluation.erc import CONDITIONS, collect, run_condition, utility_calibration, write_erc_report
+    from verifier.face.quality import quality_path, write_calibration
+    from verifier.pipeline import FaceEngine
+
+    conditions = [c for c in args.conditions.split(",") if c]
+    unknown = set(conditions) - set(CONDITIONS)
+    if unknown or "original" not in conditions:
+        print(f"error: conditions must include original and be among {sorted(CONDITIONS)}", file=sys.stderr)
+        return EXIT_ERROR
+    pack = settings.models.pack
+    engine = FaceEngine.from_settings(settings)
+    members = engine.embedder.utility_members
+    collected = {c: collect(engine, labeled, c, settings.evaluation.cache_dir) for c in conditions}
+    calibration = utility_calibration(collected["original"].norms, collected["original"].acquired, members, pack,
+                                      labeled.name)
+    path = settings.quality.calibration_file or quality_path(settings)
+    write_calibration(calibration, path)
+    threshold = serving_threshold(settings, engine.model_id)
+    results = [run_condition(c, collected[c], labeled, calibration, members, threshold.value, settings)
+               for c in conditions]
+    out_dir = args.output or settings.evaluation.output_dir / f"quality-{labeled.name}-{pack}"
+    report = write_erc_report(results, out_dir, {
+        "dataset": labeled.name, "pack": pack, "model_id": engine.model_id, "threshold": threshold.value,
+        "target_fmr": settings.matching.target_fmr, "utility_weight": settings.quality.utility_weight,
+    })
+    for result in results:
+        cells = ", ".join(f"{m.measure} {100 * m.reduction:.0f} %" for m in result.measures[:3])
+        cells += "; acquired only: " + ", ".join(f"{m.measure} {100 * m.reduction:.0f} %" for m in result.acquired_only)
+        print(f"{result.condition}: FNMR {100 * result.fnmr:.2f} %; reduction at 10 % rejected: {cells}")
+    print(f"utility calibration: {path}")
+    print(f"report: {report}")
+    return EXIT_OK
 
 
 def _eval(args: argparse.Namespace, settings: Settings) -> int:
@@ -83,6 +127,8 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
     except (DatasetError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
+    if args.quality:
+        return _quality(args, settings, labeled)
     selection = Selection(args.face) if args.face else Selection.CENTRE
     alignment = "published" if landmarks is not None else "detected"
     started = time.perf_counter()

@@ -38,7 +38,19 @@ class FusedEmbedder:
     def input_size(self) -> int:
         return self.parts[0].input_size
 
+    @property
+    def utility_members(self) -> tuple[str, ...]:
+        """The parts' model ids: each part's raw norm is its own utility signal."""
+        return tuple(part.model_id for part in self.parts)
+
     def embed(self, aligned_bgr: list[np.ndarray]) -> np.ndarray:
         """(N, dimension) float32 unit vectors: the parts' vectors side by side."""
+        return self.embed_with_utility(aligned_bgr)[0]
+
+    def embed_with_utility(self, aligned_bgr: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Unit vectors and (N, parts) raw output norms, one column per part
+        (norms of different models are not comparable, so none is mixed here)."""
         scale = np.float32(1.0 / np.sqrt(len(self.parts)))
-        return np.concatenate([part.embed(aligned_bgr) * scale for part in self.parts], axis=1).astype(np.float32)
+        outputs = [part.embed_with_utility(aligned_bgr) for part in self.parts]
+        vectors = np.concatenate([units * scale for units, _ in outputs], axis=1).astype(np.float32)
+        return vectors, np.concatenate([norms for _, norms in outputs], axis=1)

@@ -30,6 +30,9 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "/verifier.v1.FaceVerifier/Verify": frozenset({KIOSK, ADMIN}),
     "/verifier.v1.FaceVerifier/ExtractTemplate": frozenset({KIOSK, ADMIN}),
     "/verifier.v1.FaceVerifier/CompareTemplates": frozenset({KIOSK, ADMIN}),
+    # The gate transaction: 1:1, replay, quality and every face against the watch-lists.
+    "/verifier.v1.Gate/Screen": frozenset({KIOSK, ADMIN}),
+    "/verifier.v1.Gate/ScreenStream": frozenset({KIOSK, ADMIN}),
     # 1:N search at the gate.
     "/verifier.v1.Watchlist/Identify": frozenset({KIOSK, ADMIN}),
     # Watch-list reads: operators see what they edit, auditors what was done.

@@ -36,15 +36,19 @@ from verifier.deadlines import Deadline
 from verifier.errors import Reason, VerifierError
 from verifier.server import metrics
 from verifier.server.errors import status_for
-from verifier.v1 import verifier_pb2, watchlist_pb2
+from verifier.v1 import gate_pb2, verifier_pb2, watchlist_pb2
 
 _VERIFIER = verifier_pb2.DESCRIPTOR.services_by_name["FaceVerifier"].full_name
+_GATE = gate_pb2.DESCRIPTOR.services_by_name["Gate"].full_name
 _WATCHLIST = watchlist_pb2.DESCRIPTOR.services_by_name["Watchlist"].full_name
 ADMITTED = frozenset({
     f"/{_VERIFIER}/Verify",
     f"/{_VERIFIER}/ExtractTemplate",
     f"/{_WATCHLIST}/EnrollSubject",
     f"/{_WATCHLIST}/Identify",
+    # Streams are not admitted per call (they would hold a slot for seconds):
+    # the gate servicer bounds open streams itself (gate.max_streams).
+    f"/{_GATE}/Screen",
 })
 # gRPC reports "no deadline" as a remaining time of centuries.
 _NO_DEADLINE_S = 1e8

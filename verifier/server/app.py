@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from concurrent import futures
 from collections.abc import Callable
+from concurrent import futures
 from dataclasses import dataclass, field
 
 import grpc
@@ -16,16 +16,19 @@ from prometheus_client import start_http_server
 
 from verifier.calibration import serving_threshold
 from verifier.config import Settings
+from verifier.gate.service import GateService
+from verifier.gate.transactions import TransactionStore
 from verifier.matching import Matcher
 from verifier.pipeline import FaceEngine
-from verifier.server.admission import AdmissionInterceptor
-from verifier.server.audit import AuditServicer
-from verifier.server.decoding import RequestDecodingInterceptor
 from verifier.replication.feed import Feed
 from verifier.replication.follower import Follower
 from verifier.replication.state import ReplicaState
+from verifier.server.admission import AdmissionInterceptor
+from verifier.server.audit import AuditServicer
 from verifier.server.bundles_servicer import BundlesServicer
+from verifier.server.decoding import RequestDecodingInterceptor
 from verifier.server.edge import Edge, build_edge, replica_credentials
+from verifier.server.gate_servicer import GateServicer
 from verifier.server.interceptors import MetricsInterceptor
 from verifier.server.replication_servicer import ReplicationServicer
 from verifier.server.servicer import FaceVerifierServicer
@@ -34,6 +37,8 @@ from verifier.service import VerificationService
 from verifier.v1 import (
     audit_pb2,
     audit_pb2_grpc,
+    gate_pb2,
+    gate_pb2_grpc,
     replication_pb2,
     replication_pb2_grpc,
     verifier_pb2,
@@ -50,6 +55,7 @@ WATCHLIST_SERVICE = watchlist_pb2.DESCRIPTOR.services_by_name["Watchlist"].full_
 AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name
 REPLICATION_SERVICE = replication_pb2.DESCRIPTOR.services_by_name["Replication"].full_name
 BUNDLES_SERVICE = replication_pb2.DESCRIPTOR.services_by_name["Bundles"].full_name
+GATE_SERVICE = gate_pb2.DESCRIPTOR.services_by_name["Gate"].full_name
 
 
 @dataclass
@@ -59,6 +65,7 @@ class RunningServer:
     health: health.HealthServicer
     watchlist: WatchlistService | None = None
     edge: Edge | None = None
+    transactions: TransactionStore | None = None
     supervisor: threading.Thread | None = None
     follower: threading.Thread | None = None
     replica: ReplicaState | None = None
@@ -76,6 +83,8 @@ class RunningServer:
             if self.follower is not None:
                 self.follower.join()
             self.watchlist.close()
+        if self.transactions is not None:
+            self.transactions.close()
         if self.edge is not None:
             self.edge.close()
 
@@ -138,8 +147,14 @@ def start_server(
     )
     replica = ReplicaState(settings.replication.replica_of)
     verifier_pb2_grpc.add_FaceVerifierServicer_to_server(FaceVerifierServicer(service, replica.data_as_of), server)
-    served = [VERIFIER_SERVICE]
+    served = [VERIFIER_SERVICE, GATE_SERVICE]
     follower = None
+    gate = settings.gate
+    transactions = TransactionStore(gate.transactions_file(settings.data_dir), gate.transaction_retention_seconds,
+                                    gate.max_transactions)
+    gate_pb2_grpc.add_GateServicer_to_server(
+        GateServicer(GateService(settings, service, watchlist), transactions, edge.audit, edge.tls), server
+    )
     if watchlist is not None:
         watchlist.read_only_for = settings.replication.replica_of
         watchlist_pb2_grpc.add_WatchlistServicer_to_server(WatchlistServicer(watchlist, replica.data_as_of), server)
@@ -163,9 +178,9 @@ def start_server(
         )
     port = edge.bind(server, f"{settings.server.host}:{settings.server.port}")
     server.start()
-    for name in ("", VERIFIER_SERVICE):
+    for name in ("", VERIFIER_SERVICE, GATE_SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    running = RunningServer(server, port, health_servicer, watchlist, edge, replica=replica)
+    running = RunningServer(server, port, health_servicer, watchlist, edge, transactions, replica=replica)
     if watchlist is not None:
         health_servicer.set(WATCHLIST_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
         watchlist.on_availability(_report_watchlist_health(health_servicer))

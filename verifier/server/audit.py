@@ -26,7 +26,7 @@ from verifier.security.audit import CHANGE, DECISION, AuditLog, Entry, Record, R
 from verifier.server.errors import REASON_KEY, mapped, status_for
 from verifier.server.identity import effective_caller
 from verifier.server.request_id import RESPONSE_KEY, request_id_of
-from verifier.v1 import audit_pb2, audit_pb2_grpc
+from verifier.v1 import audit_pb2, audit_pb2_grpc, gate_pb2
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,32 @@ AUDITED: dict[str, Audited] = {
     "/verifier.v1.FaceVerifier/CompareTemplates": Audited(DECISION, lambda r: (), _match_summary),
     "/verifier.v1.Watchlist/Identify": Audited(DECISION, lambda r: tuple(r.watchlists), _identify_summary),
 }
+
+
+def gate_summary(response: Any) -> dict[str, Any]:
+    """A gate decision (a ScreenResponse) as an audit record's fields. Scores
+    are (1:1 score, replay score, unified quality, each hit's score); the
+    threshold and rate are the 1:1 ones, the replay and watch-list thresholds
+    are named in the decision text."""
+    hits = tuple(f"{hit.watchlist}/{hit.subject_id}" for hit in response.hits)
+    decision = (f"{gate_pb2.GateDecision.Name(response.decision)}; replay_threshold={response.replay_threshold:.4f}; "
+                f"watchlist_threshold={response.watchlist_threshold:.4f}; watchlist_searched="
+                f"{response.watchlist_searched}; pack={response.model_pack}")
+    return {"decision": decision, "reason": ",".join(response.reasons),
+            "targets": (f"gate:{response.gate_id}", f"transaction:{response.transaction_id}", *hits),
+            "scores": (response.score, response.replay_score, response.quality.unified,
+                       *(hit.score for hit in response.hits)),
+            "threshold": response.threshold, "rate": response.false_match_rate, "model_id": response.model_id}
+
+
+def record_decision(audit: AuditLog, tls: bool, context: grpc.ServicerContext, method: str,
+                    summary: dict[str, Any]) -> None:
+    """Record one decision a servicer made itself (a streamed call, or one
+    answered once for several retries); raises STORE_UNAVAILABLE when the
+    trail cannot take it, so the decision is refused instead of answered."""
+    caller = effective_caller(context, tls)
+    audit.append_decision(Entry(identity=caller.identity, role=caller.role.value if caller.role else "", rpc=method,
+                                kind=DECISION, outcome="OK", request_id=request_id_of(context), **summary))
 
 
 class AuditInterceptor(grpc.ServerInterceptor):

@@ -1,0 +1,1 @@
+"""The gate transaction: one answer per traveller (ACCEPT, RETRY or REFER)."""

@@ -1,0 +1,114 @@
+"""Answers kept by transaction id, so a retried call gets the same answer.
+
+A kiosk whose call timed out on the network retries it with the same gate
+and transaction id; the traveller must not get a second, possibly different,
+decision, nor the audit trail a second record. The first answer is stored
+(opaque bytes: the transport's serialised response) in a small SQLite table
+beside the audit trail, kept ``retention_seconds`` and at most
+``max_entries`` rows (the oldest dropped first), so it cannot grow without
+bound. A request with a reused id but different content is refused.
+
+Concurrent duplicates wait for the first to finish: :meth:`claim` hands out
+the stored answer, or the right (and duty) to :meth:`store` one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from verifier.errors import Reason, VerifierError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS answers (
+    gate_id TEXT NOT NULL,
+    transaction_id TEXT NOT NULL,
+    request_digest TEXT NOT NULL,
+    created REAL NOT NULL,
+    answer BLOB NOT NULL,
+    PRIMARY KEY (gate_id, transaction_id)
+);
+CREATE INDEX IF NOT EXISTS answers_created ON answers(created);
+"""
+
+
+def digest(*parts: bytes) -> str:
+    """What identifies a request's content (frames, reference, attempt)."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(len(part).to_bytes(8, "big"))
+        h.update(part)
+    return h.hexdigest()
+
+
+class TransactionStore:
+    """Thread-safe; one per server process."""
+
+    def __init__(self, path: Path, retention_seconds: float, max_entries: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.retention = retention_seconds
+        self.max_entries = max_entries
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+        self._in_flight: dict[tuple[str, str], threading.Event] = {}
+
+    @contextmanager
+    def claim(self, gate_id: str, transaction_id: str, request_digest: str) -> Iterator[bytes | None]:
+        """The stored answer for these ids, or None: then the caller computes
+        the answer and :meth:`store`s it inside the block. A duplicate arriving
+        meanwhile waits for it."""
+        key = (gate_id, transaction_id)
+        while True:
+            with self._lock:
+                stored = self._lookup(key, request_digest)
+                waiting = None if stored is not None else self._in_flight.get(key)
+                if stored is None and waiting is None:
+                    done = self._in_flight[key] = threading.Event()
+                    break
+            if stored is not None:
+                yield stored
+                return
+            waiting.wait()
+        try:
+            yield None
+        finally:
+            with self._lock:
+                del self._in_flight[key]
+            done.set()
+
+    def store(self, gate_id: str, transaction_id: str, request_digest: str, answer: bytes) -> None:
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?)",
+                                 (gate_id, transaction_id, request_digest, now, answer))
+                self._db.execute("DELETE FROM answers WHERE created < ?", (now - self.retention,))
+                self._db.execute(
+                    "DELETE FROM answers WHERE rowid IN (SELECT rowid FROM answers ORDER BY created DESC "
+                    "LIMIT -1 OFFSET ?)", (self.max_entries,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _lookup(self, key: tuple[str, str], request_digest: str) -> bytes | None:
+        row = self._db.execute(
+            "SELECT request_digest, created, answer FROM answers WHERE gate_id = ? AND transaction_id = ?", key
+        ).fetchone()
+        if row is None or row[1] < time.time() - self.retention:
+            return None
+        if row[0] != request_digest:
+            raise VerifierError(Reason.FIELD_INVALID, "this transaction id was already used for another request",
+                                field="transaction_id")
+        return bytes(row[2])
+
+    def close(self) -> None:
+        self._db.close()
