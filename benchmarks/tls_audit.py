@@ -47,9 +47,6 @@ def tls_channel(tls_dir: Path, address: str) -> grpc.Channel:
     return grpc.secure_channel(address, credentials, options=[("grpc.use_local_subchannel_pool", 1)])
 
 
-
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per turn")
