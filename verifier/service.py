@@ -11,6 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from verifier import costs
 from verifier.errors import VerifierError
 from verifier.imaging import ImageUse
 from verifier.matching import Decision, Matcher
@@ -40,13 +41,14 @@ class VerificationService:
         quiet gate this halves the latency; under load it costs nothing extra.
         The probe is a live capture, the reference a document photo (their size
         limits differ). Each image runs in a copy of this thread's context, so
-        the request's deadline (:mod:`verifier.deadlines`) holds in the workers too."""
+        the request's deadline (:mod:`verifier.deadlines`) holds in the workers too,
+        and their CPU is counted for the request (:mod:`verifier.costs`)."""
         sides = ((probe, ImageUse.LIVE), (reference, ImageUse.DOCUMENT))
         if self._images is None:
             return [self.engine.analyse_batch([image], Selection.LARGEST, use)[0] for image, use in sides]
         pending = [
-            self._images.submit(contextvars.copy_context().run, self.engine.analyse_batch, [image],
-                                Selection.LARGEST, use)
+            self._images.submit(contextvars.copy_context().run, costs.run_metered, self.engine.analyse_batch,
+                                [image], Selection.LARGEST, use)
             for image, use in sides
         ]
         return [future.result()[0] for future in pending]

@@ -30,7 +30,7 @@ from typing import Any
 
 import grpc
 
-from verifier import deadlines
+from verifier import costs, deadlines
 from verifier.config import AdmissionSettings
 from verifier.deadlines import Deadline
 from verifier.errors import Reason, VerifierError
@@ -87,7 +87,9 @@ class Admission:
     """Slots for expensive work, shared fairly among callers (thread-safe).
 
     Fair share is start-time fair queuing on measured service: each caller
-    accumulates the wall time its calls held a slot, the waiting caller with
+    accumulates the CPU time its calls used (on every thread: a Verify runs its
+    two images side by side, and a costly image costs the sender, not the
+    others), the waiting caller with
     the least goes next, and a caller that arrives after being idle starts
     level with the least-served active caller, so idleness banks no credit.
 
@@ -113,13 +115,16 @@ class Admission:
     @contextmanager
     def slot(self, key: str, deadline: Deadline | None) -> Iterator[None]:
         """Hold a slot for the block; raises OVERLOADED at once when the
-        bounds are reached, DEADLINE_EXCEEDED when the deadline passes first."""
+        bounds are reached, DEADLINE_EXCEEDED when the deadline passes first.
+        The caller is charged the CPU the block used, on every thread that
+        worked for it (:mod:`verifier.costs`)."""
         self._enter(key, deadline)
-        started = time.monotonic()
+        meter: costs.CpuMeter | None = None
         try:
-            yield
+            with costs.metering() as meter:
+                yield
         finally:
-            self._leave(key, time.monotonic() - started)
+            self._leave(key, meter.seconds if meter is not None else 0.0)
 
     def _enter(self, key: str, deadline: Deadline | None) -> None:
         limits = self.settings
@@ -180,11 +185,11 @@ class Admission:
         self._running += 1
         metrics.IN_FLIGHT.set(self._running)
 
-    def _leave(self, key: str, held_s: float) -> None:
+    def _leave(self, key: str, used_s: float) -> None:
         with self._lock:
             caller = self._callers[key]
             caller.running -= 1
-            caller.used_s += held_s
+            caller.used_s += used_s
             self._running -= 1
             self._mark_if_idle(caller)
             self._prune(time.monotonic())
