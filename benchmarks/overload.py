@@ -12,7 +12,7 @@ the machine's cores) and measures, each for ``--duration`` seconds:
    per second, judged against 90 % of the peak of 1., and the p99 of OK answers
    against the deadline;
 3. bulk: the 4 gates beside 4 senders of Verify calls with two maximum-cost
-   images (a 4096x3072 WEBP live frame against a 4 Mpixel JPEG 2000 chip
+   images (a 4096x3072 WEBP live frame against a 2.5 Mpixel JPEG 2000 chip
    photo, the costliest the default limits accept) multiplexed on one
    connection, one bulk client; the gates' throughput is judged against 80 %
    of theirs in 1.

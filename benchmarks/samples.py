@@ -125,5 +125,5 @@ def max_cost_live_frame(photo: bytes) -> bytes:
 
 
 def max_cost_chip(photo: bytes) -> bytes:
-    """The costliest chip photo the default limits accept: a 4 Mpixel JPEG 2000 under 1 MiB."""
-    return upscaled(photo, (1728, 2304), "JPEG2000", quality_mode="rates", quality_layers=[12])
+    """The costliest chip photo the default limits accept: a 2.5 Mpixel JPEG 2000 under 1 MiB."""
+    return upscaled(photo, (1280, 1920), "JPEG2000", quality_mode="rates", quality_layers=[8])

@@ -15,7 +15,7 @@ def _verify(a: Path, b: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_two_photos_of_one_person_match(photos: dict[str, Path]) -> None:
-    result = _verify(photos["obama.jpg"], photos["obama3.jpg"])
+    result = _verify(photos["obama3.jpg"], photos["obama.jpg"])
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("match: score")
 

@@ -202,12 +202,15 @@ def test_a_small_flat_image_is_not_judged_by_its_ratio() -> None:
     assert decode(data, LIMITS).bgr.shape == (900, 1000, 3)
 
 
-def test_large_jpeg2000_is_decoded_at_a_reduced_resolution(photos: dict[str, Path]) -> None:
+def test_jpeg2000_is_capped_in_size_and_resized_to_the_working_side(photos: dict[str, Path]) -> None:
     big = cv2.resize(cv2.imread(str(photos["obama2.jpg"])), (1600, 3064))
     data = cv2.imencode(".jp2", big, [cv2.IMWRITE_JPEG2000_COMPRESSION_X1000, 50])[1].tobytes()
+    assert _reason(data, use=ImageUse.ENROLMENT) is Reason.IMAGE_TOO_LARGE  # 4.9 Mpixel: send a JPEG
+    within = cv2.resize(big, (800, 1532))
+    data = cv2.imencode(".jp2", within, [cv2.IMWRITE_JPEG2000_COMPRESSION_X1000, 50])[1].tobytes()
     image = decode(data, ImagingSettings(working_max_side=700), ImageUse.ENROLMENT)
-    assert image.bgr.shape[:2] == (700, 366) or max(image.bgr.shape[:2]) == 700
-    assert (image.original_width, image.original_height) == (1600, 3064)
+    assert max(image.bgr.shape[:2]) == 700
+    assert (image.original_width, image.original_height) == (800, 1532)
 
 
 def test_heic_is_refused_as_unsupported() -> None:
