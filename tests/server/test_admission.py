@@ -169,3 +169,39 @@ def test_a_caller_holds_no_more_than_its_share_while_another_is_active() -> None
     assert time.monotonic() - ended >= grace * 0.9
     extra.join(WAIT_S)
     bulk.__exit__(None, None, None)
+
+
+def test_a_freed_slot_is_held_for_the_less_served_caller_between_its_calls() -> None:
+    """Two slots. The bulk caller has used far more CPU than the gate. When both
+    running calls end, the bulk caller's waiting call does not take the freed
+    slots while the gate, between calls, is within its grace; it runs once the
+    grace has passed."""
+    grace = 0.3
+    admission = Admission(AdmissionSettings(max_in_flight=2, max_queue=4, max_per_caller=4, idle_grace_seconds=grace))
+    gate = admission.slot("gate", None)
+    gate.__enter__()
+    with admission.slot("bulk", None):
+        _spin_cpu(0.2)
+    bulk = admission.slot("bulk", None)
+    bulk.__enter__()
+    started = threading.Event()
+
+    def more_bulk() -> None:
+        with admission.slot("bulk", None):
+            started.set()
+
+    extra = threading.Thread(target=more_bulk)
+    extra.start()
+    _until(lambda: _sample("verifier_admission_queued") >= 1, "the extra bulk call waiting")
+    gate.__exit__(None, None, None)
+    bulk.__exit__(None, None, None)
+    freed = time.monotonic()
+    assert started.wait(WAIT_S), "the bulk call never ran"
+    assert time.monotonic() - freed >= grace * 0.9, "the slot was not held for the less-served gate"
+    extra.join(WAIT_S)
+
+
+def _spin_cpu(seconds: float) -> None:
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass

@@ -95,7 +95,8 @@ class Admission:
 
     While several callers are active, none runs more than its share of the
     slots (``max_in_flight`` over the active callers, at least one). A caller
-    counts as active for ``idle_grace_seconds`` after its last call ends: a gate
+    counts as active for ``idle_grace_seconds`` after its last call ends, and a
+    freed slot is held for it in that time if it is the least served: a gate
     sends its next call a moment after the last answer, and without the grace a
     bulk client sending back to back would take every slot a gate frees in that
     moment. A slot may then stay free for up to the grace; on two cores the
@@ -140,9 +141,13 @@ class Admission:
                     Reason.OVERLOADED, "this caller has its share of work running and waiting; retry later",
                     bound="caller", limit=limits.max_per_caller,
                 )
-            # A free slot never waits beside a waiting caller under its share (each
-            # grant serves those first), so a caller under its share may take it.
-            if self._running < limits.max_in_flight and self._under_share(caller):
+            # A free slot is taken at once by a caller under its share, unless
+            # it is held for a less-served claimant (waiting, or between calls).
+            if (
+                self._running < limits.max_in_flight
+                and self._under_share(caller)
+                and all(caller.used_s <= other.used_s for other in self._claimants() if other is not caller)
+            ):
                 self._start(caller)
                 return
             if self._queued >= limits.max_queue:
@@ -196,14 +201,22 @@ class Admission:
             self._grant()
             metrics.IN_FLIGHT.set(self._running)
 
+    def _claimants(self) -> list[_Caller]:
+        """Callers under their share that want a slot now (waiting) or very soon
+        (their last call ended within the idle grace)."""
+        return [c for c in self._callers.values() if self._under_share(c) and (c.waiting or c.idle_since is not None)]
+
     def _grant(self) -> None:
-        """Give free slots to waiting callers under their share, least served first."""
+        """Give free slots to the least-served claimants; a slot whose least-served
+        claimant is between calls is held for it (until its grace runs out)."""
         granted = False
         while self._running < self.settings.max_in_flight and self._queued:
-            eligible = [c for c in self._callers.values() if c.waiting and self._under_share(c)]
-            if not eligible:
+            claimants = self._claimants()
+            if not claimants:
                 break
-            nxt = min(eligible, key=lambda c: (c.used_s, c.waiting[0].order))
+            nxt = min(claimants, key=lambda c: (c.used_s, c.waiting[0].order if c.waiting else float("inf")))
+            if not nxt.waiting:
+                break
             nxt.waiting.popleft().granted = True
             self._queued -= 1
             self._start(nxt)
