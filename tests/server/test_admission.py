@@ -180,8 +180,14 @@ def test_a_freed_slot_is_held_for_the_less_served_caller_between_its_calls() -> 
     admission = Admission(AdmissionSettings(max_in_flight=2, max_queue=4, max_per_caller=4, idle_grace_seconds=grace))
     gate = admission.slot("gate", None)
     gate.__enter__()
-    with admission.slot("bulk", None):
-        _spin_cpu(0.2)
+
+    def costly_bulk_call() -> None:  # on its own thread: the CPU meter is per thread
+        with admission.slot("bulk", None):
+            _spin_cpu(0.2)
+
+    first = threading.Thread(target=costly_bulk_call)
+    first.start()
+    first.join(WAIT_S)
     bulk = admission.slot("bulk", None)
     bulk.__enter__()
     started = threading.Event()
