@@ -282,7 +282,11 @@ class AdmissionSettings(BaseModel):
     # How long a caller whose calls have all ended still counts as active when
     # slots are shared out: a gate sends its next call within a few ms of the
     # last answer, and its slot is held for it that long.
-    idle_grace_seconds: float = Field(default=0.05, gt=0)
+    idle_grace_seconds: float = Field(default=0.03, gt=0)
+    # A slot is held for a caller between calls only if the one that would take
+    # it has used this much more CPU (a bulk sender's costly calls, not one of
+    # many gates alike: holding a slot among equals only loses throughput).
+    hold_margin_seconds: float = Field(default=0.1, ge=0)
     # Transport threads while admission is on: enough for every call running
     # or waiting plus cheap calls and refusals being answered, so that gRPC's
     # own executor queue (unbounded and unseen) stays empty.

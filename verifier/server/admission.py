@@ -96,7 +96,8 @@ class Admission:
     While several callers are active, none runs more than its share of the
     slots (``max_in_flight`` over the active callers, at least one). A caller
     counts as active for ``idle_grace_seconds`` after its last call ends, and a
-    freed slot is held for it in that time if it is the least served: a gate
+    freed slot is held for it in that time if the caller that would take the
+    slot has used ``hold_margin_seconds`` more CPU than it: a gate
     sends its next call a moment after the last answer, and without the grace a
     bulk client sending back to back would take every slot a gate frees in that
     moment. A slot may then stay free for up to the grace; on two cores the
@@ -146,7 +147,10 @@ class Admission:
             if (
                 self._running < limits.max_in_flight
                 and self._under_share(caller)
-                and all(caller.used_s <= other.used_s for other in self._claimants() if other is not caller)
+                and not self._held_for_another(caller)
+                and not any(
+                    c.waiting and self._under_share(c) and c.used_s < caller.used_s for c in self._callers.values()
+                )
             ):
                 self._start(caller)
                 return
@@ -201,21 +205,27 @@ class Admission:
             self._grant()
             metrics.IN_FLIGHT.set(self._running)
 
-    def _claimants(self) -> list[_Caller]:
-        """Callers under their share that want a slot now (waiting) or very soon
-        (their last call ended within the idle grace)."""
-        return [c for c in self._callers.values() if self._under_share(c) and (c.waiting or c.idle_since is not None)]
+    def _held_for_another(self, caller: _Caller) -> bool:
+        """Whether a free slot is kept from ``caller`` for a caller between calls
+        (within its grace) that has used at least ``hold_margin_seconds`` less
+        CPU: a gate about to send its next call, not one of many equals."""
+        margin = self.settings.hold_margin_seconds
+        return any(
+            other is not caller and other.idle_since is not None and self._under_share(other)
+            and other.used_s + margin <= caller.used_s
+            for other in self._callers.values()
+        )
 
     def _grant(self) -> None:
         """Give free slots to the least-served claimants; a slot whose least-served
         claimant is between calls is held for it (until its grace runs out)."""
         granted = False
         while self._running < self.settings.max_in_flight and self._queued:
-            claimants = self._claimants()
-            if not claimants:
+            waiting = [c for c in self._callers.values() if c.waiting and self._under_share(c)]
+            if not waiting:
                 break
-            nxt = min(claimants, key=lambda c: (c.used_s, c.waiting[0].order if c.waiting else float("inf")))
-            if not nxt.waiting:
+            nxt = min(waiting, key=lambda c: (c.used_s, c.waiting[0].order))
+            if self._held_for_another(nxt):
                 break
             nxt.waiting.popleft().granted = True
             self._queued -= 1
