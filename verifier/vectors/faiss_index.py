@@ -257,7 +257,6 @@ class FaissIndex:
         if digest.hexdigest() != header["sha256"] or loaded.d != self.dimension:
             return False
         if isinstance(loaded, faiss.IndexIVF):
-            loaded = faiss.extract_index_ivf(loaded)
             loaded.nprobe = self.nprobe
         with self._lock.writing():
             self._index = loaded
