@@ -166,3 +166,21 @@ def test_the_registry_refuses_to_start_without_its_key(settings: Settings, engin
     initialise_store(local)
     with pytest.raises(RegistryKeyMissing):
         start_server(local, build_service(local, engine))
+
+
+def test_the_bulk_loader_registers_reports_refusals_and_resumes(running: RunningServer, photos: dict[str, Path],
+                                                               tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    rows = tmp_path / "migration.csv"
+    rows.write_text(f"m-1,M1,{photos['obama.jpg']},{photos['obama2.jpg']}\n"
+                    f"m-bad,M2,{photos['biden.jpg']},{photos['obama2.jpg']}\n")
+    command = [sys.executable, "-m", "verifier.cli", "registry", "load", str(rows), "--consent-version", "v1",
+               "--server", f"127.0.0.1:{running.port}"]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 2 and "m-bad: FAILED_PRECONDITION REGISTRATION_REFUSED" in first.stderr, first.stderr
+    assert (tmp_path / "migration.csv.done").read_text().split() == ["m-1"]
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert "1 of 2 registered" in again.stdout and "m-1" not in again.stderr
+    assert running.registry is not None and running.registry.traveller("m-1").traveller_id == "m-1"
