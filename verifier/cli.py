@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from verifier.config import Settings, get_settings
 from verifier.errors import ModelPackError, VerifierError
 from verifier.extras import MissingExtra
+from verifier.registry.cli import register as register_registry
 from verifier.watchlist.cli import register as register_watchlist
 from verifier.evaluation.cli import register as register_eval
 from verifier.replication.cli import register as register_replication
@@ -135,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_security(commands)
     register_replication(commands)
     register_gate(commands)
+    register_registry(commands)
     return parser
 
 

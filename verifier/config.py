@@ -433,6 +433,61 @@ class BundleSettings(BaseModel):
     max_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024)
 
 
+class RegistrySettings(BaseModel):
+    """The traveller registry (Registry service): registration, verification by
+    traveller id, duplicate search over every registered traveller, erasure and
+    retention. Its tables live in the watch-list store's file (one change feed)."""
+
+    # Off: the Registry service is not served. On: the server refuses to start
+    # without the document key (never a default key).
+    enabled: bool = False
+    # HMAC-SHA256 key for document numbers (stored only as this keyed hash);
+    # relative paths are under ``Settings.data_dir``. `verifier registry init`
+    # writes a random one for development; production brings its own.
+    document_key_path: Path = Path("registry") / "document.key"
+    # The duplicate search's index: "faiss_exact" (every template scored),
+    # "faiss_ivf" (approximate, exact until ivf_min_train templates) or
+    # "milvus" (milvus_uri: a file path runs embedded Milvus Lite, an
+    # http(s):// URI a Milvus standalone or cluster).
+    index: Literal["faiss_exact", "faiss_ivf", "milvus"] = "faiss_ivf"
+    # The FAISS index saved at shutdown (relative to data_dir); None: rebuilt at start.
+    snapshot_path: Path | None = Path("registry") / "index.snapshot"
+    # Cosine score at or above which a face is taken to be a registered
+    # traveller's (DUPLICATE_IDENTITY). Above the 1:1 threshold: at 10 million
+    # travellers a 1:1 operating point would flag genuine newcomers daily.
+    duplicate_threshold: float = Field(default=0.60, ge=-1.0, le=1.0, allow_inf_nan=False)
+    # Templates the duplicate search asks the index for (then scored exactly).
+    search_depth: int = Field(default=10, ge=1, le=1000)
+    # IVF: clusters probed per search (README: registry benchmark: 64 keeps
+    # agreement with exact search at the duplicate threshold at 1M).
+    ivf_nprobe: int = Field(default=64, ge=1)
+    ivf_min_train: int = Field(default=50_000, ge=1000)
+    # Retrain (rebuild in the background) when the registry has grown this many times.
+    ivf_retrain_growth: float = Field(default=4.0, gt=1.0)
+    milvus_uri: str = "registry/milvus.db"
+    milvus_collection: str = "registry"
+    # A file holding the Milvus token (user:password or API key); None: none sent.
+    milvus_token_file: Path | None = None
+    # Records unused (not registered, updated or verified) for this long are
+    # erased by the retention sweep, every retention_sweep_seconds, at most
+    # sweep_batch per round.
+    retention_days: float = Field(default=3 * 365.0, gt=0)
+    retention_sweep_seconds: float = Field(default=3600.0, gt=0)
+    sweep_batch: int = Field(default=1000, ge=1)
+
+    def key_file(self, data_dir: Path) -> Path:
+        return data_dir / self.document_key_path
+
+    def snapshot_file(self, data_dir: Path) -> Path | None:
+        return None if self.snapshot_path is None else data_dir / self.snapshot_path
+
+    def milvus_address(self, data_dir: Path) -> str:
+        """The URI as pymilvus takes it: a server URI as is, a Lite file under data_dir."""
+        if "://" in self.milvus_uri:
+            return self.milvus_uri
+        return str(data_dir / self.milvus_uri)
+
+
 class Settings(BaseSettings):
     """The whole configuration; build it with :func:`get_settings`."""
 
@@ -454,6 +509,7 @@ class Settings(BaseSettings):
     bundles: BundleSettings = BundleSettings()
     quality: QualitySettings = QualitySettings()
     gate: GateSettings = GateSettings()
+    registry: RegistrySettings = RegistrySettings()
 
 
 @lru_cache(maxsize=1)

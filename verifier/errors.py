@@ -55,6 +55,8 @@ class Reason(str, Enum):
     REPLICA_DIVERGED = "REPLICA_DIVERGED"
     BUNDLE_REFUSED = "BUNDLE_REFUSED"
     REPLICA_UNCONFIRMED = "REPLICA_UNCONFIRMED"
+    DUPLICATE_IDENTITY = "DUPLICATE_IDENTITY"
+    REGISTRATION_REFUSED = "REGISTRATION_REFUSED"
 
 
 _KIND_OF: dict[Reason, Kind] = {
@@ -95,6 +97,12 @@ _KIND_OF: dict[Reason, Kind] = {
     # Synchronous mode: the change is committed on the primary, but no replica
     # confirmed holding it in time; its outcome must be checked before a retry.
     Reason.REPLICA_UNCONFIRMED: Kind.UNAVAILABLE,
+    # Registry: the face (or document) is registered under another traveller
+    # id, which the detail ``other_traveller_id`` names for the officer.
+    Reason.DUPLICATE_IDENTITY: Kind.ALREADY_EXISTS,
+    # Registry: the captures failed a gate check (the detail ``causes``: quality
+    # codes, NO_MATCH, LIVE_IS_DOCUMENT_PHOTO, ...); the kiosk may capture again.
+    Reason.REGISTRATION_REFUSED: Kind.PRECONDITION,
 }
 
 

@@ -44,6 +44,13 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     # Lists themselves come and go by an administrator only.
     "/verifier.v1.Watchlist/CreateWatchlist": frozenset({ADMIN}),
     "/verifier.v1.Watchlist/DeleteWatchlist": frozenset({ADMIN}),
+    # The traveller registry: kiosks register and verify, operators update
+    # and erase; a kiosk reads a record without its templates.
+    "/verifier.v1.Registry/Register": frozenset({KIOSK, ADMIN}),
+    "/verifier.v1.Registry/VerifyTraveller": frozenset({KIOSK, ADMIN}),
+    "/verifier.v1.Registry/UpdateTraveller": frozenset({OPERATOR, ADMIN}),
+    "/verifier.v1.Registry/EraseTraveller": frozenset({OPERATOR, ADMIN}),
+    "/verifier.v1.Registry/GetTraveller": frozenset({KIOSK, OPERATOR, AUDITOR, ADMIN}),
     # Replication: the feed and snapshots to replicas; where a server stands,
     # to anyone (the health detail of a replica: how old its data is);
     # promotion by an administrator only.

@@ -36,11 +36,12 @@ from verifier.deadlines import Deadline
 from verifier.errors import Reason, VerifierError
 from verifier.server import metrics
 from verifier.server.errors import status_for
-from verifier.v1 import gate_pb2, verifier_pb2, watchlist_pb2
+from verifier.v1 import gate_pb2, registry_pb2, verifier_pb2, watchlist_pb2
 
 _VERIFIER = verifier_pb2.DESCRIPTOR.services_by_name["FaceVerifier"].full_name
 _GATE = gate_pb2.DESCRIPTOR.services_by_name["Gate"].full_name
 _WATCHLIST = watchlist_pb2.DESCRIPTOR.services_by_name["Watchlist"].full_name
+_REGISTRY = registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name
 ADMITTED = frozenset({
     f"/{_VERIFIER}/Verify",
     f"/{_VERIFIER}/ExtractTemplate",
@@ -49,6 +50,9 @@ ADMITTED = frozenset({
     # Streams are not admitted per call (they would hold a slot for seconds):
     # the gate servicer bounds open streams itself (gate.max_streams).
     f"/{_GATE}/Screen",
+    f"/{_REGISTRY}/Register",
+    f"/{_REGISTRY}/VerifyTraveller",
+    f"/{_REGISTRY}/UpdateTraveller",
 })
 # gRPC reports "no deadline" as a remaining time of centuries.
 _NO_DEADLINE_S = 1e8

@@ -22,6 +22,7 @@ from verifier.matching import Matcher
 from verifier.pipeline import FaceEngine
 from verifier.replication.feed import Feed
 from verifier.replication.follower import Follower
+from verifier.registry.service import RegistryService
 from verifier.replication.state import ReplicaState
 from verifier.server.admission import AdmissionInterceptor
 from verifier.server.audit import AuditServicer
@@ -30,6 +31,7 @@ from verifier.server.decoding import RequestDecodingInterceptor
 from verifier.server.edge import Edge, build_edge, replica_credentials
 from verifier.server.gate_servicer import GateServicer
 from verifier.server.interceptors import MetricsInterceptor
+from verifier.server.registry_servicer import RegistryServicer
 from verifier.server.replication_servicer import ReplicationServicer
 from verifier.server.servicer import FaceVerifierServicer
 from verifier.server.watchlist_servicer import WatchlistServicer
@@ -39,6 +41,8 @@ from verifier.v1 import (
     audit_pb2_grpc,
     gate_pb2,
     gate_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
     replication_pb2,
     replication_pb2_grpc,
     verifier_pb2,
@@ -56,6 +60,7 @@ AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name
 REPLICATION_SERVICE = replication_pb2.DESCRIPTOR.services_by_name["Replication"].full_name
 BUNDLES_SERVICE = replication_pb2.DESCRIPTOR.services_by_name["Bundles"].full_name
 GATE_SERVICE = gate_pb2.DESCRIPTOR.services_by_name["Gate"].full_name
+REGISTRY_SERVICE = registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name
 
 
 @dataclass
@@ -64,6 +69,8 @@ class RunningServer:
     port: int
     health: health.HealthServicer
     watchlist: WatchlistService | None = None
+    registry: RegistryService | None = None
+    registry_supervisor: threading.Thread | None = None
     edge: Edge | None = None
     transactions: TransactionStore | None = None
     supervisor: threading.Thread | None = None
@@ -82,6 +89,10 @@ class RunningServer:
                 self.supervisor.join()
             if self.follower is not None:
                 self.follower.join()
+            if self.registry_supervisor is not None:
+                self.registry_supervisor.join()
+            if self.registry is not None:
+                self.registry.close()
             self.watchlist.close()
         if self.transactions is not None:
             self.transactions.close()
@@ -152,9 +163,16 @@ def start_server(
     gate = settings.gate
     transactions = TransactionStore(gate.transactions_file(settings.data_dir), gate.transaction_retention_seconds,
                                     gate.max_transactions)
-    gate_pb2_grpc.add_GateServicer_to_server(
-        GateServicer(GateService(settings, service, watchlist), transactions, edge.audit, edge.tls), server
-    )
+    gate_service = GateService(settings, service, watchlist)
+    gate_pb2_grpc.add_GateServicer_to_server(GateServicer(gate_service, transactions, edge.audit, edge.tls), server)
+    registry = None
+    if settings.registry.enabled:
+        if watchlist is None:
+            raise ValueError("the registry keeps its tables in the watch-list store: enable the watch-lists too")
+        # Refuses to start without the document key (RegistryKeyMissing).
+        registry = RegistryService(settings, gate_service, watchlist, edge.audit)
+        registry_pb2_grpc.add_RegistryServicer_to_server(RegistryServicer(registry, edge.tls), server)
+        served.append(REGISTRY_SERVICE)
     if watchlist is not None:
         watchlist.read_only_for = settings.replication.replica_of
         watchlist_pb2_grpc.add_WatchlistServicer_to_server(WatchlistServicer(watchlist, replica.data_as_of), server)
@@ -180,7 +198,8 @@ def start_server(
     server.start()
     for name in ("", VERIFIER_SERVICE, GATE_SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    running = RunningServer(server, port, health_servicer, watchlist, edge, transactions, replica=replica)
+    running = RunningServer(server, port, health_servicer, watchlist, registry, edge=edge,
+                            transactions=transactions, replica=replica)
     if watchlist is not None:
         health_servicer.set(WATCHLIST_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
         watchlist.on_availability(_report_watchlist_health(health_servicer))
@@ -190,6 +209,11 @@ def start_server(
             target=watchlist.supervise, args=(running.stopping,), name="watchlist-supervisor", daemon=True
         )
         running.supervisor.start()
+        if registry is not None:
+            running.registry_supervisor = threading.Thread(
+                target=registry.supervise, args=(running.stopping,), name="registry-supervisor", daemon=True
+            )
+            running.registry_supervisor.start()
         if follower is not None:
             running.follower = threading.Thread(
                 target=follower.run, args=(running.stopping,), name="replica-follower", daemon=True

@@ -78,6 +78,21 @@ AUDITED: dict[str, Audited] = {
                         f"{response.subjects} subjects",
         }
     ),
+    # The registry: traveller ids and scores only; an erasure records that it
+    # happened and whose record it was, nothing biometric.
+    "/verifier.v1.Registry/Register": Audited(
+        CHANGE, lambda r: (f"traveller:{r.traveller_id}", f"gate:{r.consent.gate_id}"),
+        lambda request, response: {"decision": f"registered; consent text {request.consent.text_version}",
+                                   "scores": (response.score, response.nearest_other_score),
+                                   "threshold": response.threshold, "model_id": response.model_id}),
+    "/verifier.v1.Registry/UpdateTraveller": Audited(
+        CHANGE, lambda r: (f"traveller:{r.traveller_id}",),
+        lambda request, response: {"decision": "templates replaced" + ("; new document" if request.document_number
+                                                                         else ""), "scores": (response.score,)}),
+    "/verifier.v1.Registry/EraseTraveller": Audited(
+        CHANGE, lambda r: (f"traveller:{r.traveller_id}",), lambda request, response: {"decision": "erased"}),
+    "/verifier.v1.Registry/VerifyTraveller": Audited(
+        DECISION, lambda r: (f"traveller:{r.traveller_id}",), _match_summary),
     "/verifier.v1.FaceVerifier/Verify": Audited(DECISION, lambda r: (), _match_summary),
     "/verifier.v1.FaceVerifier/CompareTemplates": Audited(DECISION, lambda r: (), _match_summary),
     "/verifier.v1.Watchlist/Identify": Audited(DECISION, lambda r: tuple(r.watchlists), _identify_summary),

@@ -202,6 +202,7 @@ class WatchlistService:
         self._unmigrated: dict[str, Unmigrated] = {}
         self._listeners: list[Callable[[Availability], None]] = []
         self._commit_listeners: list[Callable[[int], None]] = []
+        self._applied_listeners: list[Callable[[Applied], None]] = []
         # Synchronous mode: waits until a replica holds the change (or refuses).
         self.confirmation: Callable[[int], None] | None = None
         # The primary's address while this server is a read-only replica.
@@ -264,6 +265,16 @@ class WatchlistService:
         """Call ``listener`` with the sequence number of each change committed
         here, after it is durable and in the index, before it is answered."""
         self._commit_listeners.append(listener)
+
+    def on_applied(self, listener: Callable[[Applied], None]) -> None:
+        """Call ``listener`` with each change applied from the primary's feed,
+        under the write lock (the registry's index follows its travellers)."""
+        self._applied_listeners.append(listener)
+
+    def announce(self, seq: int) -> None:
+        """Tell the feed (and synchronous mode) of a change another store
+        sharing this file (the registry) committed."""
+        self._committed(seq)
 
     def _committed(self, seq: int, confirm: bool = True) -> None:
         for listener in self._commit_listeners:
@@ -585,6 +596,8 @@ class WatchlistService:
                 index.add_watchlist(name)
             for row, name, templates, expires_at in applied.added:
                 self._index_subject(index, row, name, templates, expires_at)
+            for listener in self._applied_listeners:
+                listener(applied)
         return applied
 
     def promote(self) -> int:

@@ -49,8 +49,8 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -139,6 +139,12 @@ REMOVE_SUBJECT = "remove_subject"
 REPLACE_PARTNER_LIST = "replace_partner_list"
 REPLACE_TEMPLATES = "replace_templates"
 NEW_EPOCH = "new_epoch"
+# The traveller registry's changes (verifier.registry.store replays them: it
+# registers its replay with :func:`register_change_kind` when imported).
+REGISTER_TRAVELLER = "register_traveller"
+UPDATE_TRAVELLER = "update_traveller"
+ERASE_TRAVELLER = "erase_traveller"
+TOUCH_TRAVELLER = "touch_traveller"
 
 _SUBJECT_COLUMNS = (
     "s.id, s.watchlist, s.subject_id, s.external_ref, s.reason, s.source_agency, s.created_at, s.expires_at, "
@@ -190,6 +196,9 @@ class Applied:
     dropped: tuple[str, ...] = ()
     added: tuple[tuple[int, str, list[Template], float | None], ...] = ()
     removed: tuple[tuple[int, str, int], ...] = ()
+    # Registry travellers whose templates changed: (row, the templates now
+    # held, or None when erased), for the registry's index to follow.
+    travellers: tuple[tuple[int, list[Template] | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -519,7 +528,17 @@ def _replay(conn: sqlite3.Connection, change: Change) -> Applied:
                        added=((row, watchlist, _record_templates(payload), expires),))
     if change.kind == NEW_EPOCH:
         return Applied(change)
+    if change.kind in _EXTENSIONS:
+        return _EXTENSIONS[change.kind](conn, change)
     raise StoreError(f"change {change.seq} is of a kind this program does not know: {change.kind!r}")
+
+
+_EXTENSIONS: dict[str, "Callable[[sqlite3.Connection, Change], Applied]"] = {}
+
+
+def register_change_kind(kind: str, replay: "Callable[[sqlite3.Connection, Change], Applied]") -> None:
+    """Let another store sharing this file (the registry) replay its own kind of change from the feed."""
+    _EXTENSIONS[kind] = replay
 
 
 def _no_watchlist(name: str) -> VerifierError:
@@ -726,6 +745,31 @@ class WatchlistStore:
                 if isinstance(exc, sqlite3.Error):
                     raise StoreFailure(f"writing {self.path} failed: {exc}") from exc
                 raise
+
+    def transaction(self, count: bool = True) -> AbstractContextManager[sqlite3.Connection]:
+        """A write transaction for another store sharing this file (the
+        registry): it must :meth:`record` its change, which joins the feed
+        (``count`` False: a schema step that is no change)."""
+        return self._transaction(count)
+
+    def reading(self) -> AbstractContextManager[sqlite3.Connection]:
+        """A read connection for another store sharing this file."""
+        return self._reading()
+
+    def record(self, kind: str, payload: dict) -> None:
+        """Name the change the open transaction makes (see :meth:`transaction`)."""
+        self._record(kind, payload)
+
+    def checkpoint(self) -> bool:
+        """Copy the write-ahead log into the database and truncate it (after an
+        erasure: the erased pages must not linger in the log); False when a
+        reader kept it from completing."""
+        if self._writer is None:
+            raise StoreError(f"{self.path} is open read-only")
+        with self._write_lock:
+            busy, _, _ = self._failing_as_store(
+                lambda: self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone())  # type: ignore[union-attr]
+        return not busy
 
     def _record(self, kind: str, payload: dict) -> None:
         """Name the change the open transaction makes: it goes on the feed with it."""

@@ -1,0 +1,438 @@
+"""Registry use cases, free of any transport: register, verify by traveller id,
+update, erase, read, and the retention sweep.
+
+Registration runs the gate's own checks (:class:`verifier.gate.service.GateService`
+components: its quality assessor on both images, its matcher at the 1:1
+threshold, its document-photo replay detector, so a replayed chip photo cannot
+register anyone), then searches both faces against every registered traveller
+and stores the traveller only when neither scores at or above the duplicate
+threshold under another id. The search and the insert run under one lock, so
+two registrations of one face racing each other cannot both pass.
+
+The store is the source of truth: the index (FAISS exact or IVF, or Milvus:
+:mod:`verifier.vectors`) is derived, loaded from a snapshot only when it was
+saved at the store's current change, else rebuilt. Writes commit to the store
+first, then change the index under the same lock.
+
+Failing closed: while the index is not loaded, registration and anything that
+searches is refused (INDEX_NOT_READY), never answered "no duplicate".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from verifier import deadlines
+from verifier.config import RegistrySettings, Settings
+from verifier.errors import Reason, VerifierError
+from verifier.gate.policy import LIVE_IS_DOCUMENT_PHOTO, NO_MATCH
+from verifier.gate.service import GateService
+from verifier.imaging import ImageUse
+from verifier.matching import Decision
+from verifier.pipeline import FaceResult, Selection
+from verifier.registry.store import CHIP, LIVE, RegistryStore, Traveller, not_found
+from verifier.security.audit import CHANGE, AuditLog, Entry, recorded_change
+from verifier.templates import Template
+from verifier.validation import identifier, text
+from verifier.vectors.base import IndexTag, VectorIndex
+from verifier.vectors.faiss_index import FaissIndex
+from verifier.watchlist.index import TEMPLATE_BITS, template_ids
+from verifier.watchlist.service import WatchlistService
+from verifier.watchlist.store import Applied, private_directory, private_file
+
+log = logging.getLogger(__name__)
+
+KEY_BYTES = 32
+# Characters a document number keeps when hashed: case and separators do not make another document.
+_DOCUMENT_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+
+
+class RegistryKeyMissing(Exception):
+    """No document key where one is configured: the registry is not started."""
+
+
+def write_key(path: Path) -> bool:
+    """Write a random document key (owner-only) unless one exists; True if written."""
+    private_directory(path.parent)
+    if path.exists():
+        return False
+    private_file(path)
+    path.write_bytes(secrets.token_bytes(KEY_BYTES))
+    return True
+
+
+def read_key(path: Path) -> bytes:
+    if not path.is_file():
+        raise RegistryKeyMissing(f"no registry document key at {path}: create one with `verifier registry init` "
+                                 "(development) or install the agency's key; a default key is never used")
+    key = path.read_bytes()
+    if len(key) < 16:
+        raise RegistryKeyMissing(f"the registry document key at {path} is shorter than 16 bytes")
+    return key
+
+
+def document_hash(key: bytes, document_number: str) -> str:
+    """The keyed hash a document number is stored as (normalised: upper case, separators dropped)."""
+    normal = "".join(c for c in document_number.upper() if c in _DOCUMENT_ALPHABET)
+    if not 1 <= len(normal) <= 64:
+        raise VerifierError(Reason.FIELD_INVALID, "a document number has 1 to 64 letters and digits",
+                            field="document_number")
+    return hmac.new(key, normal.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class Registration:
+    traveller: Traveller
+    match: Decision
+    quality_unified: float
+    replay_score: float | None
+    nearest_score: float | None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TravellerCheck:
+    traveller_id: str
+    match: Decision
+    live: FaceResult
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stats:
+    travellers: int
+    templates: int
+    index: str
+    ready: bool
+
+
+def _rows(keys: np.ndarray) -> np.ndarray:
+    return np.asarray(keys, dtype=np.int64) >> TEMPLATE_BITS
+
+
+def build_index(settings: Settings, dimension: int, source: RegistryStore | None, model_id: str) -> VectorIndex:
+    """The configured index, empty (its owner fills it from the store)."""
+    config = settings.registry
+    if config.index == "milvus":
+        from verifier.vectors.milvus_index import MilvusIndex
+
+        token = config.milvus_token_file.read_text().strip() if config.milvus_token_file else ""
+        uri = config.milvus_address(settings.data_dir)
+        if "://" not in uri:
+            private_directory(Path(uri).parent)
+        return MilvusIndex(uri, config.milvus_collection, dimension, token=token)
+    return FaissIndex(
+        dimension, approximate=config.index == "faiss_ivf", nprobe=config.ivf_nprobe,
+        min_train=config.ivf_min_train, retrain_growth=config.ivf_retrain_growth,
+        source=(lambda: source.vectors(model_id, dimension)) if source is not None else None,
+    )
+
+
+class RegistryService:
+    def __init__(self, settings: Settings, gate: GateService, watchlists: WatchlistService,
+                 audit: AuditLog | None = None) -> None:
+        self.settings = settings
+        self.config: RegistrySettings = settings.registry
+        self.gate = gate
+        self.watchlists = watchlists
+        self.audit = audit
+        self.key = read_key(self.config.key_file(settings.data_dir))
+        self.snapshot = self.config.snapshot_file(settings.data_dir) if self.config.index != "milvus" else None
+        self._registry: RegistryStore | None = None
+        self._index: VectorIndex | None = None
+        self._writes = threading.Lock()
+        watchlists.on_applied(self._follow)
+
+    @property
+    def model_id(self) -> str:
+        return self.gate.model_id
+
+    @property
+    def dimension(self) -> int:
+        return self.gate.engine.embedder.dimension
+
+    @property
+    def ready(self) -> bool:
+        return self._index is not None and self._registry is not None
+
+    @property
+    def store(self) -> RegistryStore:
+        found = self.watchlists.store  # refused with the store's reason while it is out of service
+        if self._registry is None or self._registry.store is not found:
+            self._registry = RegistryStore(found)
+        return self._registry
+
+    def _ready_index(self) -> VectorIndex:
+        if self._index is None:
+            raise VerifierError(Reason.INDEX_NOT_READY, "the registry index is loading; try again shortly")
+        return self._index
+
+    def _tag(self) -> IndexTag:
+        store = self.store.store
+        return IndexTag(store.store_id, store.change_seq(), self.model_id, self.dimension)
+
+    def load(self) -> str:
+        """Load the index from its snapshot when it matches the store, else rebuild it; returns which."""
+        with self._writes:
+            registry = self.store
+            index = build_index(self.settings, self.dimension, registry, self.model_id)
+            source = "store"
+            if isinstance(index, FaissIndex) and self.snapshot is not None and index.load(self.snapshot, self._tag()):
+                source = "snapshot"
+            else:
+                expected = sum(len(keys) for keys, _ in registry.vectors(self.model_id, self.dimension))
+                if index.size() != expected or (expected and not isinstance(index, FaissIndex)
+                                                and not np.array_equal(index.ids(), self._store_ids())):
+                    if index.size():
+                        index.clear()  # type: ignore[attr-defined]  # Milvus: derived, rebuilt from the store
+                    self._fill(index, registry)
+                else:
+                    source = "milvus" if not isinstance(index, FaissIndex) else source
+            self._index = index
+        log.info("registry index (%s) ready from %s: %d templates", self.config.index, source, index.size())
+        return source
+
+    def _store_ids(self) -> np.ndarray:
+        return np.sort(np.concatenate([keys for keys, _ in self.store.vectors(self.model_id, self.dimension)]
+                                      or [np.zeros(0, dtype=np.int64)]))
+
+    def _fill(self, index: VectorIndex, registry: RegistryStore) -> None:
+        if isinstance(index, FaissIndex) and index.approximate:
+            index.rebuild()
+            return
+        for keys, vectors in registry.vectors(self.model_id, self.dimension):
+            index.add(keys, vectors)
+        flush = getattr(index, "flush", None)
+        if flush is not None:
+            flush()
+
+    def close(self) -> None:
+        """Save the FAISS index's snapshot (tagged with the store's change) and release the index."""
+        with self._writes:
+            if self._index is None:
+                return
+            if isinstance(self._index, FaissIndex):
+                self._index.wait()
+                if self.snapshot is not None:
+                    try:
+                        self._index.save(self.snapshot, self._tag())
+                    except (OSError, VerifierError) as error:
+                        log.error("registry index snapshot not saved: %s", error)
+            self._index.close()
+            self._index = None
+
+    # --- the checks -----------------------------------------------------------------------------------------
+
+    def _examine(self, chip: bytes, live: bytes) -> tuple[FaceResult, FaceResult, Decision, float, float | None]:
+        """The gate's checks on a chip photo and a live capture: quality of both,
+        1:1 match, and that the live capture is not the chip photo replayed."""
+        chip_face = self.gate.engine.analyse(chip, Selection.LARGEST, ImageUse.DOCUMENT)
+        live_face = self.gate.engine.analyse(live, Selection.LARGEST, ImageUse.LIVE)
+        causes: list[str] = []
+        live_quality = self.gate.quality.assess(live_face)
+        chip_quality = self.gate.quality.assess(chip_face)
+        causes += live_quality.codes
+        causes += [f"CHIP_{code}" for code in chip_quality.codes]
+        match = self.gate.matcher.decide(live_face.template, chip_face.template)
+        if not match.match:
+            causes.append(NO_MATCH)
+        replay = None
+        if live_face.aligned is not None and chip_face.aligned is not None:
+            replay = self.gate.replay.score(live_face.aligned, chip_face.aligned)
+        if replay is None or self.gate.replay.is_replay(replay):
+            causes.append(LIVE_IS_DOCUMENT_PHOTO if replay is not None else "REPLAY_NOT_CHECKED")
+        if causes:
+            raise VerifierError(Reason.REGISTRATION_REFUSED, "the captures did not pass the gate's checks: "
+                                + ", ".join(causes), causes=",".join(causes), score=f"{match.score:.4f}")
+        return chip_face, live_face, match, live_quality.unified, replay
+
+    def _duplicates(self, templates: list[Template], own_row: int | None) -> tuple[Traveller | None, float | None]:
+        """The registered traveller (other than ``own_row``) a face scores at or
+        above the duplicate threshold with, and the best score seen."""
+        index = self._ready_index()
+        best: tuple[float, int] | None = None
+        for template in templates:
+            scores, keys = index.search(template.vector, self.config.search_depth)
+            for score, row in zip(scores.tolist(), _rows(keys).tolist()):
+                if row != own_row and (best is None or score > best[0]):
+                    best = (score, row)
+        if best is None or best[0] < self.config.duplicate_threshold:
+            return None, best[0] if best else None
+        other = self.store.by_rows([best[1]]).get(best[1])
+        return other, best[0]
+
+    # --- use cases ------------------------------------------------------------------------------------------
+
+    def register(self, traveller_id: str, document_number: str, chip: bytes, live: bytes, consent_gate: str,
+                 consent_text_version: str, consent_at: float | None = None) -> Registration:
+        identifier(traveller_id, "traveller_id")
+        identifier(consent_gate, "consent.gate_id")
+        identifier(consent_text_version, "consent.text_version")
+        hashed = document_hash(self.key, document_number)
+        start = time.perf_counter()
+        chip_face, live_face, match, quality, replay = self._examine(chip, live)
+        templates = [chip_face.template, live_face.template]
+        analysed = time.perf_counter()
+        deadlines.check("search")
+        with self._writes:
+            other, nearest = self._duplicates(templates, None)
+            if other is not None:
+                raise VerifierError(
+                    Reason.DUPLICATE_IDENTITY,
+                    f"this face is registered under traveller {other.traveller_id!r}: refer to an officer",
+                    other_traveller_id=other.traveller_id, score=f"{nearest:.4f}", found_by="face")
+            row = self.store.register(traveller_id, hashed, consent_at or time.time(), consent_gate,
+                                      consent_text_version, templates)
+            self._index_templates(row, templates)
+            seq = self.store.store.last_seq
+        self.watchlists.announce(seq)
+        timings = {"analyse": (analysed - start) * 1000.0, "search_and_store": (time.perf_counter() - analysed) * 1000}
+        return Registration(self.store.traveller(traveller_id), match, quality, replay, nearest, timings)
+
+    def _index_templates(self, row: int, templates: list[Template]) -> None:
+        index = self._ready_index()
+        served = [(position, t.vector) for position, t in enumerate(templates) if t.model_id == self.model_id]
+        if served:
+            keys = template_ids(np.full(len(served), row), np.array([p for p, _ in served]))
+            index.add(keys, np.stack([v for _, v in served]))
+
+    def _unindex(self, row: int, count: int) -> None:
+        self._ready_index().remove(template_ids(np.full(count, row), np.arange(count)))
+
+    def verify(self, traveller_id: str, live: bytes) -> TravellerCheck:
+        """The live capture against the traveller's enrolled templates (1:1, best of them)."""
+        identifier(traveller_id, "traveller_id")
+        traveller = self.store.traveller(traveller_id)
+        start = time.perf_counter()
+        face = self.gate.engine.analyse(live, Selection.LARGEST, ImageUse.LIVE)
+        served = [t for t in traveller.templates if t.model_id == self.model_id]
+        if not served:
+            raise VerifierError(Reason.TEMPLATE_MODEL_MISMATCH,
+                                f"traveller {traveller_id!r} has no template of the served model; update it",
+                                traveller_id=traveller_id, model_id=self.model_id)
+        decision = max((self.gate.matcher.decide(face.template, t) for t in served), key=lambda d: d.score)
+        timings = dict(face.timings_ms)
+        timings["compare"] = (time.perf_counter() - start) * 1000.0 - sum(face.timings_ms.values())
+        if decision.match:
+            self.store.touch(traveller.row)
+            self.watchlists.announce(self.store.store.last_seq)
+        return TravellerCheck(traveller_id, decision, face, timings)
+
+    def update(self, traveller_id: str, chip: bytes, live: bytes, document_number: str = "") -> Registration:
+        """New passport or refreshed template: the new captures pass the gate's
+        checks, the new live capture matches the enrolled templates, and no other
+        traveller holds the face; only then are the old templates replaced."""
+        identifier(traveller_id, "traveller_id")
+        hashed = document_hash(self.key, document_number) if document_number else None
+        before = self.store.traveller(traveller_id)
+        chip_face, live_face, match, quality, replay = self._examine(chip, live)
+        enrolled = [t for t in before.templates if t.model_id == self.model_id]
+        if enrolled:
+            best = max(self.gate.matcher.decide(live_face.template, t).score for t in enrolled)
+            if best < self.gate.matcher.threshold.value:
+                raise VerifierError(Reason.REGISTRATION_REFUSED, "the new capture does not match the enrolled "
+                                    "templates: an update cannot change whose record this is",
+                                    causes="NO_MATCH_ENROLLED", score=f"{best:.4f}")
+        templates = [chip_face.template, live_face.template]
+        with self._writes:
+            other, nearest = self._duplicates(templates, before.row)
+            if other is not None:
+                raise VerifierError(Reason.DUPLICATE_IDENTITY,
+                                    f"this face is registered under traveller {other.traveller_id!r}",
+                                    other_traveller_id=other.traveller_id, score=f"{nearest:.4f}", found_by="face")
+            self.store.update(traveller_id, templates, hashed)
+            self._unindex(before.row, len(before.templates))
+            self._index_templates(before.row, templates)
+            seq = self.store.store.last_seq
+        self.watchlists.announce(seq)
+        return Registration(self.store.traveller(traveller_id), match, quality, replay, nearest)
+
+    def erase(self, traveller_id: str) -> Traveller:
+        """Gone from store (rows overwritten, feed scrubbed, log truncated), index and snapshot."""
+        identifier(traveller_id, "traveller_id")
+        with self._writes:
+            erased = self.store.erase(traveller_id)
+            if self._index is not None:
+                self._unindex(erased.row, len(erased.templates))
+            self._drop_snapshot()
+            seq = self.store.store.last_seq
+        self.watchlists.announce(seq)
+        return erased
+
+    def _drop_snapshot(self) -> None:
+        """A snapshot holds every template as of its save, the erased one too: it
+        is deleted (rewritten at the next shutdown, from the index without it)."""
+        if self.snapshot is not None and self.snapshot.exists():
+            os.unlink(self.snapshot)
+
+    def traveller(self, traveller_id: str) -> Traveller:
+        identifier(traveller_id, "traveller_id")
+        return self.store.traveller(traveller_id)
+
+    def stats(self) -> Stats:
+        size = self._index.size() if self._index is not None else 0
+        return Stats(self.store.count(), size, self.config.index, self.ready)
+
+    def sweep(self, now: float | None = None) -> list[str]:
+        """Erase the travellers unused for the retention period, each on the audit trail."""
+        cutoff = (now or time.time()) - self.config.retention_days * 86400.0
+        erased = []
+        for traveller_id in self.store.unused_since(cutoff, self.config.sweep_batch):
+            entry = Entry(identity="registry-retention", role="system", rpc="registry.retention_sweep",
+                          kind=CHANGE, outcome="OK", targets=(f"traveller:{traveller_id}",),
+                          decision=f"erased: unused for {self.config.retention_days:g} days")
+            try:
+                if self.audit is not None:
+                    recorded_change(self.audit, entry, lambda t=traveller_id: self.erase(t))
+                else:
+                    self.erase(traveller_id)
+            except VerifierError as error:
+                if error.reason is not Reason.SUBJECT_NOT_FOUND:
+                    raise
+                continue
+            erased.append(traveller_id)
+        if erased:
+            log.info("retention sweep erased %d travellers", len(erased))
+        return erased
+
+    def supervise(self, stop: threading.Event) -> None:
+        """Load the index once the store serves, then sweep every retention_sweep_seconds."""
+        while not stop.is_set() and self._index is None:
+            try:
+                if self.watchlists.availability.serving:
+                    self.load()
+                    break
+            except Exception:  # noqa: BLE001 - retried; the registry stays refused meanwhile
+                log.exception("registry index not loaded; retrying")
+            stop.wait(0.2)
+        while not stop.wait(self.config.retention_sweep_seconds):
+            if self.watchlists.read_only_for is not None:
+                continue  # a replica erases what its primary erases
+            try:
+                self.sweep()
+            except Exception:  # noqa: BLE001 - the next round tries again
+                log.exception("registry retention sweep failed")
+
+    def _follow(self, applied: Applied) -> None:
+        """A replica's index follows the registry changes applied from the feed."""
+        if self._index is None:
+            return
+        for row, templates in applied.travellers:
+            stale = self._index_keys_of(row)
+            if len(stale):
+                self._index.remove(stale)
+            if templates is not None:
+                self._index_templates(row, templates)
+
+    def _index_keys_of(self, row: int) -> np.ndarray:
+        return template_ids(np.full(1 << TEMPLATE_BITS, row), np.arange(1 << TEMPLATE_BITS))
