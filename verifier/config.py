@@ -36,6 +36,10 @@ class ModelSettings(BaseModel):
     # Let the idle-time threads spin while waiting for work: a little lower
     # latency, but cycles taken from the next requests when load arrives.
     idle_allow_spinning: bool = False
+    # Licence tokens the deployer accepts (a model's `requires_acceptance` in the
+    # manifest): a pack holding a model whose token is not listed is refused at
+    # start. Example: VERIFIER_MODELS__ACCEPT_LICENCES='["insightface-non-commercial"]'.
+    accept_licences: tuple[str, ...] = ()
 
 
 class ImagingSettings(BaseModel):

