@@ -10,8 +10,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from verifier.calibration import CalibrationRow, CalibrationTable, calibration_path, write_table
+from verifier.calibration import CalibrationRow, CalibrationTable, calibration_path, serving_threshold, write_table
 from verifier.config import Settings
+from verifier.errors import ModelPackError
+from verifier.evaluation.conditions import CONDITIONS, ConditionError, condition
 from verifier.evaluation.datasets import Layout
 from verifier.pipeline import Selection
 
@@ -41,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "in the data set)")
     parser.add_argument("--calibrate", action="store_true",
                         help="write the pack's calibration table (matching.calibration_dir/<pack>.json)")
+    parser.add_argument("--condition", choices=list(CONDITIONS),
+                        help="evaluate a harder capture condition derived from the set (downscaled, greyscale, "
+                        "blurred, compressed): reports the served threshold's FMR and FNMR on it")
     parser.set_defaults(handler=_eval)
 
 
@@ -58,12 +63,18 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
     if args.calibrate and args.landmarks:
         print("error: --calibrate needs the served pipeline's own landmarks; drop --landmarks", file=sys.stderr)
         return EXIT_ERROR
+    if args.condition and (args.calibrate or args.landmarks):
+        print("error: --condition measures the served pipeline and threshold; drop --calibrate and --landmarks",
+              file=sys.stderr)
+        return EXIT_ERROR
     landmarks_file = None
     if args.landmarks is not None:
         landmarks_file = args.landmarks if args.landmarks.is_absolute() else args.dataset / args.landmarks
+    derived = condition(args.condition) if args.condition else None
     try:
         labeled = load_set(args.dataset, Layout(args.layout) if args.layout else None, args.name)
         landmarks = read_landmarks(landmarks_file) if landmarks_file else None
+        published = read_landmarks(args.dataset / LANDMARKS_FILE) if derived and derived.needs_landmarks else {}
     except (DatasetError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
@@ -71,11 +82,33 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
     alignment = "published" if landmarks is not None else "detected"
     started = time.perf_counter()
     engine = FaceEngine.from_settings(settings)
-    templates = embed_set(engine, labeled, settings.evaluation.cache_dir, selection, landmarks_file, landmarks)
+    served = None
+    if not args.calibrate:
+        try:
+            served = serving_threshold(settings, engine.model_id)
+        except ModelPackError as error:
+            if derived:
+                print(f"error: {error}", file=sys.stderr)
+                return EXIT_ERROR
+    transform = None
+    if derived is not None:
+        def transform(data: bytes, key: str) -> bytes:
+            return derived.apply(data, published.get(key))
+    try:
+        templates = embed_set(
+            engine, labeled, settings.evaluation.cache_dir, selection, landmarks_file, landmarks, transform
+        )
+    except ConditionError as error:
+        print(f"error: condition {derived.name if derived else ''}: {error}", file=sys.stderr)
+        return EXIT_ERROR
     embedded = time.perf_counter()
-    evaluated = evaluate(labeled, templates, settings.evaluation, pack, alignment, selection.value)
+    evaluated = evaluate(
+        labeled, templates, settings.evaluation, pack, alignment, selection.value, served,
+        derived.name if derived else "",
+    )
     measured = time.perf_counter()
     suffix = "-published-landmarks" if landmarks is not None else ""
+    suffix += f"-{derived.name}" if derived else ""
     out_dir = args.output or settings.evaluation.output_dir / f"{labeled.name}-{pack}{suffix}"
     timings = {
         f"templates ({templates.embedded_now} embedded now)": embedded - started,
@@ -83,12 +116,25 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
     }
     files = write_report(evaluated, out_dir, timings)
     result = evaluated.result
-    print(f"{labeled.name}: {len(labeled):,} images, {result.dataset.subjects:,} subjects; model {result.model_id}")
-    print(f"FTA {result.acquisition.failures}/{result.acquisition.attempts}; EER {100 * result.verification.eer:.2f} %")
-    for point in result.verification.points:
-        interval = point.fnmr_bootstrap or point.fnmr_wilson
-        print(f"FMR {point.target_fmr:g}: threshold {point.threshold:.4f}, FNMR {100 * point.fnmr:.2f} % "
-              f"[{100 * interval.low:.2f}, {100 * interval.high:.2f}] ({interval.method})")
+    named = f"{labeled.name}" + (f" ({derived.name}: {derived.description})" if derived else "")
+    print(f"{named}: {len(labeled):,} images, {result.dataset.subjects:,} subjects; model {result.model_id}")
+    acquisition = result.acquisition
+    print(f"FTA {acquisition.failures}/{acquisition.attempts} = {100 * acquisition.rate:.2f} %"
+          + (f" ({', '.join(f'{k} {n}' for k, n in acquisition.reasons.items())})" if acquisition.reasons else ""))
+    for note in result.notes:
+        print(f"note: {note}")
+    verification = result.verification
+    if verification is not None:
+        print(f"EER {100 * verification.eer:.2f} %")
+        for point in verification.points:
+            interval = point.fnmr_bootstrap or point.fnmr_wilson
+            print(f"FMR {point.target_fmr:g}: threshold {point.threshold:.4f}, FNMR {100 * point.fnmr:.2f} % "
+                  f"[{100 * interval.low:.2f}, {100 * interval.high:.2f}] ({interval.method})")
+    if result.served is not None:
+        at = result.served
+        print(f"served threshold {at.threshold:.4f} (FMR {at.target_fmr:g}): FMR measured {at.fmr:.2e} "
+              f"({at.false_matches:,} false matches), {at.fmr_ratio:.2f}x the target; FNMR {100 * at.fnmr:.2f} %, "
+              f"FRR with FTA {100 * at.frr:.2f} %")
     if result.protocol is not None:
         print(f"{len(result.protocol.accuracies)}-fold accuracy {100 * result.protocol.mean:.2f} % "
               f"± {100 * result.protocol.std:.2f}")
@@ -98,6 +144,9 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
         print(f"1:N rank-1 {100 * ident.rank1:.2f} %; {fnir}")
     print(f"report: {files.markdown}")
     if args.calibrate:
+        if verification is None:
+            print("error: nothing to calibrate on: no 1:1 comparisons", file=sys.stderr)
+            return EXIT_ERROR
         path = calibration_path(settings)
         write_table(_calibration_table(result, pack), path)
         print(f"calibration table: {path}")
@@ -106,6 +155,8 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
 
 def _calibration_table(result: EvaluationResult, pack: str) -> CalibrationTable:
     verification = result.verification
+    if verification is None:
+        raise ValueError("a calibration table needs 1:1 comparisons")
     rows = []
     for point in verification.points:
         interval = point.fnmr_bootstrap or point.fnmr_wilson
