@@ -12,6 +12,7 @@ import pytest
 from verifier.server.errors import reason_of
 from verifier.v1 import verifier_pb2 as pb
 from verifier.v1 import verifier_pb2_grpc as pb_grpc
+from verifier.templates import TemplateSpec
 
 MUTATIONS = 60
 ACCEPTABLE = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION}
@@ -35,7 +36,9 @@ def _mutants(data: bytes, rng: np.random.Generator) -> list[bytes]:
 
 
 @pytest.mark.parametrize("ext", [".jpg", ".png", ".jp2"])
-def test_corrupted_images_get_a_clear_status(channel: grpc.Channel, photos: dict[str, Path], ext: str) -> None:
+def test_corrupted_images_get_a_clear_status(
+    channel: grpc.Channel, photos: dict[str, Path], ext: str, template_spec: TemplateSpec
+) -> None:
     stub = pb_grpc.FaceVerifierStub(channel)
     photo = cv2.resize(cv2.imread(str(photos["obama2.jpg"])), (313, 600))
     original = cv2.imencode(ext, photo)[1].tobytes()
@@ -48,4 +51,4 @@ def test_corrupted_images_get_a_clear_status(channel: grpc.Channel, photos: dict
             assert reason_of(error), f"no machine-readable reason for {code}"
         assert code in ACCEPTABLE
     healthy = stub.ExtractTemplate(pb.ExtractTemplateRequest(image=pb.Image(data=original)), timeout=30)
-    assert healthy.template.dimension == 192
+    assert healthy.template.dimension == template_spec.dimension
