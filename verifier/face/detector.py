@@ -137,14 +137,17 @@ class YuNetDetector(FaceDetector):
     def _decode(self, outputs: dict[str, np.ndarray], i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         scores, boxes, points = [], [], []
         for stride in self.strides:
-            cells = self._cells[stride]
             cls = np.clip(outputs[f"cls_{stride}"][i, :, 0], 0, 1)
             obj = np.clip(outputs[f"obj_{stride}"][i, :, 0], 0, 1)
-            bbox = outputs[f"bbox_{stride}"][i]
-            kps = outputs[f"kps_{stride}"][i].reshape(-1, 5, 2)
+            score = np.sqrt(cls * obj)
+            # Only cells that pass the score threshold are decoded.
+            keep = np.flatnonzero(score >= self.settings.min_score)
+            cells = self._cells[stride][keep]
+            bbox = outputs[f"bbox_{stride}"][i, keep]
+            kps = outputs[f"kps_{stride}"][i, keep].reshape(-1, 5, 2)
             centre = (cells + bbox[:, :2]) * stride
             size = np.exp(bbox[:, 2:]) * stride
-            scores.append(np.sqrt(cls * obj))
+            scores.append(score[keep])
             boxes.append(np.column_stack([centre - size / 2, centre + size / 2]))
             points.append((kps + cells[:, None, :]) * stride)
         return np.concatenate(scores), np.concatenate(boxes), np.concatenate(points)
@@ -174,14 +177,17 @@ class RetinaFaceDetector(FaceDetector):
         self._anchors = np.asarray(anchors, dtype=np.float32)
 
     def _decode(self, outputs: dict[str, np.ndarray], i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        centre, size = self._anchors[:, :2], self._anchors[:, 2:]
-        loc = outputs[self.boxes_name][i]
+        # Only anchors that pass the score threshold are decoded: a few of 3,160.
+        scores = outputs[self.scores_name][i, :, self.face_column]
+        keep = np.flatnonzero(scores >= self.settings.min_score)
+        centre, size = self._anchors[keep, :2], self._anchors[keep, 2:]
+        loc = outputs[self.boxes_name][i, keep]
         box_centre = centre + loc[:, :2] * self.centre_variance * size
         box_size = size * np.exp(loc[:, 2:] * self.size_variance)
         boxes = np.column_stack([box_centre - box_size / 2, box_centre + box_size / 2])
-        marks = outputs[self.points_name][i].reshape(-1, 5, 2)
+        marks = outputs[self.points_name][i, keep].reshape(-1, 5, 2)
         points = centre[:, None, :] + marks * self.centre_variance * size[:, None, :]
-        return outputs[self.scores_name][i, :, self.face_column], boxes, points
+        return scores[keep], boxes, points
 
 
 FAMILIES: dict[str, type[FaceDetector]] = {
