@@ -98,13 +98,16 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
         templates = embed_set(
             engine, labeled, settings.evaluation.cache_dir, selection, landmarks_file, landmarks, transform
         )
+        # The clean set too (from the cache after the plain run), to compare one
+        # degraded image against a good one.
+        clean = embed_set(engine, labeled, settings.evaluation.cache_dir, selection) if derived else None
     except ConditionError as error:
         print(f"error: condition {derived.name if derived else ''}: {error}", file=sys.stderr)
         return EXIT_ERROR
     embedded = time.perf_counter()
     evaluated = evaluate(
         labeled, templates, settings.evaluation, pack, alignment, selection.value, served,
-        derived.name if derived else "",
+        derived.name if derived else "", clean,
     )
     measured = time.perf_counter()
     suffix = "-published-landmarks" if landmarks is not None else ""
@@ -130,11 +133,11 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
             interval = point.fnmr_bootstrap or point.fnmr_wilson
             print(f"FMR {point.target_fmr:g}: threshold {point.threshold:.4f}, FNMR {100 * point.fnmr:.2f} % "
                   f"[{100 * interval.low:.2f}, {100 * interval.high:.2f}] ({interval.method})")
-    if result.served is not None:
-        at = result.served
-        print(f"served threshold {at.threshold:.4f} (FMR {at.target_fmr:g}): FMR measured {at.fmr:.2e} "
-              f"({at.false_matches:,} false matches), {at.fmr_ratio:.2f}x the target; FNMR {100 * at.fnmr:.2f} %, "
-              f"FRR with FTA {100 * at.frr:.2f} %")
+    for label, at in (("", result.served), (" one side only (against the clean set)", result.served_mixed)):
+        if at is not None:
+            print(f"served threshold {at.threshold:.4f} (FMR {at.target_fmr:g}){label}: FMR measured {at.fmr:.2e} "
+                  f"({at.false_matches:,} false matches), {at.fmr_ratio:.2f}x the target; "
+                  f"FNMR {100 * at.fnmr:.2f} %, FRR with FTA {100 * at.frr:.2f} %")
     if result.protocol is not None:
         print(f"{len(result.protocol.accuracies)}-fold accuracy {100 * result.protocol.mean:.2f} % "
               f"± {100 * result.protocol.std:.2f}")

@@ -95,7 +95,9 @@ class EvaluationResult:
     identification: Identification | None
     notes: list[str] = field(default_factory=list)
     condition: str = ""
+    # The served threshold with both images in the condition, and with one (against the clean set).
     served: ServedPoint | None = None
+    served_mixed: ServedPoint | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,50 @@ def served_point(comparisons: CrossComparisons, threshold: Threshold) -> ServedP
     )
 
 
+def mixed_served_point(
+    labeled: LabeledSet,
+    derived: SetTemplates,
+    clean: SetTemplates,
+    threshold: Threshold,
+    chunk_rows: int,
+) -> ServedPoint | None:
+    """The served threshold where only one side is in the condition: each derived image
+    against every clean image of the set (a degraded capture against a good chip), the
+    pair of an image with itself left out. None where nothing is left to compare."""
+    rows, cols = np.flatnonzero(derived.acquired), np.flatnonzero(clean.acquired)
+    if not len(rows) or not len(cols):
+        return None
+    subjects = labeled.subjects
+    false_matches = non_mated = false_non_matches = mated = 0
+    for start in range(0, len(rows), chunk_rows):
+        chunk = rows[start : start + chunk_rows]
+        scores = derived.vectors[chunk] @ clean.vectors[cols].T
+        same = subjects[chunk, None] == subjects[None, cols]
+        itself = chunk[:, None] == cols[None, :]
+        genuine = same & ~itself
+        false_matches += int(np.count_nonzero(scores[~same] >= threshold.value))
+        non_mated += int(np.count_nonzero(~same))
+        false_non_matches += int(np.count_nonzero(scores[genuine] < threshold.value))
+        mated += int(np.count_nonzero(genuine))
+    if not mated or not non_mated:
+        return None
+    per_subject = np.bincount(subjects, minlength=len(labeled.subject_names))
+    attempted = int(np.sum(per_subject * (per_subject - 1)))
+    lost = 1 - mated / attempted if attempted else 0.0
+    fmr, fnmr = false_matches / non_mated, false_non_matches / mated
+    return ServedPoint(
+        threshold=threshold.value,
+        target_fmr=threshold.false_match_rate,
+        source=threshold.source,
+        false_matches=false_matches,
+        fmr=fmr,
+        fmr_ratio=fmr / threshold.false_match_rate,
+        false_non_matches=false_non_matches,
+        fnmr=fnmr,
+        frr=lost + (1 - lost) * fnmr,
+    )
+
+
 def evaluate(
     labeled: LabeledSet,
     templates: SetTemplates,
@@ -174,6 +220,7 @@ def evaluate(
     selection: str,
     served: Threshold | None = None,
     condition: str = "",
+    clean: SetTemplates | None = None,
 ) -> Evaluated:
     """Every figure of the report; a set whose acquired images leave nothing to
     compare (every image failed to acquire) still reports its failures."""
@@ -233,6 +280,10 @@ def evaluate(
         notes=notes,
         condition=condition,
         served=served_point(comparisons, served) if served is not None and comparisons is not None else None,
+        served_mixed=(
+            mixed_served_point(labeled, templates, clean, served, settings.chunk_rows)
+            if served is not None and clean is not None else None
+        ),
     )
     det = det_curve(comparisons.mated, comparisons.non_mated) if comparisons is not None else np.zeros((0, 2))
     return Evaluated(result, comparisons, det)

@@ -145,18 +145,23 @@ def _verification_lines(v: Verification, confidence: float, files: ReportFiles) 
     return lines
 
 
-def _served_lines(served: ServedPoint) -> list[str]:
-    return [
+def _served_lines(served: ServedPoint, mixed: ServedPoint | None) -> list[str]:
+    lines = [
         "",
         "## At the served threshold",
         "",
         f"Threshold {served.threshold:.4f} for FMR {served.target_fmr:g} ({served.source}).",
         "",
-        "| FMR measured | false matches | ratio to target | FNMR | FRR (FTA folded) |",
-        "|---|---|---|---|---|",
-        f"| {served.fmr:.2e} | {served.false_matches:,} | {served.fmr_ratio:.2f} | {_pct(served.fnmr)} "
-        f"({served.false_non_matches}) | {_pct(served.frr)} |",
+        "| comparisons | FMR measured | false matches | ratio to target | FNMR | FRR (FTA folded) |",
+        "|---|---|---|---|---|---|",
     ]
+    for label, point in (("both images in the condition", served), ("one image, against the clean set", mixed)):
+        if point is not None:
+            lines.append(
+                f"| {label} | {point.fmr:.2e} | {point.false_matches:,} | {point.fmr_ratio:.2f} | {_pct(point.fnmr)} "
+                f"({point.false_non_matches}) | {_pct(point.frr)} |"
+            )
+    return lines
 
 
 def _markdown(result: EvaluationResult, timings: dict[str, float], files: ReportFiles) -> str:
@@ -179,7 +184,7 @@ def _markdown(result: EvaluationResult, timings: dict[str, float], files: Report
     ]
     lines += _verification_lines(v, result.confidence, files) if v is not None else ["No 1:1 figures: see the notes."]
     if result.served is not None:
-        lines += _served_lines(result.served)
+        lines += _served_lines(result.served, result.served_mixed)
     if result.protocol is not None:
         pr = result.protocol
         lines += [
