@@ -213,8 +213,18 @@ class FaceEngine:
         with clock.stage("landmarks"):
             points = self.five_points([(decoded[i].bgr, chosen[i][0]) for i in keys])
         aligned: list[tuple[int, np.ndarray, np.ndarray]] = []
+        floor = self.settings.detector.min_eye_distance_px
         with clock.stage("align"):
             for i, face_points in zip(keys, points):
+                eyes = float(np.linalg.norm(face_points[0] - face_points[1])) / decoded[i].scale
+                if eyes < floor:
+                    outcomes[i] = VerifierError(
+                        Reason.FACE_TOO_SMALL,
+                        f"the eyes are {eyes:.1f} px apart, below the {floor:g} px the threshold was measured at: "
+                        "capture closer or at a higher resolution",
+                        eye_distance_px=f"{eyes:.1f}", min_eye_distance_px=f"{floor:g}",
+                    )
+                    continue
                 try:
                     aligned.append((i, face_points, align(decoded[i].bgr, face_points, self.embedder.input_size)))
                 except VerifierError as exc:
