@@ -178,10 +178,10 @@ class WatchlistSettings(BaseModel):
     # Cosine score a candidate must reach, and the false-positive identification
     # rate it stood for when measured for the default pack (`python -m
     # benchmarks.identification`: LFW dev, 774 people enrolled, 13 of 1,311
-    # searches for people not enrolled returned a candidate; FNIR 2.98 %). FPIR
+    # searches for people not enrolled returned a candidate; FNIR 3.04 %). FPIR
     # grows with the size of the list; another pack needs its own value
     # (fast-legacy: 0.601, FNIR 8.9 %).
-    threshold: float = Field(default=0.469, ge=-1.0, le=1.0, allow_inf_nan=False)
+    threshold: float = Field(default=0.471, ge=-1.0, le=1.0, allow_inf_nan=False)
     threshold_fpir: float = Field(default=0.01, gt=0.0, le=1.0, allow_inf_nan=False)
     # While the store is missing or failing, how often to try to reopen it and
     # rebuild the index (the watch-lists stay out of service until it works).
