@@ -45,3 +45,13 @@ def test_an_accepted_research_pack_loads_logs_its_licence_and_matches(
 def test_every_shipped_pack_loads_without_accepting_anything(settings: Settings, pack: str) -> None:
     engine = FaceEngine.from_settings(_pack(settings, pack))
     assert engine.template_spec == load_manifest(settings.models.manifest).template_spec(pack)
+
+
+def test_a_detector_of_an_unknown_family_is_refused(settings: Settings, tmp_path: Path) -> None:
+    text = settings.models.manifest.read_text().replace('family = "retinaface"', 'family = "no-such-family"', 1)
+    manifest = tmp_path / "manifest.toml"
+    manifest.write_text(text)
+    local = settings.model_copy(deep=True)
+    local.models.manifest = manifest
+    with pytest.raises(ModelPackError, match="family 'no-such-family'"):
+        FaceEngine.from_settings(local)

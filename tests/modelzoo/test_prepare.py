@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
 
 from verifier.config import Settings
+from verifier.errors import ModelPackError
 from verifier.modelzoo.fetch import model_path
 from verifier.modelzoo.manifest import load_manifest
 from verifier.modelzoo.prepare import BATCH_DIM, FLUSH_BELOW
@@ -66,3 +69,29 @@ def test_prelu_leaves_no_layout_breaking_operators(settings: Settings) -> None:
         # The converter's spelling needs Abs (and a Sub per activation; SFace keeps one Sub, its input scaling).
         ops = [node.op_type for node in model.graph.node]
         assert "PRelu" not in ops and "Abs" not in ops and ops.count("Sub") <= 1, spec.name
+
+
+def test_a_bytes_literal_module_is_parsed_never_run(tmp_path: Path) -> None:
+    """The module would write a file if it ran; only its one bytes literal is taken, and a
+    module with none or two is refused."""
+    from verifier.modelzoo.prepare import onnx_from_bytes_literal
+
+    marker = tmp_path / "ran"
+    module = tmp_path / "weights.py"
+    module.write_text(f"open({str(marker)!r}, 'w').write('x')\nWEIGHTS = b'onnx bytes'\n")
+    onnx_from_bytes_literal(module, tmp_path / "model.onnx")
+    assert (tmp_path / "model.onnx").read_bytes() == b"onnx bytes" and not marker.exists()
+    for text in ("WEIGHTS = 'text'\n", "A = b'1'\nB = b'2'\n"):
+        module.write_text(text)
+        with pytest.raises(ModelPackError, match="bytes literals"):
+            onnx_from_bytes_literal(module, tmp_path / "model.onnx")
+
+
+def test_block_dequantisation_repeats_each_scale_over_its_block() -> None:
+    from verifier.modelzoo.prepare import _dequantised
+
+    weights = np.arange(-6, 6, dtype=np.int8).reshape(2, 6)
+    scale = np.array([[1.0, 2.0], [0.5, 4.0]], np.float32)
+    zero = np.array([[0, 1], [2, 0]], np.int8)
+    expected = np.array([[-6, -5, -4, -8, -6, -4], [-1, -0.5, 0, 12, 16, 20]], np.float32)
+    np.testing.assert_array_equal(_dequantised(weights, scale, zero, axis=1, block=3), expected)

@@ -9,8 +9,6 @@ pack built on it needs no separate landmark model.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 import cv2
 import numpy as np
 
@@ -128,7 +126,7 @@ class YuNetDetector(FaceDetector):
         for stride in self.strides:
             if self.contract.width % stride or self.contract.height % stride:
                 raise ModelPackError(f"{spec.name}: input {self.contract.width}x{self.contract.height} is not a multiple of {stride}")
-        self._cells = {}
+        self._cells: dict[int, np.ndarray] = {}
         for stride in self.strides:
             cols, rows = self.contract.width // stride, self.contract.height // stride
             ys, xs = np.mgrid[0:rows, 0:cols]
@@ -199,7 +197,6 @@ FAMILIES: dict[str, type[FaceDetector]] = {
 
 def detector_for(spec: ModelSpec, session: Runnable, settings: DetectorSettings) -> FaceDetector:
     """The family class the manifest names for this detector."""
-    family: Any = spec.family
-    if family not in FAMILIES:
-        raise ModelPackError(f"detector {spec.name!r} has family {family!r}; known: {sorted(FAMILIES)}")
-    return FAMILIES[family](spec, session, settings)
+    if spec.family not in FAMILIES:
+        raise ModelPackError(f"detector {spec.name!r} has family {spec.family!r}; known: {sorted(FAMILIES)}")
+    return FAMILIES[spec.family](spec, session, settings)
