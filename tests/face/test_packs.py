@@ -41,7 +41,7 @@ def test_an_accepted_research_pack_loads_logs_its_licence_and_matches(
     assert engine.template_spec.dimension == 512 and same > 0.5 > other
 
 
-@pytest.mark.parametrize("pack", ["default", "fast", "fast-legacy"])
+@pytest.mark.parametrize("pack", ["default", "fast-legacy"])
 def test_every_shipped_pack_loads_without_accepting_anything(settings: Settings, pack: str) -> None:
     engine = FaceEngine.from_settings(_pack(settings, pack))
     assert engine.template_spec == load_manifest(settings.models.manifest).template_spec(pack)
