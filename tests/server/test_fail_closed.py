@@ -36,7 +36,7 @@ FACE_VERIFIER = "verifier.v1.FaceVerifier"
 FAST_RETRY = {"VERIFIER_WATCHLIST__STORE_RETRY_SECONDS": "0.2"}
 # The server may write this much into any one file; the store's WAL outgrows it
 # after some dozens of enrolments, as a full disk would stop it.
-FILE_SIZE_LIMIT = 384 * 1024
+FILE_SIZE_LIMIT = 1024 * 1024
 
 
 def _verify(channel: grpc.Channel, photos: dict[str, Path]) -> pb.VerifyResponse:
@@ -129,7 +129,7 @@ def test_a_store_failing_at_run_time_stops_only_the_watchlists(
             acknowledged.append(number)
         assert failure is not None, "the file-size limit never stopped a write"
         assert (failure.code(), reason_of(failure)) == (grpc.StatusCode.UNAVAILABLE, "STORE_UNAVAILABLE")
-        assert len(acknowledged) > 5
+        assert len(acknowledged) >= 3
         assert server.health(channel, WATCHLIST) == NOT_SERVING
         probe = _templates(engine, 1, seed=acknowledged[0])[0]
         error = _refusal(stub.Identify, wl.IdentifyRequest(probe=probe))
