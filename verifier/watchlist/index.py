@@ -13,8 +13,10 @@ runs several searches at once. Copy-on-write was the alternative; it would copy
 the whole gallery on every enrolment, which at a million templates is 768 MB.
 
 A snapshot is one file: the FAISS index of each watch-list, then a trailer
-with the tag (store id, change sequence, model, dimension), each list's size
-and a SHA-256 of the indexes; anything that does not match is not loaded.
+with the tag (store id, change sequence, model, dimension), each list's size,
+the ids of the stored templates the index was built without (they failed the
+template checks: see :attr:`WatchlistIndex.left_out`) and a SHA-256 of the
+indexes and those ids; anything that does not match is not loaded.
 
 Expired subjects stay in the index until swept (see :meth:`WatchlistIndex.sweep`)
 but are skipped by every search, so they are never returned.
@@ -46,6 +48,12 @@ _TRAILER = struct.Struct("<Q8s")
 def template_ids(rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
     """The index ids of templates, from their subjects' store rows and their positions."""
     return (rows.astype(np.int64) << TEMPLATE_BITS) + positions.astype(np.int64)
+
+
+def template_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The subjects' store rows and the positions of index ids (the inverse of :func:`template_ids`)."""
+    keys = np.asarray(keys, dtype=np.int64)
+    return keys >> TEMPLATE_BITS, keys & ((1 << TEMPLATE_BITS) - 1)
 
 
 def _subject_ids(row: int, count: int) -> np.ndarray:
@@ -119,8 +127,12 @@ class SnapshotTag:
 class WatchlistIndex:
     """Exact inner-product search over the live templates of one model."""
 
-    def __init__(self, dimension: int) -> None:
+    def __init__(self, dimension: int, left_out: np.ndarray | None = None) -> None:
         self.dimension = dimension
+        # Template ids of the stored templates this index was built without, as
+        # they failed the template checks: a snapshot carries them so that a
+        # start from it can report them without scanning the whole store.
+        self.left_out = np.empty(0, dtype=np.int64) if left_out is None else np.asarray(left_out, dtype=np.int64)
         self._lock = ReadWriteLock()
         self._lists: dict[str, faiss.IndexIDMap2] = {}
         self._expiry: dict[int, float] = {}
@@ -245,9 +257,12 @@ class WatchlistIndex:
         return list(best.values()), len(skipped), lowest
 
     @classmethod
-    def build(cls, dimension: int, lists: dict[str, tuple[np.ndarray, np.ndarray]]) -> "WatchlistIndex":
-        """An index of the given (template ids, vectors) of each watch-list."""
-        index = cls(dimension)
+    def build(
+        cls, dimension: int, lists: dict[str, tuple[np.ndarray, np.ndarray]], left_out: np.ndarray | None = None
+    ) -> "WatchlistIndex":
+        """An index of the given (template ids, vectors) of each watch-list, built
+        without the stored templates ``left_out`` (their ids)."""
+        index = cls(dimension, left_out)
         for name, (keys, vectors) in lists.items():
             index._lists[name] = index._new_list()
             if len(keys):
@@ -274,7 +289,11 @@ class WatchlistIndex:
                 start = out.tell()
                 faiss.write_index(index, faiss.PyCallbackIOWriter(write))
                 sizes[name] = out.tell() - start
-            trailer = json.dumps({"tag": asdict(tag), "lists": sizes, "sha256": digest.hexdigest()}).encode()
+            left_out = self.left_out.tolist()
+            digest.update(_left_out_bytes(left_out))
+            trailer = json.dumps(
+                {"tag": asdict(tag), "lists": sizes, "left_out": left_out, "sha256": digest.hexdigest()}
+            ).encode()
             out.write(trailer)
             out.write(_TRAILER.pack(len(trailer), _SNAPSHOT_MAGIC))
             out.flush()
@@ -302,7 +321,8 @@ class WatchlistIndex:
                 if header is None or SnapshotTag(**header["tag"]) != expected:
                     return None
                 source.seek(len(_SNAPSHOT_MAGIC))
-                index = cls(expected.dimension)
+                left_out = [int(key) for key in header["left_out"]]
+                index = cls(expected.dimension, np.array(left_out, dtype=np.int64))
                 for name, size in header["lists"].items():
                     start = source.tell()
                     loaded = faiss.read_index(faiss.PyCallbackIOReader(read))
@@ -313,9 +333,14 @@ class WatchlistIndex:
                     ):
                         return None
                     index._lists[name] = loaded
+                digest.update(_left_out_bytes(left_out))
                 return index if digest.hexdigest() == header["sha256"] else None
         except (OSError, RuntimeError, ValueError, KeyError, TypeError):
             return None
+
+
+def _left_out_bytes(keys: list[int]) -> bytes:
+    return json.dumps(keys).encode()
 
 
 def snapshot_tag(path: Path) -> SnapshotTag | None:

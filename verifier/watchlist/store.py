@@ -381,8 +381,8 @@ class _Scan:
 
     # Per group: (rows, positions, vectors) of the templates that passed, a part per step.
     kept: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]
-    # (group, row, position) of each template that failed.
-    suspect: list[tuple[int, int, int]]
+    # (row, position) of each template that failed.
+    suspect: list[tuple[int, int]]
 
 
 def _scan(conn: sqlite3.Connection, spec: TemplateSpec, owners: list[np.ndarray], keep: bool) -> _Scan:
@@ -417,10 +417,7 @@ def _scan(conn: sqlite3.Connection, spec: TemplateSpec, owners: list[np.ndarray]
         sound = owned & np.fromiter(map(bool, vectors), dtype=bool, count=len(vectors))
         if sound.any():
             matrix = np.frombuffer(b"".join(compress(vectors, sound)), dtype="<f4").reshape(-1, spec.dimension)
-            with np.errstate(all="ignore"):
-                norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix, dtype=np.float64))
-            # A non-finite value makes the norm non-finite, which fails this test too.
-            unit = np.abs(norms - 1.0) <= NORM_TOLERANCE
+            unit = _unit_rows(matrix)
             sound[np.flatnonzero(sound)[~unit]] = False
             if keep:
                 kept_at = np.flatnonzero(sound)
@@ -429,26 +426,41 @@ def _scan(conn: sqlite3.Connection, spec: TemplateSpec, owners: list[np.ndarray]
                 for owner in np.unique(owner_of).tolist():
                     mine = owner_of == owner
                     found.kept.setdefault(owner, []).append((rows[kept_at][mine], places[mine], matrix[mine]))
-        found.suspect.extend(
-            (int(group[at[i]]), int(rows[i]), int(positions[i])) for i in np.flatnonzero(owned & ~sound).tolist()
-        )
+        found.suspect.extend((int(rows[i]), int(positions[i])) for i in np.flatnonzero(owned & ~sound).tolist())
     return found
 
 
-def _quarantine(
-    conn: sqlite3.Connection, names: list[str], suspect: list[tuple[int, int, int]], dimension: int
-) -> list[QuarantinedTemplate]:
-    """Say why each template that failed the scan fails the template checks, naming its subject."""
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    """Which rows are finite unit vectors: the one test of a loaded vector's values
+    (a non-finite value makes the norm non-finite, which fails it too)."""
+    with np.errstate(all="ignore"):
+        norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix, dtype=np.float64))
+    return np.abs(norms - 1.0) <= NORM_TOLERANCE
+
+
+def _quarantine(conn: sqlite3.Connection, spec: TemplateSpec, found: list[tuple[int, int]]) -> list[QuarantinedTemplate]:
+    """Of the stored templates at ``found`` (row, position), those of ``spec``'s
+    model that fail the template checks, each with why and its subject; one
+    that is gone or passes now is left out."""
     quarantined = []
-    for owner, row, position in suspect:
-        version, vector, subject_id = conn.execute(
-            "SELECT t.version, t.vector, s.subject_id FROM templates t JOIN subjects s ON s.id = t.subject"
-            " WHERE t.subject = ? AND t.position = ?", (row, position),
+    for row, position in found:
+        stored = conn.execute(
+            "SELECT s.watchlist, s.subject_id, t.version, t.vector FROM templates t JOIN subjects s ON s.id = t.subject"
+            " WHERE t.subject = ? AND t.position = ? AND t.model_id = ?", (row, position, spec.model_id),
         ).fetchone()
+        if stored is None:
+            continue
+        watchlist, subject_id, version, vector = stored
         data = vector if isinstance(vector, bytes) else b""
-        problem = problem_with(version, dimension, data) if isinstance(version, int) else None
-        reason, detail = problem or (Reason.TEMPLATE_MALFORMED, "unreadable")
-        quarantined.append(QuarantinedTemplate(names[owner], subject_id, row, position, reason.value, detail))
+        if version == TEMPLATE_VERSION and len(data) == 4 * spec.dimension and _unit_rows(
+                np.frombuffer(data, dtype="<f4").reshape(1, -1))[0]:
+            continue
+        problem = problem_with(version, spec.dimension, data) if isinstance(version, int) else (
+            Reason.TEMPLATE_MALFORMED, "unreadable")
+        # problem_with may pass a vector at the very edge of the tolerance that
+        # _unit_rows failed: it stays out of the index, so it is reported.
+        reason, detail = problem or (Reason.TEMPLATE_MALFORMED, "template vector is not a finite unit vector")
+        quarantined.append(QuarantinedTemplate(watchlist, subject_id, row, position, reason.value, detail))
     return quarantined
 
 
@@ -1112,7 +1124,7 @@ class WatchlistStore:
         with self._reading() as conn:
             names, owners = self._owners(conn, "(expires_at IS NULL OR expires_at > ?)", (now,))
             found = _scan(conn, spec, owners, keep=True)
-            quarantined = _quarantine(conn, names, found.suspect, spec.dimension)
+            quarantined = _quarantine(conn, spec, found.suspect)
         result = {}
         for i, name in enumerate(names):
             parts = found.kept.get(i, [])
@@ -1126,8 +1138,15 @@ class WatchlistStore:
     def quarantined(self, spec: TemplateSpec) -> list[QuarantinedTemplate]:
         """Every stored row of ``spec``'s model that fails the template checks, expired or not."""
         with self._reading() as conn:
-            names, owners = self._owners(conn, "1", ())
-            return _quarantine(conn, names, _scan(conn, spec, owners, keep=False).suspect, spec.dimension)
+            _, owners = self._owners(conn, "1", ())
+            return _quarantine(conn, spec, _scan(conn, spec, owners, keep=False).suspect)
+
+    def still_quarantined(self, spec: TemplateSpec, found: list[tuple[int, int]]) -> list[QuarantinedTemplate]:
+        """Of the templates at ``found`` (row, position) that failed the checks
+        when an index was built, those still stored and still failing: what a
+        start from that index's snapshot reports, without a scan of the store."""
+        with self._reading() as conn:
+            return _quarantine(conn, spec, found)
 
     @staticmethod
     def _owners(conn: sqlite3.Connection, where: str, args: tuple) -> tuple[list[str], list[np.ndarray]]:
