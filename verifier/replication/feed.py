@@ -41,10 +41,13 @@ class Heartbeat:
 
 @dataclass(frozen=True)
 class SnapshotFile:
+    """A store copy and, when ``index`` is set, the index saved at the same change."""
+
     path: Path
     position: FeedPosition
     size: int
     sha256: str
+    index: Path | None = None
 
 
 class Feed:
@@ -125,11 +128,17 @@ class Feed:
                                                self.settings.heartbeat_seconds)
 
     def snapshot(self, folder: Path) -> SnapshotFile:
-        """A consistent copy of the store in ``folder``, with its position and digest (the caller removes it)."""
-        path = folder / f"snapshot-{uuid.uuid4().hex}.sqlite3"
-        position = self.service.store.backup_to(path)
+        """A consistent copy of the store in ``folder``, with its position and
+        digest, and the index saved at that same change when it is loaded, so
+        the replica need not rebuild it (the caller removes both)."""
+        name = f"snapshot-{uuid.uuid4().hex}"
+        path, index = folder / f"{name}.sqlite3", folder / f"{name}.index"
+        start = time.perf_counter()
+        position, with_index = self.service.snapshot_to(path, index)
         digest = hashlib.sha256()
         with path.open("rb") as source:
             for chunk in iter(lambda: source.read(1 << 20), b""):
                 digest.update(chunk)
-        return SnapshotFile(path, position, os.path.getsize(path), digest.hexdigest())
+        log.info("snapshot at change %d made in %.2f s (%s)", position.seq, time.perf_counter() - start,
+                 "with the index" if with_index else "without an index: the replica builds its own")
+        return SnapshotFile(path, position, os.path.getsize(path), digest.hexdigest(), index if with_index else None)

@@ -76,13 +76,21 @@ class ReplicationServicer(rp_grpc.ReplicationServicer):
                 with snapshot.path.open("rb") as source:
                     for data in iter(lambda: source.read(self.chunk_bytes), b""):
                         yield rp.SnapshotChunk(data=data)
+                index_size = 0
+                if snapshot.index is not None:
+                    with snapshot.index.open("rb") as source:
+                        for data in iter(lambda: source.read(self.chunk_bytes), b""):
+                            index_size += len(data)
+                            yield rp.SnapshotChunk(index_data=data)
                 position = snapshot.position
                 yield rp.SnapshotChunk(trailer=rp.SnapshotTrailer(
                     store_id=position.store_id, seq=position.seq, epoch=position.epoch, size=snapshot.size,
-                    sha256=snapshot.sha256,
+                    sha256=snapshot.sha256, index_size=index_size,
                 ))
             finally:
                 snapshot.path.unlink(missing_ok=True)
+                if snapshot.index is not None:
+                    snapshot.index.unlink(missing_ok=True)
 
         return chunks()
 

@@ -47,7 +47,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -67,6 +67,7 @@ from verifier.watchlist.index import SnapshotTag, WatchlistIndex, template_ids, 
 from verifier.watchlist.store import (
     Applied,
     Change,
+    FeedPosition,
     Provenance,
     QuarantinedTemplate,
     StoreError,
@@ -607,10 +608,30 @@ class WatchlistService:
         self._committed(seq, confirm=False)
         return epoch
 
-    def install_store(self, incoming: Path, aside: Path | None) -> None:
+    def snapshot_to(self, store_copy: Path, index_copy: Path) -> tuple[FeedPosition, bool]:
+        """Copy the store to ``store_copy`` and, when the index is loaded, save it
+        to ``index_copy`` at exactly the same change (what a new replica starts
+        from); returns the copy's position and whether the index was saved.
+
+        Writes wait only while the index is saved: the store is pinned (a read
+        transaction) under the write lock, and copied from that pin after it.
+        """
+        with self._store_faults(), ExitStack() as pins:
+            with self._writes:
+                pinned = pins.enter_context(self.store.pinned())
+                index = self._index if self.ready else None
+                if index is not None:
+                    position = pinned.position
+                    index.save(index_copy, SnapshotTag(position.store_id, position.seq, self.model_id, index.dimension))
+            return pinned.copy_to(store_copy), index is not None
+
+    def install_store(self, incoming: Path, aside: Path | None, incoming_index: Path | None = None) -> None:
         """Put a store file received from the primary in place of this one (kept
-        as ``aside`` when given), leaving the service loading until
-        :meth:`recover_now` opens it."""
+        as ``aside`` when given), and the index saved with it (if any) where a
+        saved index is looked for, leaving the service loading until
+        :meth:`recover_now` opens them. The index is not trusted for coming
+        with the store: :meth:`load` uses it only if its tag and digest match
+        the installed store, and rebuilds otherwise."""
         with self._writes:
             if self._store is not None:
                 self._store.close()
@@ -625,6 +646,11 @@ class WatchlistService:
                     else:
                         current.unlink()
             os.replace(incoming, self.store_path)
+            if self.snapshot is not None:
+                if incoming_index is not None:
+                    os.replace(incoming_index, self.snapshot)
+                else:
+                    self.snapshot.unlink(missing_ok=True)
             directory = os.open(self.store_path.parent, os.O_RDONLY)
             try:
                 os.fsync(directory)

@@ -598,6 +598,36 @@ def _no_watchlist(name: str) -> VerifierError:
     return VerifierError(Reason.WATCHLIST_NOT_FOUND, f"no watch-list named {name!r}", watchlist=name)
 
 
+def _position_in(conn: sqlite3.Connection) -> FeedPosition:
+    meta = dict(conn.execute("SELECT key, value FROM meta"))
+    seq = int(meta["change_seq"])
+    last = conn.execute("SELECT epoch FROM changes WHERE seq = ?", (seq,)).fetchone()
+    return FeedPosition(str(meta["store_id"]), seq, int(meta.get("epoch", 1)),
+                        int(last[0]) if last else 0, int(meta.get("fenced_by", 0)))
+
+
+@dataclass(frozen=True)
+class PinnedStore:
+    """A store held at one change by an open read transaction (see :meth:`WatchlistStore.pinned`)."""
+
+    conn: sqlite3.Connection
+    position: FeedPosition
+
+    def copy_to(self, target: Path) -> FeedPosition:
+        """Copy the store as pinned to ``target`` (owner-only, synced); its position."""
+        private_file(target)
+        copy = sqlite3.connect(target)
+        try:
+            # The backup reads through the open read transaction: the pinned change.
+            self.conn.backup(copy, pages=-1)
+            copy.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            copy.close()
+        with open(target, "rb") as written:
+            os.fsync(written.fileno())
+        return self.position
+
+
 class WatchlistStore:
     """Watch-lists, subjects and their templates in one SQLite file.
 
@@ -865,11 +895,7 @@ class WatchlistStore:
 
     def position(self) -> FeedPosition:
         with self._reading() as conn:
-            meta = dict(conn.execute("SELECT key, value FROM meta"))
-            seq = int(meta["change_seq"])
-            last = conn.execute("SELECT epoch FROM changes WHERE seq = ?", (seq,)).fetchone()
-        return FeedPosition(str(meta["store_id"]), seq, int(meta.get("epoch", 1)),
-                            int(last[0]) if last else 0, int(meta.get("fenced_by", 0)))
+            return _position_in(conn)
 
     def epoch_at(self, seq: int) -> int | None:
         """The epoch of the change at ``seq`` in this store's feed; 0 for the
@@ -893,21 +919,20 @@ class WatchlistStore:
     def backup_to(self, target: Path) -> FeedPosition:
         """Copy the store, consistent at one change, to ``target`` (owner-only, synced);
         returns the feed position the copy is at."""
-        private_file(target)
+        with self.pinned() as pinned:
+            return pinned.copy_to(target)
+
+    @contextmanager
+    def pinned(self) -> Iterator["PinnedStore"]:
+        """The store as it is now, held in a read transaction for the block (writes
+        go on beside it): what is copied from it is at the position it names,
+        whatever was committed since."""
         with self._reading() as conn:
-            copy = sqlite3.connect(target)
+            conn.execute("BEGIN")
             try:
-                conn.backup(copy, pages=-1)
-                copy.execute("PRAGMA journal_mode=DELETE")
+                yield PinnedStore(conn, _position_in(conn))
             finally:
-                copy.close()
-        with open(target, "rb") as written:
-            os.fsync(written.fileno())
-        copied = WatchlistStore.open_readonly(target, self._busy_timeout)
-        try:
-            return copied.position()
-        finally:
-            copied.close()
+                conn.execute("COMMIT")
 
     def provenance(self, watchlists: list[str]) -> dict[str, Provenance]:
         """The provenance of those of ``watchlists`` that are partner lists."""
