@@ -63,7 +63,7 @@ from verifier.pipeline import FaceEngine, FaceResult, Selection
 from verifier.watchlist import metrics
 from verifier.templates import Template
 from verifier.validation import identifier, text
-from verifier.watchlist.index import SnapshotTag, WatchlistIndex, template_ids, template_rows
+from verifier.watchlist.index import SerializedIndex, SnapshotTag, WatchlistIndex, template_ids, template_rows
 from verifier.watchlist.store import (
     Applied,
     Change,
@@ -197,6 +197,7 @@ class WatchlistService:
         self._store: WatchlistStore | None = None
         self._index: WatchlistIndex | None = None
         self._writes = threading.Lock()
+        self._recovering = threading.Lock()
         self._closed = False
         self._availability = _LOADING
         self._quarantined: tuple[QuarantinedTemplate, ...] = ()
@@ -388,6 +389,14 @@ class WatchlistService:
             stop.wait(self.settings.store_retry_seconds)
 
     def _recover(self) -> None:
+        # The supervisor and a replica's follower may both find the service
+        # loading; whichever comes second waits, finds it serving and leaves it
+        # so (reopening would take the loaded index away and load it again).
+        with self._recovering:
+            if not self._availability.serving:
+                self._reopen_and_load()
+
+    def _reopen_and_load(self) -> None:
         with self._writes:
             if self._closed:
                 return
@@ -608,22 +617,22 @@ class WatchlistService:
         self._committed(seq, confirm=False)
         return epoch
 
-    def snapshot_to(self, store_copy: Path, index_copy: Path) -> tuple[FeedPosition, bool]:
-        """Copy the store to ``store_copy`` and, when the index is loaded, save it
-        to ``index_copy`` at exactly the same change (what a new replica starts
-        from); returns the copy's position and whether the index was saved.
+    def snapshot_to(self, store_copy: Path) -> tuple[FeedPosition, SerializedIndex | None]:
+        """Copy the store to ``store_copy`` (a scratch copy, not synced) and, when
+        the index is loaded, capture it at exactly the same change (what a new replica starts from); returns
+        the copy's position and the captured index.
 
-        Writes wait only while the index is saved: the store is pinned (a read
-        transaction) under the write lock, and copied from that pin after it.
+        Writes wait only while the index is copied in memory: the store is
+        pinned (a read transaction) under the write lock, and copied from that
+        pin after it.
         """
         with self._store_faults(), ExitStack() as pins:
             with self._writes:
                 pinned = pins.enter_context(self.store.pinned())
                 index = self._index if self.ready else None
-                if index is not None:
-                    position = pinned.position
-                    index.save(index_copy, SnapshotTag(position.store_id, position.seq, self.model_id, index.dimension))
-            return pinned.copy_to(store_copy), index is not None
+                captured = None if index is None else index.serialized(SnapshotTag(
+                    pinned.position.store_id, pinned.position.seq, self.model_id, index.dimension))
+            return pinned.copy_to(store_copy, durable=False), captured
 
     def install_store(self, incoming: Path, aside: Path | None, incoming_index: Path | None = None) -> None:
         """Put a store file received from the primary in place of this one (kept
