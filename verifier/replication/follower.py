@@ -197,10 +197,10 @@ class Follower:
                 digest.update(chunk.data)
                 size += len(chunk.data)
                 out.write(chunk.data)
-            for written in (out, index_out):
-                if written is not None:
-                    written.flush()
-                    os.fsync(written.fileno())
+            # Only the store must reach the disk before it is installed: an index
+            # file cut short by a crash fails its own digest and is rebuilt.
+            out.flush()
+            os.fsync(out.fileno())
         if trailer is None or trailer.size != size or trailer.sha256 != digest.hexdigest():
             partial.unlink(missing_ok=True)
             if index_partial is not None:
