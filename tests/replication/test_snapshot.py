@@ -1,7 +1,8 @@
 """A replica's snapshot over real gRPC on loopback, in process: the primary sends
 its store and its index saved at the same change; the replica installs both and
 starts from the shipped index, or rebuilds from the store when the shipped index
-is damaged; a write during the snapshot is in neither (it arrives on the feed)."""
+is damaged; a write committed after the store is pinned is not in the copy (it
+arrives on the feed)."""
 
 from __future__ import annotations
 
@@ -86,12 +87,12 @@ def test_the_replica_starts_from_the_shipped_index_unless_it_is_damaged(
         replica.close()
 
 
-def test_a_write_after_the_pin_is_in_neither_the_store_copy_nor_the_index(
+def test_a_write_after_the_pin_is_not_in_the_store_copy(
     primary: tuple[WatchlistService, str], engine: FaceEngine, tmp_path: Path
 ) -> None:
-    """The store copy is read from a transaction opened under the write lock, with
-    the index saved there: a write committed after that, before the copy is
-    made, is in neither, so the replica gets it once, from the feed."""
+    """The store copy is read from the transaction that pinned it (opened under the
+    write lock, where the index is captured): a write committed after the pin,
+    before the copy is made, is not in it, so the replica gets it once, from the feed."""
     source, _ = primary
     with source.store.pinned() as pinned:
         source.enrol(SubjectEntry("wanted", "late", "warrant", "police"), templates_of(engine, 1, seed=99))
