@@ -1,5 +1,6 @@
-"""Replicas with real `verifier serve` processes on loopback: changes appear
-on the replica, writes to it are refused naming the primary; the primary is
+"""Replicas with real `verifier serve` processes on loopback: a new replica
+starts from the primary's shipped index, changes appear on it, writes to it
+are refused naming the primary; the primary is
 SIGKILLed under load while the kiosk client fails over with no failed read;
 the replica is promoted; the old primary, returning by mistake as a primary,
 is fenced by a follower of the new epoch, then rejoins as a replica with its
@@ -87,6 +88,9 @@ def test_changes_appear_on_the_replica_which_refuses_writes(tmp_path: Path, engi
                 stub.EnrollSubject(_enrol(engine, number))
             with serving(tmp_path / "b", env=_replica_env(primary)) as replica:
                 _serving_watchlists(replica)
+                # The primary's index came with the snapshot: the replica did not rebuild it.
+                assert "with the primary's index" in replica.log and "watch-list index from snapshot" in replica.log
+                assert "watch-list index from store" not in replica.log
                 for number in range(3, 6):
                     stub.EnrollSubject(_enrol(engine, number))
                 stub.RemoveSubject(wl.RemoveSubjectRequest(watchlist=WATCHLIST, subject_id="S0001"))

@@ -4,6 +4,7 @@ expiry and restarts (clean, and without the index being saved)."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -88,6 +89,34 @@ def test_remove_re_enrol_expire_and_restart_keep_index_and_store_in_agreement(
         assert [c.subject.entry.subject_id for c in service.identify(late[1]).candidates] == ["late"]
         assert not service.identify(keep[0]).candidates
         assert service.consistency().store_templates == 4  # moved (2) and late (2)
+    finally:
+        service.close()
+
+
+def test_a_start_from_the_snapshot_reports_the_quarantine_of_its_build(
+    settings: Settings, engine: FaceEngine, tmp_path: Path
+) -> None:
+    """The saved index names the templates it was built without: a start from it
+    reports them (re-checked, without scanning the store) until they are gone."""
+    service = _reopen(settings, engine, tmp_path, source="store")
+    service.create_watchlist("wanted", "")
+    kept = templates_of(engine, 1, seed=1)
+    service.enrol(_entry("good"), kept)
+    bad = service.enrol(_entry("bad"), templates_of(engine, 2, seed=2)).subject
+    service.store.close()  # the process dies: no snapshot
+    with sqlite3.connect(tmp_path / "watchlist" / "store.sqlite3") as conn:
+        conn.execute("UPDATE templates SET vector = zeroblob(768) WHERE subject = ? AND position = 1", (bad.row,))
+    for source in ("store", "snapshot"):
+        service = _reopen(settings, engine, tmp_path, source=source)
+        assert [(q.subject_id, q.position, q.reason) for q in service.quarantined] == [("bad", 1, "TEMPLATE_MALFORMED")]
+        assert [c.subject.entry.subject_id for c in service.identify(kept[0]).candidates] == ["good"]
+        service.close()
+    service = _reopen(settings, engine, tmp_path, source="snapshot")
+    service.remove("wanted", "bad")
+    service.close()
+    service = _reopen(settings, engine, tmp_path, source="snapshot")
+    try:
+        assert service.quarantined == ()
     finally:
         service.close()
 

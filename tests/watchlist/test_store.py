@@ -212,3 +212,40 @@ def test_damaged_text_still_reads(store: WatchlistStore) -> None:
     with sqlite3.connect(store.path) as other:
         other.execute("UPDATE subjects SET reason = CAST(x'fffe41' AS TEXT) WHERE id = ?", (added.row,))
     assert store.subjects_by_row([added.row])[added.row].entry.reason.endswith("A")
+
+
+def test_the_searchable_scan_in_many_steps_keeps_every_list_apart(
+    store: WatchlistStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rebuild reads the store in steps and checks each as a block: with steps
+    of three rows, two lists enrolled in turn, an expired subject, another model's
+    templates and damaged rows in the middle of steps, every list gets exactly
+    its live, sound templates in row order, and each damaged row is named once."""
+    monkeypatch.setattr("verifier.watchlist.store._SCAN_ROWS", 3)
+    store.create_watchlist("other", "")
+    past = datetime.now(UTC) - timedelta(days=1)
+    expected: dict[str, list[tuple[int, int, np.ndarray]]] = {"wanted": [], "other": []}
+    damaged = []
+    for number in range(12):
+        watchlist = "wanted" if number % 2 else "other"
+        templates = _templates(2, seed=number)
+        added = store.add_subject(_entry(f"S-{number}", watchlist, past if number == 5 else None), templates)
+        if number == 7:
+            store.add_subject(_entry("old-model", watchlist), _templates(1, seed=99, model="another:1"))
+        if number in (4, 9):
+            damaged.append((added.row, 1))
+            expected[watchlist].append((added.row, 0, templates[0].vector))
+        elif number != 5:
+            expected[watchlist].extend((added.row, p, t.vector) for p, t in enumerate(templates))
+    with sqlite3.connect(store.path) as other:
+        other.execute("UPDATE templates SET vector = zeroblob(768) WHERE subject = ? AND position = 1", (damaged[0][0],))
+        other.execute("UPDATE templates SET version = 2 WHERE subject = ? AND position = 1", (damaged[1][0],))
+    found, quarantined = store.searchable(SPEC, datetime.now(UTC).timestamp())
+    for name, want in expected.items():
+        assert found[name].rows.tolist() == [row for row, _, _ in want]
+        assert found[name].positions.tolist() == [position for _, position, _ in want]
+        assert np.array_equal(found[name].vectors, np.stack([vector for _, _, vector in want]))
+    assert [(q.row, q.position, q.reason) for q in quarantined] == [
+        (damaged[0][0], 1, "TEMPLATE_MALFORMED"), (damaged[1][0], 1, "TEMPLATE_VERSION_UNSUPPORTED")]
+    assert store.quarantined(SPEC) == quarantined
+    assert store.still_quarantined(SPEC, [(damaged[0][0], 1), (damaged[0][0], 0), (10_000, 0)]) == quarantined[:1]

@@ -21,6 +21,10 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
 
 import grpc
 
@@ -152,31 +156,77 @@ class Follower:
 
     def _install(self, stub: rp_grpc.ReplicationStub, diverged: bool) -> None:
         """Download the primary's snapshot beside the store, check it, and put it in place."""
+        start = time.perf_counter()
+        received = self.download(stub)
+        target = self.service.store_path
+        aside = target.with_name(f"{target.name}.diverged-{int(time.time())}") if diverged else None
+        self.service.install_store(received.store, aside, received.index)
+        log.info("snapshot of %d bytes at change %d (epoch %d) from %s installed in %.2f s, %s%s", received.size,
+                 received.trailer.seq, received.trailer.epoch, self.primary, time.perf_counter() - start,
+                 f"with the primary's index ({received.trailer.index_size} bytes)" if received.index
+                 else "without an index", f"; the diverged store is kept as {aside}" if aside else "")
+        self.service.recover_now()
+
+    def download(self, stub: rp_grpc.ReplicationStub) -> "Download":
+        """Receive the primary's snapshot into files beside the store and the saved
+        index; the store part must match the trailer's size and SHA-256 or
+        nothing is kept. The index part is kept only when it arrived whole; its
+        own tag and digest are checked when it is loaded."""
         target = self.service.store_path
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".incoming")
+        index = self.service.snapshot
+        index_partial = index.with_name(index.name + ".incoming") if index is not None else None
+        if index_partial is not None:
+            index_partial.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         digest = hashlib.sha256()
-        size = 0
+        size = index_size = 0
         trailer = None
-        start = time.perf_counter()
-        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-        with os.fdopen(descriptor, "wb") as out:
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE), "wb") as out, \
+                _optional_file(index_partial) as index_out:
             for chunk in stub.Snapshot(rp.SnapshotRequest()):
-                if chunk.HasField("trailer"):
+                part = chunk.WhichOneof("part")
+                if part == "trailer":
                     trailer = chunk.trailer
                     break
+                if part == "index_data":
+                    index_size += len(chunk.index_data)
+                    if index_out is not None:
+                        index_out.write(chunk.index_data)
+                    continue
                 digest.update(chunk.data)
                 size += len(chunk.data)
                 out.write(chunk.data)
+            # Only the store must reach the disk before it is installed: an index
+            # file cut short by a crash fails its own digest and is rebuilt.
             out.flush()
             os.fsync(out.fileno())
         if trailer is None or trailer.size != size or trailer.sha256 != digest.hexdigest():
             partial.unlink(missing_ok=True)
+            if index_partial is not None:
+                index_partial.unlink(missing_ok=True)
             raise StoreError(f"the snapshot from {self.primary} arrived incomplete or altered; not installed")
-        aside = target.with_name(f"{target.name}.diverged-{int(time.time())}") if diverged else None
-        self.service.install_store(partial, aside)
-        log.info("snapshot of %d bytes at change %d (epoch %d) from %s installed in %.2f s%s", size, trailer.seq,
-                 trailer.epoch, self.primary, time.perf_counter() - start,
-                 f"; the diverged store is kept as {aside}" if aside else "")
-        self.service.recover_now()
+        shipped = index_partial is not None and index_size > 0 and index_size == trailer.index_size
+        if index_partial is not None and not shipped:
+            index_partial.unlink(missing_ok=True)
+        return Download(partial, index_partial if shipped else None, size, trailer)
 
+
+@dataclass(frozen=True)
+class Download:
+    """A snapshot received from the primary, not yet installed."""
+
+    store: Path
+    index: Path | None
+    size: int
+    trailer: rp.SnapshotTrailer
+
+
+@contextmanager
+def _optional_file(path: Path | None) -> Iterator[BinaryIO | None]:
+    """The file at ``path`` opened to write (owner-only), or None when there is no path."""
+    if path is None:
+        yield None
+        return
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE), "wb") as out:
+        yield out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Iterator
@@ -72,14 +73,22 @@ class ReplicationServicer(rp_grpc.ReplicationServicer):
         log.info("snapshot at change %d (%d bytes) for %s", snapshot.position.seq, snapshot.size, context.peer())
 
         def chunks() -> Iterator[rp.SnapshotChunk]:
+            # Digests are computed as the bytes go out: no pass over the files before the first byte is sent.
+            digest = hashlib.sha256()
             try:
                 with snapshot.path.open("rb") as source:
                     for data in iter(lambda: source.read(self.chunk_bytes), b""):
+                        digest.update(data)
                         yield rp.SnapshotChunk(data=data)
+                index_size = 0
+                if snapshot.index is not None:
+                    for data in snapshot.index.chunks():
+                        index_size += len(data)
+                        yield rp.SnapshotChunk(index_data=data)
                 position = snapshot.position
                 yield rp.SnapshotChunk(trailer=rp.SnapshotTrailer(
                     store_id=position.store_id, seq=position.seq, epoch=position.epoch, size=snapshot.size,
-                    sha256=snapshot.sha256,
+                    sha256=digest.hexdigest(), index_size=index_size,
                 ))
             finally:
                 snapshot.path.unlink(missing_ok=True)

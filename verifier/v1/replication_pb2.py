@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dverifier/v1/replication.proto\x12\x0bverifier.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"N\n\x05Hello\x12\x10\n\x08store_id\x18\x01 \x01(\t\x12\x10\n\x08\x66rom_seq\x18\x02 \x01(\x04\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x12\n\nlast_epoch\x18\x04 \x01(\x04\"V\n\rFollowRequest\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.verifier.v1.HelloH\x00\x12\x15\n\x0b\x61pplied_seq\x18\x02 \x01(\x04H\x00\x42\t\n\x07message\"r\n\x06\x43hange\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12-\n\tcommitted\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Y\n\tHeartbeat\x12\x13\n\x0bprimary_seq\x18\x01 \x01(\x04\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12(\n\x04sent\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"l\n\x0b\x46\x65\x65\x64Message\x12%\n\x06\x63hange\x18\x01 \x01(\x0b\x32\x13.verifier.v1.ChangeH\x00\x12+\n\theartbeat\x18\x02 \x01(\x0b\x32\x16.verifier.v1.HeartbeatH\x00\x42\t\n\x07message\"\x11\n\x0fSnapshotRequest\"]\n\x0fSnapshotTrailer\x12\x10\n\x08store_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x0c\n\x04size\x18\x04 \x01(\x04\x12\x0e\n\x06sha256\x18\x05 \x01(\t\"X\n\rSnapshotChunk\x12\x0e\n\x04\x64\x61ta\x18\x01 \x01(\x0cH\x00\x12/\n\x07trailer\x18\x02 \x01(\x0b\x32\x1c.verifier.v1.SnapshotTrailerH\x00\x42\x06\n\x04part\"\x0f\n\rStatusRequest\"\xbb\x01\n\x0eStatusResponse\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07primary\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\x12\x11\n\tconnected\x18\x05 \x01(\x08\x12.\n\ndata_as_of\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x64\x61ta_age_seconds\x18\x07 \x01(\x01\x12\x11\n\tfenced_by\x18\x08 \x01(\x04\"\x10\n\x0ePromoteRequest\"-\n\x0fPromoteResponse\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x0b\n\x03seq\x18\x02 \x01(\x04\"%\n\x13ImportBundleRequest\x12\x0e\n\x06\x62undle\x18\x01 \x01(\x0c\"l\n\x14ImportBundleResponse\x12\x11\n\twatchlist\x18\x01 \x01(\t\x12\x16\n\x0eissuing_agency\x18\x02 \x01(\t\x12\x17\n\x0f\x62undle_sequence\x18\x03 \x01(\x04\x12\x10\n\x08subjects\x18\x04 \x01(\r2\xa2\x02\n\x0bReplication\x12\x42\n\x06\x46ollow\x12\x1a.verifier.v1.FollowRequest\x1a\x18.verifier.v1.FeedMessage(\x01\x30\x01\x12\x46\n\x08Snapshot\x12\x1c.verifier.v1.SnapshotRequest\x1a\x1a.verifier.v1.SnapshotChunk0\x01\x12\x41\n\x06Status\x12\x1a.verifier.v1.StatusRequest\x1a\x1b.verifier.v1.StatusResponse\x12\x44\n\x07Promote\x12\x1b.verifier.v1.PromoteRequest\x1a\x1c.verifier.v1.PromoteResponse2^\n\x07\x42undles\x12S\n\x0cImportBundle\x12 .verifier.v1.ImportBundleRequest\x1a!.verifier.v1.ImportBundleResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dverifier/v1/replication.proto\x12\x0bverifier.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"N\n\x05Hello\x12\x10\n\x08store_id\x18\x01 \x01(\t\x12\x10\n\x08\x66rom_seq\x18\x02 \x01(\x04\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x12\n\nlast_epoch\x18\x04 \x01(\x04\"V\n\rFollowRequest\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.verifier.v1.HelloH\x00\x12\x15\n\x0b\x61pplied_seq\x18\x02 \x01(\x04H\x00\x42\t\n\x07message\"r\n\x06\x43hange\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12-\n\tcommitted\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Y\n\tHeartbeat\x12\x13\n\x0bprimary_seq\x18\x01 \x01(\x04\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12(\n\x04sent\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"l\n\x0b\x46\x65\x65\x64Message\x12%\n\x06\x63hange\x18\x01 \x01(\x0b\x32\x13.verifier.v1.ChangeH\x00\x12+\n\theartbeat\x18\x02 \x01(\x0b\x32\x16.verifier.v1.HeartbeatH\x00\x42\t\n\x07message\"\x11\n\x0fSnapshotRequest\"q\n\x0fSnapshotTrailer\x12\x10\n\x08store_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x0c\n\x04size\x18\x04 \x01(\x04\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x12\n\nindex_size\x18\x06 \x01(\x04\"n\n\rSnapshotChunk\x12\x0e\n\x04\x64\x61ta\x18\x01 \x01(\x0cH\x00\x12/\n\x07trailer\x18\x02 \x01(\x0b\x32\x1c.verifier.v1.SnapshotTrailerH\x00\x12\x14\n\nindex_data\x18\x03 \x01(\x0cH\x00\x42\x06\n\x04part\"\x0f\n\rStatusRequest\"\xbb\x01\n\x0eStatusResponse\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07primary\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\x12\x11\n\tconnected\x18\x05 \x01(\x08\x12.\n\ndata_as_of\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x64\x61ta_age_seconds\x18\x07 \x01(\x01\x12\x11\n\tfenced_by\x18\x08 \x01(\x04\"\x10\n\x0ePromoteRequest\"-\n\x0fPromoteResponse\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x0b\n\x03seq\x18\x02 \x01(\x04\"%\n\x13ImportBundleRequest\x12\x0e\n\x06\x62undle\x18\x01 \x01(\x0c\"l\n\x14ImportBundleResponse\x12\x11\n\twatchlist\x18\x01 \x01(\t\x12\x16\n\x0eissuing_agency\x18\x02 \x01(\t\x12\x17\n\x0f\x62undle_sequence\x18\x03 \x01(\x04\x12\x10\n\x08subjects\x18\x04 \x01(\r2\xa2\x02\n\x0bReplication\x12\x42\n\x06\x46ollow\x12\x1a.verifier.v1.FollowRequest\x1a\x18.verifier.v1.FeedMessage(\x01\x30\x01\x12\x46\n\x08Snapshot\x12\x1c.verifier.v1.SnapshotRequest\x1a\x1a.verifier.v1.SnapshotChunk0\x01\x12\x41\n\x06Status\x12\x1a.verifier.v1.StatusRequest\x1a\x1b.verifier.v1.StatusResponse\x12\x44\n\x07Promote\x12\x1b.verifier.v1.PromoteRequest\x1a\x1c.verifier.v1.PromoteResponse2^\n\x07\x42undles\x12S\n\x0cImportBundle\x12 .verifier.v1.ImportBundleRequest\x1a!.verifier.v1.ImportBundleResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,23 +45,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SNAPSHOTREQUEST']._serialized_start=564
   _globals['_SNAPSHOTREQUEST']._serialized_end=581
   _globals['_SNAPSHOTTRAILER']._serialized_start=583
-  _globals['_SNAPSHOTTRAILER']._serialized_end=676
-  _globals['_SNAPSHOTCHUNK']._serialized_start=678
-  _globals['_SNAPSHOTCHUNK']._serialized_end=766
-  _globals['_STATUSREQUEST']._serialized_start=768
-  _globals['_STATUSREQUEST']._serialized_end=783
-  _globals['_STATUSRESPONSE']._serialized_start=786
-  _globals['_STATUSRESPONSE']._serialized_end=973
-  _globals['_PROMOTEREQUEST']._serialized_start=975
-  _globals['_PROMOTEREQUEST']._serialized_end=991
-  _globals['_PROMOTERESPONSE']._serialized_start=993
-  _globals['_PROMOTERESPONSE']._serialized_end=1038
-  _globals['_IMPORTBUNDLEREQUEST']._serialized_start=1040
-  _globals['_IMPORTBUNDLEREQUEST']._serialized_end=1077
-  _globals['_IMPORTBUNDLERESPONSE']._serialized_start=1079
-  _globals['_IMPORTBUNDLERESPONSE']._serialized_end=1187
-  _globals['_REPLICATION']._serialized_start=1190
-  _globals['_REPLICATION']._serialized_end=1480
-  _globals['_BUNDLES']._serialized_start=1482
-  _globals['_BUNDLES']._serialized_end=1576
+  _globals['_SNAPSHOTTRAILER']._serialized_end=696
+  _globals['_SNAPSHOTCHUNK']._serialized_start=698
+  _globals['_SNAPSHOTCHUNK']._serialized_end=808
+  _globals['_STATUSREQUEST']._serialized_start=810
+  _globals['_STATUSREQUEST']._serialized_end=825
+  _globals['_STATUSRESPONSE']._serialized_start=828
+  _globals['_STATUSRESPONSE']._serialized_end=1015
+  _globals['_PROMOTEREQUEST']._serialized_start=1017
+  _globals['_PROMOTEREQUEST']._serialized_end=1033
+  _globals['_PROMOTERESPONSE']._serialized_start=1035
+  _globals['_PROMOTERESPONSE']._serialized_end=1080
+  _globals['_IMPORTBUNDLEREQUEST']._serialized_start=1082
+  _globals['_IMPORTBUNDLEREQUEST']._serialized_end=1119
+  _globals['_IMPORTBUNDLERESPONSE']._serialized_start=1121
+  _globals['_IMPORTBUNDLERESPONSE']._serialized_end=1229
+  _globals['_REPLICATION']._serialized_start=1232
+  _globals['_REPLICATION']._serialized_end=1522
+  _globals['_BUNDLES']._serialized_start=1524
+  _globals['_BUNDLES']._serialized_end=1618
 # @@protoc_insertion_point(module_scope)

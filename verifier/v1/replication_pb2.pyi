@@ -65,26 +65,30 @@ class SnapshotRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class SnapshotTrailer(_message.Message):
-    __slots__ = ("store_id", "seq", "epoch", "size", "sha256")
+    __slots__ = ("store_id", "seq", "epoch", "size", "sha256", "index_size")
     STORE_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
+    INDEX_SIZE_FIELD_NUMBER: _ClassVar[int]
     store_id: str
     seq: int
     epoch: int
     size: int
     sha256: str
-    def __init__(self, store_id: _Optional[str] = ..., seq: _Optional[int] = ..., epoch: _Optional[int] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+    index_size: int
+    def __init__(self, store_id: _Optional[str] = ..., seq: _Optional[int] = ..., epoch: _Optional[int] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., index_size: _Optional[int] = ...) -> None: ...
 
 class SnapshotChunk(_message.Message):
-    __slots__ = ("data", "trailer")
+    __slots__ = ("data", "trailer", "index_data")
     DATA_FIELD_NUMBER: _ClassVar[int]
     TRAILER_FIELD_NUMBER: _ClassVar[int]
+    INDEX_DATA_FIELD_NUMBER: _ClassVar[int]
     data: bytes
     trailer: SnapshotTrailer
-    def __init__(self, data: _Optional[bytes] = ..., trailer: _Optional[_Union[SnapshotTrailer, _Mapping]] = ...) -> None: ...
+    index_data: bytes
+    def __init__(self, data: _Optional[bytes] = ..., trailer: _Optional[_Union[SnapshotTrailer, _Mapping]] = ..., index_data: _Optional[bytes] = ...) -> None: ...
 
 class StatusRequest(_message.Message):
     __slots__ = ()

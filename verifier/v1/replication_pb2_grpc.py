@@ -66,8 +66,11 @@ class ReplicationServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Snapshot(self, request, context):
-        """The whole store, consistent at one change, in chunks; the last message
-        says which change it is at and its SHA-256.
+        """The whole store, consistent at one change, in chunks, then (when the
+        primary's index is loaded) its search index saved at that same change;
+        the last message says which change it is at, the store's SHA-256 and the
+        sizes. The index file carries its own tag and SHA-256, checked where it
+        is loaded: one that does not match is rebuilt from the store, never used.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -13,8 +13,10 @@ runs several searches at once. Copy-on-write was the alternative; it would copy
 the whole gallery on every enrolment, which at a million templates is 768 MB.
 
 A snapshot is one file: the FAISS index of each watch-list, then a trailer
-with the tag (store id, change sequence, model, dimension), each list's size
-and a SHA-256 of the indexes; anything that does not match is not loaded.
+with the tag (store id, change sequence, model, dimension), each list's size,
+the ids of the stored templates the index was built without (they failed the
+template checks: see :attr:`WatchlistIndex.left_out`) and a SHA-256 of the
+indexes and those ids; anything that does not match is not loaded.
 
 Expired subjects stay in the index until swept (see :meth:`WatchlistIndex.sweep`)
 but are skipped by every search, so they are never returned.
@@ -46,6 +48,12 @@ _TRAILER = struct.Struct("<Q8s")
 def template_ids(rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
     """The index ids of templates, from their subjects' store rows and their positions."""
     return (rows.astype(np.int64) << TEMPLATE_BITS) + positions.astype(np.int64)
+
+
+def template_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The subjects' store rows and the positions of index ids (the inverse of :func:`template_ids`)."""
+    keys = np.asarray(keys, dtype=np.int64)
+    return keys >> TEMPLATE_BITS, keys & ((1 << TEMPLATE_BITS) - 1)
 
 
 def _subject_ids(row: int, count: int) -> np.ndarray:
@@ -119,8 +127,12 @@ class SnapshotTag:
 class WatchlistIndex:
     """Exact inner-product search over the live templates of one model."""
 
-    def __init__(self, dimension: int) -> None:
+    def __init__(self, dimension: int, left_out: np.ndarray | None = None) -> None:
         self.dimension = dimension
+        # Template ids of the stored templates this index was built without, as
+        # they failed the template checks: a snapshot carries them so that a
+        # start from it can report them without scanning the whole store.
+        self.left_out = np.empty(0, dtype=np.int64) if left_out is None else np.asarray(left_out, dtype=np.int64)
         self._lock = ReadWriteLock()
         self._lists: dict[str, faiss.IndexIDMap2] = {}
         self._expiry: dict[int, float] = {}
@@ -245,46 +257,36 @@ class WatchlistIndex:
         return list(best.values()), len(skipped), lowest
 
     @classmethod
-    def build(cls, dimension: int, lists: dict[str, tuple[np.ndarray, np.ndarray]]) -> "WatchlistIndex":
-        """An index of the given (template ids, vectors) of each watch-list."""
-        index = cls(dimension)
+    def build(
+        cls, dimension: int, lists: dict[str, tuple[np.ndarray, np.ndarray]], left_out: np.ndarray | None = None
+    ) -> "WatchlistIndex":
+        """An index of the given (template ids, vectors) of each watch-list, built
+        without the stored templates ``left_out`` (their ids)."""
+        index = cls(dimension, left_out)
         for name, (keys, vectors) in lists.items():
             index._lists[name] = index._new_list()
             if len(keys):
                 index._lists[name].add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), keys)
         return index
 
+    def serialized(self, tag: SnapshotTag) -> "SerializedIndex":
+        """The index as it is now, copied into memory as the parts of a snapshot
+        file: taken quickly (FAISS writes each list out in pieces; its
+        ``serialize_index`` was five times slower at a million templates) so
+        that a caller holding the write lock holds it briefly, and written or
+        sent afterwards."""
+        parts: list[tuple[str, list[bytes]]] = []
+        with self._lock.reading():
+            for name, index in self._lists.items():
+                pieces: list[bytes] = []
+                faiss.write_index(index, faiss.PyCallbackIOWriter(lambda piece: pieces.append(piece) or len(piece)))
+                parts.append((name, pieces))
+        return SerializedIndex(tag, parts, self.left_out.copy())
+
     def save(self, path: Path, tag: SnapshotTag) -> None:
         """Write the index atomically (temporary file, fsync, rename): a crash
         leaves the old snapshot or the new one, never half of one."""
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        sizes: dict[str, int] = {}
-        digest = hashlib.sha256()
-
-        def write(chunk: bytes) -> int:
-            digest.update(chunk)
-            return out.write(chunk)
-
-        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, SNAPSHOT_FILE_MODE)
-        os.fchmod(descriptor, SNAPSHOT_FILE_MODE)
-        with self._lock.reading(), os.fdopen(descriptor, "wb") as out:
-            out.write(_SNAPSHOT_MAGIC)
-            for name, index in self._lists.items():
-                start = out.tell()
-                faiss.write_index(index, faiss.PyCallbackIOWriter(write))
-                sizes[name] = out.tell() - start
-            trailer = json.dumps({"tag": asdict(tag), "lists": sizes, "sha256": digest.hexdigest()}).encode()
-            out.write(trailer)
-            out.write(_TRAILER.pack(len(trailer), _SNAPSHOT_MAGIC))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(partial, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        self.serialized(tag).write(path)
 
     @classmethod
     def load(cls, path: Path, expected: SnapshotTag) -> "WatchlistIndex | None":
@@ -302,7 +304,8 @@ class WatchlistIndex:
                 if header is None or SnapshotTag(**header["tag"]) != expected:
                     return None
                 source.seek(len(_SNAPSHOT_MAGIC))
-                index = cls(expected.dimension)
+                left_out = [int(key) for key in header["left_out"]]
+                index = cls(expected.dimension, np.array(left_out, dtype=np.int64))
                 for name, size in header["lists"].items():
                     start = source.tell()
                     loaded = faiss.read_index(faiss.PyCallbackIOReader(read))
@@ -313,9 +316,59 @@ class WatchlistIndex:
                     ):
                         return None
                     index._lists[name] = loaded
+                digest.update(_left_out_bytes(left_out))
                 return index if digest.hexdigest() == header["sha256"] else None
         except (OSError, RuntimeError, ValueError, KeyError, TypeError):
             return None
+
+
+@dataclass(frozen=True)
+class SerializedIndex:
+    """An index captured as the parts of a snapshot file (see :meth:`WatchlistIndex.serialized`)."""
+
+    tag: SnapshotTag
+    # Each watch-list's FAISS index, in the pieces FAISS wrote it in (1 MB at most).
+    parts: list[tuple[str, list[bytes]]]
+    left_out: np.ndarray
+
+    def chunks(self) -> Iterator[bytes]:
+        """The snapshot file's bytes, a piece at a time; the digest in its trailer
+        is computed on the way, so the file can be sent as it is made."""
+        digest = hashlib.sha256()
+        yield _SNAPSHOT_MAGIC
+        for _, pieces in self.parts:
+            for piece in pieces:
+                digest.update(piece)
+                yield piece
+        left_out = self.left_out.tolist()
+        digest.update(_left_out_bytes(left_out))
+        trailer = json.dumps({
+            "tag": asdict(self.tag), "lists": {name: sum(map(len, pieces)) for name, pieces in self.parts},
+            "left_out": left_out, "sha256": digest.hexdigest(),
+        }).encode()
+        yield trailer + _TRAILER.pack(len(trailer), _SNAPSHOT_MAGIC)
+
+    def write(self, path: Path) -> None:
+        """Write the snapshot file atomically (temporary file, fsync, rename), owner-only."""
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, SNAPSHOT_FILE_MODE)
+        os.fchmod(descriptor, SNAPSHOT_FILE_MODE)
+        with os.fdopen(descriptor, "wb") as out:
+            for chunk in self.chunks():
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(partial, path)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+
+def _left_out_bytes(keys: list[int]) -> bytes:
+    return json.dumps(keys).encode()
 
 
 def snapshot_tag(path: Path) -> SnapshotTag | None:

@@ -47,7 +47,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -63,10 +63,11 @@ from verifier.pipeline import FaceEngine, FaceResult, Selection
 from verifier.watchlist import metrics
 from verifier.templates import Template
 from verifier.validation import identifier, text
-from verifier.watchlist.index import SnapshotTag, WatchlistIndex, template_ids
+from verifier.watchlist.index import SerializedIndex, SnapshotTag, WatchlistIndex, template_ids, template_rows
 from verifier.watchlist.store import (
     Applied,
     Change,
+    FeedPosition,
     Provenance,
     QuarantinedTemplate,
     StoreError,
@@ -196,6 +197,7 @@ class WatchlistService:
         self._store: WatchlistStore | None = None
         self._index: WatchlistIndex | None = None
         self._writes = threading.Lock()
+        self._recovering = threading.Lock()
         self._closed = False
         self._availability = _LOADING
         self._quarantined: tuple[QuarantinedTemplate, ...] = ()
@@ -327,7 +329,11 @@ class WatchlistService:
 
     def load(self) -> LoadReport:
         """Load the saved index if it matches the store's change sequence, else rebuild
-        it from the store, leaving out (quarantining) stored templates that fail the checks."""
+        it from the store, leaving out (quarantining) stored templates that fail the checks.
+
+        The saved index names the templates it was built without; a start from it
+        re-checks only those rows, not the whole store (at a million templates a
+        scan costs seconds of a replica's cold start)."""
         start = time.perf_counter()
         quarantined: list[QuarantinedTemplate] = []
         with self._writes, self._store_faults():
@@ -340,9 +346,15 @@ class WatchlistService:
                 index = WatchlistIndex.build(
                     tag.dimension,
                     {name: (template_ids(found.rows, found.positions), found.vectors) for name, found in lists.items()},
+                    template_ids(np.array([q.row for q in quarantined]), np.array([q.position for q in quarantined])),
                 )
             else:
-                quarantined = self.store.quarantined(self.engine.template_spec)
+                # Built from checked rows at this very change: what it left out is
+                # all that is quarantined (a damaged row after that is found by
+                # the next rebuild, and by `verifier watchlist stats`, which scans all).
+                rows, positions = template_rows(index.left_out)
+                quarantined = self.store.still_quarantined(
+                    self.engine.template_spec, list(zip(rows.tolist(), positions.tolist())))
             index.set_expiries(self.store.expiries())
             index.sweep(time.time())
             self._set_unmigrated(self.store.unmigrated(self.model_id))
@@ -388,6 +400,14 @@ class WatchlistService:
             stop.wait(self.settings.store_retry_seconds)
 
     def _recover(self) -> None:
+        # The supervisor and a replica's follower may both find the service
+        # loading; whichever comes second waits, finds it serving and leaves it
+        # so (reopening would take the loaded index away and load it again).
+        with self._recovering:
+            if not self._availability.serving:
+                self._reopen_and_load()
+
+    def _reopen_and_load(self) -> None:
         with self._writes:
             if self._closed:
                 return
@@ -610,10 +630,30 @@ class WatchlistService:
         self._committed(seq, confirm=False)
         return epoch
 
-    def install_store(self, incoming: Path, aside: Path | None) -> None:
+    def snapshot_to(self, store_copy: Path) -> tuple[FeedPosition, SerializedIndex | None]:
+        """Copy the store to ``store_copy`` (a scratch copy, not synced) and, when
+        the index is loaded, capture it at exactly the same change (what a new replica starts from); returns
+        the copy's position and the captured index.
+
+        Writes wait only while the index is copied in memory: the store is
+        pinned (a read transaction) under the write lock, and copied from that
+        pin after it.
+        """
+        with self._store_faults(), ExitStack() as pins:
+            with self._writes:
+                pinned = pins.enter_context(self.store.pinned())
+                index = self._index if self.ready else None
+                captured = None if index is None else index.serialized(SnapshotTag(
+                    pinned.position.store_id, pinned.position.seq, self.model_id, index.dimension))
+            return pinned.copy_to(store_copy, durable=False), captured
+
+    def install_store(self, incoming: Path, aside: Path | None, incoming_index: Path | None = None) -> None:
         """Put a store file received from the primary in place of this one (kept
-        as ``aside`` when given), leaving the service loading until
-        :meth:`recover_now` opens it."""
+        as ``aside`` when given), and the index saved with it (if any) where a
+        saved index is looked for, leaving the service loading until
+        :meth:`recover_now` opens them. The index is not trusted for coming
+        with the store: :meth:`load` uses it only if its tag and digest match
+        the installed store, and rebuilds otherwise."""
         with self._writes:
             if self._store is not None:
                 self._store.close()
@@ -628,6 +668,11 @@ class WatchlistService:
                     else:
                         current.unlink()
             os.replace(incoming, self.store_path)
+            if self.snapshot is not None:
+                if incoming_index is not None:
+                    os.replace(incoming_index, self.snapshot)
+                else:
+                    self.snapshot.unlink(missing_ok=True)
             directory = os.open(self.store_path.parent, os.O_RDONLY)
             try:
                 os.fsync(directory)

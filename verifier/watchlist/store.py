@@ -53,6 +53,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import compress
 from pathlib import Path
 
 import numpy as np
@@ -378,27 +379,98 @@ def _find(conn: sqlite3.Connection, watchlist: str, subject_id: str) -> Subject:
     return _subject(found)
 
 
-def _checked(records: list[tuple], dimension: int) -> tuple[list[tuple], list[QuarantinedTemplate]]:
-    """Split (watchlist, row, position, version, vector, subject_id) records into
-    those that pass the template checks and those to quarantine. The common case
-    (right size and version) is checked in one vectorised pass."""
-    size = 4 * dimension
-    sized = [r for r in records if r[3] == TEMPLATE_VERSION and isinstance(r[4], bytes) and len(r[4]) == size]
-    good: list[tuple] = []
-    suspect = [r for r in records if not (r[3] == TEMPLATE_VERSION and isinstance(r[4], bytes) and len(r[4]) == size)]
-    if sized:
-        vectors = np.frombuffer(b"".join(r[4] for r in sized), dtype="<f4").reshape(len(sized), dimension)
-        with np.errstate(all="ignore"):
-            norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
-        sound = np.isfinite(vectors).all(axis=1) & (np.abs(norms - 1.0) <= NORM_TOLERANCE)
-        good = [r for r, ok in zip(sized, sound) if ok]
-        suspect.extend(r for r, ok in zip(sized, sound) if not ok)
+# Rows read from the store per step of a scan: bounds the memory of a load to
+# a few tens of MB beyond the vectors kept, whatever the gallery's size.
+_SCAN_ROWS = 65536
+
+
+@dataclass
+class _Scan:
+    """The result of one pass over the templates of a model (see :func:`_scan`)."""
+
+    # Per group: (rows, positions, vectors) of the templates that passed, a part per step.
+    kept: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]
+    # (row, position) of each template that failed.
+    suspect: list[tuple[int, int]]
+
+
+def _scan(conn: sqlite3.Connection, spec: TemplateSpec, owners: list[np.ndarray], keep: bool) -> _Scan:
+    """One pass over the stored templates of ``spec``'s model, in row order,
+    keeping those of the subjects in ``owners`` (one sorted array of subject
+    rows per group) that pass the template checks, and noting those that fail.
+
+    Why it is shaped so: at a million templates the per-row Python work of a
+    load was most of a start. So the cheap checks (version, stored as bytes,
+    the right length) run in SQL, which hands over the vector only when they
+    pass; the rows are read in steps of :data:`_SCAN_ROWS` and handled as
+    columns (one ``zip``, one ``bytes.join``, one norm per step in numpy).
+    A template that fails is looked at alone afterwards (:func:`_quarantine`).
+    """
+    ids = np.concatenate(owners) if owners else np.empty(0, dtype=np.int64)
+    group = np.repeat(np.arange(len(owners), dtype=np.int64), [len(o) for o in owners])
+    order = np.argsort(ids, kind="stable")
+    ids, group = ids[order], group[order]
+    found = _Scan({}, [])
+    if not len(ids):
+        return found
+    cursor = conn.execute(
+        "SELECT subject, position, CASE WHEN version = ? AND typeof(vector) = 'blob' AND length(vector) = ?"
+        " THEN vector END FROM templates WHERE model_id = ? ORDER BY subject, position",
+        (TEMPLATE_VERSION, 4 * spec.dimension, spec.model_id),
+    )
+    while chunk := cursor.fetchmany(_SCAN_ROWS):
+        subjects, positions, vectors = zip(*chunk)
+        rows = np.array(subjects, dtype=np.int64)
+        at = np.minimum(np.searchsorted(ids, rows), len(ids) - 1)
+        owned = ids[at] == rows
+        sound = owned & np.fromiter(map(bool, vectors), dtype=bool, count=len(vectors))
+        if sound.any():
+            matrix = np.frombuffer(b"".join(compress(vectors, sound)), dtype="<f4").reshape(-1, spec.dimension)
+            unit = _unit_rows(matrix)
+            sound[np.flatnonzero(sound)[~unit]] = False
+            if keep:
+                kept_at = np.flatnonzero(sound)
+                matrix, owner_of = matrix[unit], group[at[kept_at]]
+                places = np.array(positions, dtype=np.int64)[kept_at]
+                for owner in np.unique(owner_of).tolist():
+                    mine = owner_of == owner
+                    found.kept.setdefault(owner, []).append((rows[kept_at][mine], places[mine], matrix[mine]))
+        found.suspect.extend((int(rows[i]), int(positions[i])) for i in np.flatnonzero(owned & ~sound).tolist())
+    return found
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    """Which rows are finite unit vectors: the one test of a loaded vector's values
+    (a non-finite value makes the norm non-finite, which fails it too)."""
+    with np.errstate(all="ignore"):
+        norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix, dtype=np.float64))
+    return np.abs(norms - 1.0) <= NORM_TOLERANCE
+
+
+def _quarantine(conn: sqlite3.Connection, spec: TemplateSpec, found: list[tuple[int, int]]) -> list[QuarantinedTemplate]:
+    """Of the stored templates at ``found`` (row, position), those of ``spec``'s
+    model that fail the template checks, each with why and its subject; one
+    that is gone or passes now is left out."""
     quarantined = []
-    for watchlist, row, position, version, vector, subject_id in suspect:
+    for row, position in found:
+        stored = conn.execute(
+            "SELECT s.watchlist, s.subject_id, t.version, t.vector FROM templates t JOIN subjects s ON s.id = t.subject"
+            " WHERE t.subject = ? AND t.position = ? AND t.model_id = ?", (row, position, spec.model_id),
+        ).fetchone()
+        if stored is None:
+            continue
+        watchlist, subject_id, version, vector = stored
         data = vector if isinstance(vector, bytes) else b""
-        reason, detail = problem_with(int(version), dimension, data) or (Reason.TEMPLATE_MALFORMED, "unreadable")
-        quarantined.append(QuarantinedTemplate(watchlist, subject_id, int(row), int(position), reason.value, detail))
-    return good, quarantined
+        if version == TEMPLATE_VERSION and len(data) == 4 * spec.dimension and _unit_rows(
+                np.frombuffer(data, dtype="<f4").reshape(1, -1))[0]:
+            continue
+        problem = problem_with(version, spec.dimension, data) if isinstance(version, int) else (
+            Reason.TEMPLATE_MALFORMED, "unreadable")
+        # problem_with may pass a vector at the very edge of the tolerance that
+        # _unit_rows failed: it stays out of the index, so it is reported.
+        reason, detail = problem or (Reason.TEMPLATE_MALFORMED, "template vector is not a finite unit vector")
+        quarantined.append(QuarantinedTemplate(watchlist, subject_id, row, position, reason.value, detail))
+    return quarantined
 
 
 def encode_payload(payload: dict) -> bytes:
@@ -543,6 +615,41 @@ def register_change_kind(kind: str, replay: "Callable[[sqlite3.Connection, Chang
 
 def _no_watchlist(name: str) -> VerifierError:
     return VerifierError(Reason.WATCHLIST_NOT_FOUND, f"no watch-list named {name!r}", watchlist=name)
+
+
+def _position_in(conn: sqlite3.Connection) -> FeedPosition:
+    meta = dict(conn.execute("SELECT key, value FROM meta"))
+    seq = int(meta["change_seq"])
+    last = conn.execute("SELECT epoch FROM changes WHERE seq = ?", (seq,)).fetchone()
+    return FeedPosition(str(meta["store_id"]), seq, int(meta.get("epoch", 1)),
+                        int(last[0]) if last else 0, int(meta.get("fenced_by", 0)))
+
+
+@dataclass(frozen=True)
+class PinnedStore:
+    """A store held at one change by an open read transaction (see :meth:`WatchlistStore.pinned`)."""
+
+    conn: sqlite3.Connection
+    position: FeedPosition
+
+    def copy_to(self, target: Path, durable: bool = True) -> FeedPosition:
+        """Copy the store as pinned to ``target`` (owner-only; synced when
+        ``durable``: a copy sent and deleted at once need not reach the disk, and
+        syncing 900 MB took seconds); its position."""
+        private_file(target)
+        copy = sqlite3.connect(target)
+        try:
+            if not durable:
+                copy.execute("PRAGMA synchronous=OFF")
+            # The backup reads through the open read transaction: the pinned change.
+            self.conn.backup(copy, pages=-1)
+            copy.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            copy.close()
+        if durable:
+            with open(target, "rb") as written:
+                os.fsync(written.fileno())
+        return self.position
 
 
 class WatchlistStore:
@@ -837,11 +944,7 @@ class WatchlistStore:
 
     def position(self) -> FeedPosition:
         with self._reading() as conn:
-            meta = dict(conn.execute("SELECT key, value FROM meta"))
-            seq = int(meta["change_seq"])
-            last = conn.execute("SELECT epoch FROM changes WHERE seq = ?", (seq,)).fetchone()
-        return FeedPosition(str(meta["store_id"]), seq, int(meta.get("epoch", 1)),
-                            int(last[0]) if last else 0, int(meta.get("fenced_by", 0)))
+            return _position_in(conn)
 
     def epoch_at(self, seq: int) -> int | None:
         """The epoch of the change at ``seq`` in this store's feed; 0 for the
@@ -865,21 +968,20 @@ class WatchlistStore:
     def backup_to(self, target: Path) -> FeedPosition:
         """Copy the store, consistent at one change, to ``target`` (owner-only, synced);
         returns the feed position the copy is at."""
-        private_file(target)
+        with self.pinned() as pinned:
+            return pinned.copy_to(target)
+
+    @contextmanager
+    def pinned(self) -> Iterator["PinnedStore"]:
+        """The store as it is now, held in a read transaction for the block (writes
+        go on beside it): what is copied from it is at the position it names,
+        whatever was committed since."""
         with self._reading() as conn:
-            copy = sqlite3.connect(target)
+            conn.execute("BEGIN")
             try:
-                conn.backup(copy, pages=-1)
-                copy.execute("PRAGMA journal_mode=DELETE")
+                yield PinnedStore(conn, _position_in(conn))
             finally:
-                copy.close()
-        with open(target, "rb") as written:
-            os.fsync(written.fileno())
-        copied = WatchlistStore.open_readonly(target, self._busy_timeout)
-        try:
-            return copied.position()
-        finally:
-            copied.close()
+                conn.execute("COMMIT")
 
     def provenance(self, watchlists: list[str]) -> dict[str, Provenance]:
         """The provenance of those of ``watchlists`` that are partner lists."""
@@ -1094,36 +1196,44 @@ class WatchlistStore:
         expired at ``now``; and the rows of that model that fail the template
         checks, which are left out (quarantined) while the rest serves."""
         with self._reading() as conn:
-            names = [name for (name,) in conn.execute("SELECT name FROM watchlists")]
-            found = conn.execute(
-                "SELECT s.watchlist, t.subject, t.position, t.version, t.vector, s.subject_id"
-                " FROM templates t JOIN subjects s ON s.id = t.subject"
-                " WHERE t.model_id = ? AND (s.expires_at IS NULL OR s.expires_at > ?) ORDER BY s.watchlist",
-                (spec.model_id, now),
-            ).fetchall()
-        good, quarantined = _checked(found, spec.dimension)
-        grouped: dict[str, list[tuple]] = {name: [] for name in names}
-        for record in good:
-            grouped[record[0]].append(record)
+            names, owners = self._owners(conn, "(expires_at IS NULL OR expires_at > ?)", (now,))
+            found = _scan(conn, spec, owners, keep=True)
+            quarantined = _quarantine(conn, spec, found.suspect)
         result = {}
-        for name, records in grouped.items():
-            vectors = np.frombuffer(b"".join(r[4] for r in records), dtype="<f4").astype(np.float32)
+        for i, name in enumerate(names):
+            parts = found.kept.get(i, [])
             result[name] = SearchableTemplates(
-                rows=np.array([r[1] for r in records], dtype=np.int64),
-                positions=np.array([r[2] for r in records], dtype=np.int64),
-                vectors=vectors.reshape(len(records), spec.dimension),
+                rows=np.concatenate([p[0] for p in parts]) if parts else np.empty(0, dtype=np.int64),
+                positions=np.concatenate([p[1] for p in parts]) if parts else np.empty(0, dtype=np.int64),
+                vectors=np.concatenate([p[2] for p in parts]) if parts else np.empty((0, spec.dimension), np.float32),
             )
         return result, quarantined
 
     def quarantined(self, spec: TemplateSpec) -> list[QuarantinedTemplate]:
         """Every stored row of ``spec``'s model that fails the template checks, expired or not."""
         with self._reading() as conn:
-            found = conn.execute(
-                "SELECT s.watchlist, t.subject, t.position, t.version, t.vector, s.subject_id"
-                " FROM templates t JOIN subjects s ON s.id = t.subject WHERE t.model_id = ?",
-                (spec.model_id,),
-            ).fetchall()
-        return _checked(found, spec.dimension)[1]
+            _, owners = self._owners(conn, "1", ())
+            return _quarantine(conn, spec, _scan(conn, spec, owners, keep=False).suspect)
+
+    def still_quarantined(self, spec: TemplateSpec, found: list[tuple[int, int]]) -> list[QuarantinedTemplate]:
+        """Of the templates at ``found`` (row, position) that failed the checks
+        when an index was built, those still stored and still failing: what a
+        start from that index's snapshot reports, without a scan of the store."""
+        with self._reading() as conn:
+            return _quarantine(conn, spec, found)
+
+    @staticmethod
+    def _owners(conn: sqlite3.Connection, where: str, args: tuple) -> tuple[list[str], list[np.ndarray]]:
+        """The watch-lists, and the rows of each one's subjects that match ``where``."""
+        names = [name for (name,) in conn.execute("SELECT name FROM watchlists ORDER BY name")]
+        owners = []
+        for name in names:
+            # One string of every row, parsed in C: a million rows as Python ints cost seconds.
+            (joined,) = conn.execute(
+                f"SELECT group_concat(id) FROM subjects WHERE watchlist = ? AND {where}", (name, *args)
+            ).fetchone()
+            owners.append(np.sort(np.fromstring(joined or "", dtype=np.int64, sep=",")))
+        return names, owners
 
     def expiries(self) -> dict[int, float]:
         """Row to expiry time (epoch seconds) of every subject that has one."""
