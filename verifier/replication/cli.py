@@ -137,8 +137,7 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
     except StoreError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
-    audit = AuditLog(settings.audit.file(settings.data_dir), settings.audit.commit_window_seconds,
-                     settings.audit.busy_timeout_seconds)
+    audit = AuditLog.for_settings(settings)
     identity, role = local_operator()
     entry = Entry(identity=identity, role=role, rpc="cli:bundle import", kind=CHANGE, outcome="",
                   targets=(str(args.file),))

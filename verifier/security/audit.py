@@ -37,9 +37,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from verifier.errors import Reason, VerifierError
+
+if TYPE_CHECKING:
+    from verifier.config import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -178,6 +181,12 @@ class AuditLog:
         self._flusher = threading.Thread(target=self._flush_loop, name="audit-flusher", daemon=True)
         self._flusher.start()
 
+
+    @classmethod
+    def for_settings(cls, settings: "Settings") -> "AuditLog":
+        """The configured trail (``audit.path`` under the data folder)."""
+        audit = settings.audit
+        return cls(audit.file(settings.data_dir), audit.commit_window_seconds, audit.busy_timeout_seconds)
     def append_change(self, entry: Entry) -> Record:
         """Append ``entry`` and return once it is durable (with any decisions
         queued before it, which keep their place in the chain)."""

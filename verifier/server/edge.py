@@ -108,8 +108,7 @@ def build_edge(settings: Settings) -> Edge:
     tls = credentials is not None
     audit = None
     if settings.audit.enabled:
-        audit = AuditLog(settings.audit.file(settings.data_dir), settings.audit.commit_window_seconds,
-                         settings.audit.busy_timeout_seconds)
+        audit = AuditLog.for_settings(settings)
     recorders: list[grpc.ServerInterceptor] = [] if audit is None else [AuditInterceptor(audit, tls)]
     reflection = settings.security.reflection if settings.security.reflection is not None else not tls
     return Edge(credentials, audit, reflection, [AuthorizationInterceptor(tls, audit)], recorders)

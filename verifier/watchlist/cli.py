@@ -169,8 +169,7 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    audit = AuditLog(settings.audit.file(settings.data_dir), settings.audit.commit_window_seconds,
-                     settings.audit.busy_timeout_seconds)
+    audit = AuditLog.for_settings(settings)
     failures: list[tuple[str, str, str]] = []
     partial: list[tuple[str, int, int]] = []
     enrolled = 0
@@ -249,8 +248,7 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    audit = AuditLog(settings.audit.file(settings.data_dir), settings.audit.commit_window_seconds,
-                     settings.audit.busy_timeout_seconds)
+    audit = AuditLog.for_settings(settings)
     failures: list[tuple[str, str, str]] = []
     partial: list[tuple[str, int, int]] = []
     migrated = 0
