@@ -184,3 +184,14 @@ def test_the_bulk_loader_registers_reports_refusals_and_resumes(running: Running
     again = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert "1 of 2 registered" in again.stdout and "m-1" not in again.stderr
     assert running.registry is not None and running.registry.traveller("m-1").traveller_id == "m-1"
+
+
+@pytest.mark.parametrize("traveller", ["has space", "x" * 129, "../etc", "\u202eT-1"])
+def test_hostile_traveller_ids_are_refused_and_nothing_is_registered(
+    stub: rg_grpc.RegistryStub, photos: dict[str, Path], traveller: str
+) -> None:
+    chip, live = photos["obama2.jpg"].read_bytes(), photos["obama.jpg"].read_bytes()
+    code, details = _refusal(lambda: _register(stub, traveller, "P-HOSTILE-1", chip, live))
+    assert (code, details["verifier-reason"]) == (grpc.StatusCode.INVALID_ARGUMENT, "FIELD_INVALID")
+    code, details = _refusal(lambda: stub.GetTraveller(rg.GetTravellerRequest(traveller_id=traveller), timeout=10))
+    assert details["verifier-reason"] == "FIELD_INVALID"
