@@ -54,12 +54,15 @@ $(PEER_VENV)/.installed: benchmarks/peer-requirements.txt
 peer-venv: $(PEER_VENV)/.installed
 
 # The benchmark suite into one benchmarks/results/<timestamp>/ folder: stage
-# times, the load generator through gRPC, and the peer side by side.
+# times (served pack and fast-legacy side by side), the load generator through
+# gRPC (then its Verify levels again on the fast-legacy pack), and the peer.
 bench: setup-dev models peer-venv
 	$(BIN)/verifier models fetch --assets
 	out=benchmarks/results/$$(date +%Y%m%d-%H%M%S) && mkdir -p $$out && \
 	$(BIN)/python -m benchmarks.stages > $$out/stages.txt && cat $$out/stages.txt && \
 	$(BIN)/python -m benchmarks.loadgen --out $$out $(LOADGEN_ARGS) && \
+	$(BIN)/python -m benchmarks.loadgen --out $$out/fast-legacy --server-env VERIFIER_MODELS__PACK=fast-legacy \
+		--ops verify-images verify-template --concurrency 1 4 --rates && \
 	$(BIN)/python -m benchmarks.peer --out $$out $(PEER_ARGS)
 
 clean:

@@ -1,10 +1,14 @@
-"""Median time of each pipeline stage for a 640x480 JPEG on one thread.
+"""Median time of each pipeline stage for a 640x480 JPEG on one thread, for
+several packs side by side (by default the served pack and the old one).
 
-    .venv/bin/python -m benchmarks.stages [--runs 200]
+    .venv/bin/python -m benchmarks.stages [--runs 200] [--packs default fast-legacy]
 
 Each stage is timed on its own, many times, after a warm-up; the printout is
 the median and p90 in milliseconds, and the models alone (the session run
-without pre- or post-processing) for comparison.
+without pre- or post-processing) for comparison. A pack whose detector gives
+the landmarks has no landmark model: its landmarks stage is the hand-over only.
+The packs are timed one after the other, so on a shared machine compare runs
+made close together and repeat them: neighbours' load moves each by ±10 %.
 """
 
 from __future__ import annotations
@@ -36,22 +40,28 @@ def _time(fn: Callable[[], object], runs: int, warmup: int = 10) -> list[float]:
     return samples
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=200)
-    args = parser.parse_args()
-
-    settings = get_settings()
+def _engine(pack: str) -> FaceEngine:
+    settings = get_settings().model_copy(deep=True)
+    settings.models.pack = pack
     settings.models.intra_op_threads = 1
     settings.models.idle_intra_op_threads = 1
-    engine = FaceEngine.from_settings(settings)
+    return FaceEngine.from_settings(settings)
+
+
+def _capture(engine: FaceEngine) -> bytes:
+    """The 640x480 gate capture every pack is timed on (framed by ``engine``'s detector)."""
+    settings = engine.settings
     manifest = load_manifest(settings.models.manifest)
     photo = fetch_asset(manifest.assets["face-recognition-photos"], settings.models.cache_dir)["obama.jpg"].read_bytes()
     box = engine.analyse(photo).face.box
-    data = capture_jpeg(photo, (float(box[0]), float(box[1]), float(box[2]), float(box[3])))
+    return capture_jpeg(photo, (float(box[0]), float(box[1]), float(box[2]), float(box[3])))
+
+
+def _pack_stages(engine: FaceEngine, data: bytes, runs: int) -> dict[str, tuple[float, float, float | None]]:
+    """Per stage, (median, p90, model alone median) in ms."""
     image = engine.decoder.decode(data, ImageUse.LIVE)
-    box = engine.detector.detect_batch([image.bgr])[0][0].box
-    points = engine.landmarks.five_points([(image.bgr, box)])[0]
+    face = engine.detector.detect_batch([image.bgr])[0][0]
+    points = engine.five_points([(image.bgr, face)])[0]
     crop = align(image.bgr, points, engine.embedder.input_size)
 
     def raw(model: object, shape: tuple[int, ...]) -> Callable[[], object]:
@@ -62,25 +72,55 @@ def main() -> None:
     stages = {
         "decode": lambda: engine.decoder.decode(data, ImageUse.LIVE),
         "detect": lambda: engine.detector.detect_batch([image.bgr]),
-        "landmarks": lambda: engine.landmarks.five_points([(image.bgr, box)]),
+        "landmarks": lambda: engine.five_points([(image.bgr, face)]),
         "align": lambda: align(image.bgr, points, engine.embedder.input_size),
         "embed": lambda: engine.embedder.embed([crop]),
         "whole pipeline": lambda: engine.analyse(data),
     }
     models_alone = {
         "detect": raw(engine.detector, (1, 3, engine.detector.contract.height, engine.detector.contract.width)),
-        "landmarks": raw(engine.landmarks, (1, 1, engine.landmarks.contract.height, engine.landmarks.contract.width)),
-        "embed": raw(engine.embedder, (1, 3, engine.embedder.input_size, engine.embedder.input_size)),
     }
-    print(f"640x480 JPEG ({len(data)} bytes), one thread, {args.runs} runs per stage, model {engine.model_id}")
-    print(f"{'stage':16s} {'median ms':>10s} {'p90 ms':>8s} {'model alone':>12s}")
+    if engine.landmarks is not None:
+        models_alone["landmarks"] = raw(
+            engine.landmarks, (1, 1, engine.landmarks.contract.height, engine.landmarks.contract.width)
+        )
+    for part in getattr(engine.embedder, "parts", (engine.embedder,)):
+        size = part.input_size
+        models_alone["embed"] = _sum(models_alone.get("embed"), raw(part, (2 if part.mirror else 1, 3, size, size)))
+    measured: dict[str, tuple[float, float, float | None]] = {}
     for name, fn in stages.items():
-        samples = _time(fn, args.runs)
-        alone = ""
-        if name in models_alone:
-            alone = f"{statistics.median(_time(models_alone[name], args.runs)):12.2f}"
-        p90 = float(np.percentile(samples, 90))
-        print(f"{name:16s} {statistics.median(samples):10.2f} {p90:8.2f} {alone}")
+        samples = _time(fn, runs)
+        alone = statistics.median(_time(models_alone[name], runs)) if name in models_alone else None
+        measured[name] = (statistics.median(samples), float(np.percentile(samples, 90)), alone)
+    return measured
+
+
+def _sum(first: Callable[[], object] | None, second: Callable[[], object]) -> Callable[[], object]:
+    """Both runs one after the other (a fused pack's embedders)."""
+    if first is None:
+        return second
+    return lambda: (first(), second())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--packs", nargs="+", default=[get_settings().models.pack, "fast-legacy"])
+    args = parser.parse_args()
+    packs = list(dict.fromkeys(args.packs))
+    engines = {pack: _engine(pack) for pack in packs}
+    data = _capture(engines[packs[0]])
+    results = {pack: _pack_stages(engine, data, args.runs) for pack, engine in engines.items()}
+    print(f"640x480 JPEG ({len(data)} bytes), one thread, {args.runs} runs per stage; median (p90) ms, [model alone]")
+    for pack, engine in engines.items():
+        print(f"  {pack}: {engine.model_id}")
+    print(f"{'stage':16s}" + "".join(f"{pack:>28s}" for pack in packs))
+    for name in next(iter(results.values())):
+        cells = []
+        for pack in packs:
+            median, p90, alone = results[pack][name]
+            cells.append(f"{median:7.2f} ({p90:6.2f})" + (f" [{alone:6.2f}]" if alone is not None else " " * 9))
+        print(f"{name:16s}" + "".join(f"{cell:>28s}" for cell in cells))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from verifier.config import Settings, get_settings
 from verifier.modelzoo.fetch import fetch_asset
 from verifier.modelzoo.manifest import load_manifest
 from verifier.pipeline import FaceEngine
+from verifier.templates import TemplateSpec
 from verifier.watchlist.service import initialise_store
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -28,6 +29,12 @@ def settings() -> Settings:
 @pytest.fixture(scope="session")
 def engine(settings: Settings) -> FaceEngine:
     return FaceEngine.from_settings(settings)
+
+
+@pytest.fixture(scope="session")
+def template_spec(settings: Settings) -> TemplateSpec:
+    """The model id and dimension of the served pack's templates, read from the manifest."""
+    return load_manifest(settings.models.manifest).template_spec(settings.models.pack)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from verifier.errors import Reason, VerifierError
+from verifier.calibration import serving_threshold
+from verifier.errors import ACQUISITION_FAILURES, Reason, VerifierError
 from verifier.imaging import ImageUse
 from verifier.pipeline import STAGES, FaceEngine, Selection
 
@@ -44,15 +45,20 @@ def test_same_person_scores_above_different_people(engine: FaceEngine, photos: d
                for name in ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg")}
     genuine = [vectors["obama.jpg"] @ vectors[n] for n in ("obama2.jpg", "obama3.jpg")]
     impostor = [vectors["biden.jpg"] @ vectors[n] for n in ("obama.jpg", "obama2.jpg", "obama3.jpg")]
-    assert min(genuine) > 0.6
-    assert max(impostor) < 0.2
+    # Clear of the served threshold (FMR 1e-3) on both sides: genuine pairs by 0.2,
+    # the closest impostor pair (0.29 against 0.37 with the default pack) by 0.05.
+    threshold = serving_threshold(engine.settings, engine.model_id).value
+    assert min(genuine) > threshold + 0.2
+    assert max(impostor) < threshold - 0.05
 
 
 def test_several_faces_uses_largest_and_counts_them(engine: FaceEngine, photos: dict[str, Path]) -> None:
     obama = engine.analyse(photos["obama.jpg"].read_bytes()).template.vector
     biden = engine.analyse(photos["biden.jpg"].read_bytes()).template.vector
+    # The small face at 0.6 scale: about 20 px in the detector's 320x240 input, above the
+    # 16 px of RetinaFace's smallest anchor (at 0.4, 12 px, it scores under min_score).
     for big, small, expected in (("obama.jpg", "biden.jpg", obama), ("biden.jpg", "obama.jpg", biden)):
-        result = engine.analyse(_side_by_side((photos[big], 1.0), (photos[small], 0.4)))
+        result = engine.analyse(_side_by_side((photos[big], 1.0), (photos[small], 0.6)))
         assert result.faces_detected == 2
         assert float(result.template.vector @ expected) > 0.6
 
@@ -90,3 +96,21 @@ def test_greyscale_and_jpeg2000_match_the_colour_jpeg(engine: FaceEngine, photos
     for data in (grey, jp2):
         chip = engine.analyse(data, use=ImageUse.DOCUMENT)
         assert float(chip.template.vector @ reference) > 0.6
+
+
+def test_a_face_below_the_quality_floor_is_refused_with_its_eye_distance(
+    engine: FaceEngine, photos: dict[str, Path]
+) -> None:
+    """Eyes about 14 px apart: refused under the 16 px floor (a failure to acquire, with a
+    reason a gate can act on), acquired once the floor is lowered."""
+    photo = cv2.imread(str(photos["obama.jpg"]))
+    small = cv2.imencode(".png", cv2.resize(photo, None, fx=0.13, fy=0.13, interpolation=cv2.INTER_AREA))[1].tobytes()
+    assert engine.settings.detector.min_eye_distance_px == 16
+    with pytest.raises(VerifierError) as refused:
+        engine.analyse(small)
+    assert refused.value.reason is Reason.FACE_TOO_SMALL and refused.value.reason in ACQUISITION_FAILURES
+    assert 10 < float(refused.value.details["eye_distance_px"]) < 16
+    lowered = engine.settings.model_copy(deep=True)
+    lowered.detector.min_eye_distance_px = 0
+    other = FaceEngine(lowered, engine.detector, engine.landmarks, engine.embedder)
+    assert other.analyse(small).template.vector.shape == (engine.embedder.dimension,)

@@ -36,6 +36,10 @@ class ModelSettings(BaseModel):
     # Let the idle-time threads spin while waiting for work: a little lower
     # latency, but cycles taken from the next requests when load arrives.
     idle_allow_spinning: bool = False
+    # Licence tokens the deployer accepts (a model's `requires_acceptance` in the
+    # manifest): a pack holding a model whose token is not listed is refused at
+    # start. Example: VERIFIER_MODELS__ACCEPT_LICENCES='["insightface-non-commercial"]'.
+    accept_licences: tuple[str, ...] = ()
 
 
 class ImageUseLimits(BaseModel):
@@ -105,6 +109,11 @@ class DetectorSettings(BaseModel):
     nms_iou: float = Field(default=0.3, gt=0.0, le=1.0, allow_inf_nan=False)
     # Faces smaller than this (box side, original pixels) are not acquired.
     min_face_px: int = Field(default=24, ge=1)
+    # Quality floor: a face whose eyes are closer than this (original pixels) is
+    # refused with FACE_TOO_SMALL. The served threshold's false-match rate was
+    # measured to hold down to 16 px (`verifier eval --condition downscale-16px`,
+    # README); below it nobody has shown that it does. 0: no floor.
+    min_eye_distance_px: float = Field(default=16.0, ge=0.0, allow_inf_nan=False)
     # Pad the image to the detector's aspect ratio instead of squashing it
     # (portrait chip photos into a 4:3 input).
     letterbox: bool = True

@@ -31,6 +31,8 @@ class Reason(str, Enum):
     IMAGE_UNDECODABLE = "IMAGE_UNDECODABLE"
     IMAGE_FORMAT_UNSUPPORTED = "IMAGE_FORMAT_UNSUPPORTED"
     NO_FACE = "NO_FACE"
+    # A face found, but below the quality floor the calibration was shown to hold at.
+    FACE_TOO_SMALL = "FACE_TOO_SMALL"
     TEMPLATE_MALFORMED = "TEMPLATE_MALFORMED"
     TEMPLATE_VERSION_UNSUPPORTED = "TEMPLATE_VERSION_UNSUPPORTED"
     TEMPLATE_MODEL_MISMATCH = "TEMPLATE_MODEL_MISMATCH"
@@ -66,6 +68,7 @@ _KIND_OF: dict[Reason, Kind] = {
     Reason.IMAGE_UNDECODABLE: Kind.INVALID_INPUT,
     Reason.IMAGE_FORMAT_UNSUPPORTED: Kind.INVALID_INPUT,
     Reason.NO_FACE: Kind.PRECONDITION,
+    Reason.FACE_TOO_SMALL: Kind.PRECONDITION,
     Reason.TEMPLATE_MALFORMED: Kind.INVALID_INPUT,
     Reason.TEMPLATE_VERSION_UNSUPPORTED: Kind.INVALID_INPUT,
     Reason.TEMPLATE_MODEL_MISMATCH: Kind.PRECONDITION,
@@ -104,6 +107,10 @@ _KIND_OF: dict[Reason, Kind] = {
     # codes, NO_MATCH, LIVE_IS_DOCUMENT_PHOTO, ...); the kiosk may capture again.
     Reason.REGISTRATION_REFUSED: Kind.PRECONDITION,
 }
+
+
+# Refusals that are failures to acquire (ISO/IEC 19795-1): counted as FTA, never hidden.
+ACQUISITION_FAILURES = frozenset({Reason.NO_FACE, Reason.FACE_TOO_SMALL})
 
 
 class VerifierError(Exception):

@@ -7,6 +7,7 @@ enrolment batch) share each model run.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from verifier import deadlines
 from verifier.config import Settings
 from verifier.errors import ModelPackError, Reason, VerifierError
 from verifier.face.align import align
-from verifier.face.detector import Detection, FaceDetector
+from verifier.face.detector import Detection, FaceDetector, detector_for
 from verifier.face.embedder import Embedder
 from verifier.face.fusion import FusedEmbedder
 from verifier.face.landmarks import LandmarkModel
@@ -30,10 +31,12 @@ from verifier.modelzoo.manifest import ModelSpec, load_manifest
 from verifier.modelzoo.session import ModelRunner, Occupancy
 from verifier.templates import Template, TemplateSpec
 
+log = logging.getLogger(__name__)
+
 STAGES = ("decode", "detect", "landmarks", "align", "embed")
 # Bump when a change to pre- or post-processing changes templates: caches of
 # templates (the evaluation's) key on it, as they key on model ids and settings.
-PIPELINE_REVISION = 3
+PIPELINE_REVISION = 5
 
 
 class Selection(Enum):
@@ -108,18 +111,35 @@ def _verified_model(spec: ModelSpec, settings: Settings) -> Path:
     return path
 
 
+def _accepted(members: dict[str, tuple[ModelSpec, ...]], settings: Settings) -> None:
+    """Refuse a pack holding a model whose licence the deployer has not accepted,
+    and log every model's licence, so the record of a start says what was run."""
+    for specs in members.values():
+        for spec in specs:
+            token = spec.requires_acceptance
+            if token and token not in settings.models.accept_licences:
+                raise ModelPackError(
+                    f"pack {settings.models.pack!r} holds {spec.name}, licensed: {spec.licence}. "
+                    f"It loads only when models.accept_licences lists {token!r}"
+                )
+            log.info("model %s (%s): licence: %s", spec.model_id, spec.task, spec.licence)
+
+
 class FaceEngine:
     """Detector, landmarks and embedder of one model pack, shared by all requests
-    (ONNX Runtime sessions are safe to run from several threads)."""
+    (ONNX Runtime sessions are safe to run from several threads). ``landmarks``
+    is None where the detector gives the five points itself."""
 
     def __init__(
         self,
         settings: Settings,
         detector: FaceDetector,
-        landmarks: LandmarkModel,
+        landmarks: LandmarkModel | None,
         embedder: Embedder | FusedEmbedder,
         occupancy: Occupancy | None = None,
     ) -> None:
+        if landmarks is None and not detector.gives_landmarks:
+            raise ModelPackError(f"detector {detector.spec.name} gives no landmarks and the pack names no landmark model")
         self.settings = settings
         self.detector = detector
         self.landmarks = landmarks
@@ -129,23 +149,36 @@ class FaceEngine:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "FaceEngine":
-        """Load the configured pack, refusing missing or altered model files."""
+        """Load the configured pack, refusing missing or altered model files and
+        licences not accepted."""
         members = load_manifest(settings.models.manifest).members(settings.models.pack)
-        (detector,), (landmarks,) = members["detector"], members["landmarks"]
+        _accepted(members, settings)
+        (detector,) = members["detector"]
 
         occupancy = Occupancy()
 
         def session(spec: ModelSpec) -> ModelRunner:
             return ModelRunner(_verified_model(spec, settings), settings.models, occupancy)
 
+        landmarks = None
+        if "landmarks" in members:
+            (spec,) = members["landmarks"]
+            landmarks = LandmarkModel(spec, session(spec), settings.pipeline.landmark_crop_scale)
         embedders = [Embedder(spec, session(spec), settings.pipeline.embed_mirror) for spec in members["embedder"]]
         return cls(
             settings,
-            FaceDetector(detector, session(detector), settings.detector),
-            LandmarkModel(landmarks, session(landmarks), settings.pipeline.landmark_crop_scale),
+            detector_for(detector, session(detector), settings.detector),
+            landmarks,
             embedders[0] if len(embedders) == 1 else FusedEmbedder(embedders),
             occupancy,
         )
+
+    def five_points(self, faces: list[tuple[np.ndarray, Detection]]) -> list[np.ndarray]:
+        """Five landmarks per (image, detection): the landmark model's where the
+        pack has one, else the detector's own."""
+        if self.landmarks is not None:
+            return self.landmarks.five_points([(bgr, detection.box) for bgr, detection in faces])
+        return [detection.landmarks for _, detection in faces]  # type: ignore[misc]
 
     @property
     def model_id(self) -> str:
@@ -221,10 +254,21 @@ class FaceEngine:
             else:
                 chosen.append((i, _choose(usable, decoded[i], selection)))
         with clock.stage("landmarks"):
-            points = self.landmarks.five_points([(decoded[i].bgr, detection.box) for i, detection in chosen])
+            points = self.five_points([(decoded[i].bgr, detection) for i, detection in chosen])
         aligned: list[tuple[int, Detection, np.ndarray, np.ndarray]] = []
+        too_small: dict[int, VerifierError] = {}
+        floor = self.settings.detector.min_eye_distance_px
         with clock.stage("align"):
             for (i, detection), face_points in zip(chosen, points):
+                eyes = float(np.linalg.norm(face_points[0] - face_points[1])) / decoded[i].scale
+                if eyes < floor:
+                    too_small[i] = VerifierError(
+                        Reason.FACE_TOO_SMALL,
+                        f"the eyes are {eyes:.1f} px apart, below the {floor:g} px the threshold was measured at: "
+                        "capture closer or at a higher resolution",
+                        eye_distance_px=f"{eyes:.1f}", min_eye_distance_px=f"{floor:g}",
+                    )
+                    continue
                 try:
                     crop = align(decoded[i].bgr, face_points, self.embedder.input_size)
                 except VerifierError as exc:
@@ -258,7 +302,9 @@ class FaceEngine:
                     size = faces[i][0].image_size
                     outcomes[i] = FrameFaces(faces[i], usable_count[i], size, dict(clock.ms))
                 else:
-                    outcomes[i] = VerifierError(Reason.NO_FACE, "no face could be aligned", faces_detected=usable_count[i])
+                    outcomes[i] = too_small.get(i) or VerifierError(
+                        Reason.NO_FACE, "no face could be aligned", faces_detected=usable_count[i]
+                    )
         return [outcome for outcome in outcomes if outcome is not None]
 
     def embed_with_landmarks(self, images: list[bytes], points: list[np.ndarray]) -> list[Template | VerifierError]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import pytest
 
 from verifier.calibration import load_table
@@ -70,3 +71,35 @@ def test_an_unreadable_set_is_a_clear_error(
 ) -> None:
     assert _run(["eval", str(tmp_path / "absent")], local) == EXIT_ERROR
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_a_set_where_every_image_fails_reports_full_failure_to_acquire(
+    local: Settings, photos: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Background corners of real photos (no face): the evaluation reports 100 % FTA and no
+    1:1 figures instead of failing on empty score lists."""
+    root = tmp_path / "faceless"
+    for person, name in (("a", "obama.jpg"), ("b", "biden.jpg"), ("c", "obama2.jpg")):
+        image = cv2.imread(str(photos[name]))
+        (root / person).mkdir(parents=True)
+        for i, corner in enumerate((image[:96, :96], image[:96, -96:])):
+            cv2.imwrite(str(root / person / f"{i}.png"), corner)
+    out = tmp_path / "report"
+    assert _run(["eval", str(root), "--output", str(out)], local) == 0
+    printed = capsys.readouterr().out
+    assert "FTA 6/6 = 100.00 %" in printed and "no 1:1 figures" in printed
+    document = json.loads((out / "report.json").read_text())
+    assert document["acquisition"]["rate"] == 1.0 and document["verification"] is None
+    assert _run(["eval", str(root), "--output", str(out), "--calibrate"], local) == EXIT_ERROR
+
+
+def test_a_condition_reports_the_served_threshold_on_it(
+    local: Settings, mini_lfw: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _run(["eval", str(mini_lfw), "--condition", "downscale-24px", "--output", str(tmp_path)], local) == 0
+    printed = capsys.readouterr().out
+    assert "downscale-24px" in printed and "served threshold" in printed and "x the target" in printed
+    document = json.loads((tmp_path / "report.json").read_text())
+    for served in (document["served"], document["served_mixed"]):
+        assert served["fmr_ratio"] == pytest.approx(served["fmr"] / served["target_fmr"])
+    assert "one side only" in printed

@@ -32,3 +32,32 @@ def test_degenerate_landmarks_are_no_face() -> None:
     with pytest.raises(VerifierError) as caught:
         similarity_to_template(np.full((5, 2), 50.0, np.float32))
     assert caught.value.reason is Reason.NO_FACE
+
+
+def test_the_fit_weighs_all_five_points() -> None:
+    """With landmarks off by a few pixels, one of them more, the least-squares fit leaves
+    no larger error over the five points than the robust fit alignment used before,
+    which drops the worse points: strictly smaller wherever it dropped one."""
+    rng = np.random.default_rng(3)
+    better = 0
+    for _ in range(20):
+        points = ARCFACE_TEMPLATE * 2.1 + 60 + rng.normal(0, 1.5, (5, 2))
+        points[rng.integers(5)] += rng.normal(0, 6, 2)
+        points = points.astype(np.float32)
+        ours = similarity_to_template(points)
+        robust, _ = cv2.estimateAffinePartial2D(points, ARCFACE_TEMPLATE, method=cv2.LMEDS)
+
+        def error(matrix: np.ndarray) -> float:
+            return float(np.sum((points @ matrix[:, :2].T + matrix[:, 2] - ARCFACE_TEMPLATE) ** 2))
+
+        assert error(ours) <= error(robust) * (1 + 1e-5)
+        better += error(ours) < error(robust) * (1 - 1e-3)
+    assert better >= 5
+
+
+def test_non_finite_landmarks_are_no_face() -> None:
+    points = ARCFACE_TEMPLATE.copy()
+    points[2, 0] = np.nan
+    with pytest.raises(VerifierError) as caught:
+        similarity_to_template(points)
+    assert caught.value.reason is Reason.NO_FACE

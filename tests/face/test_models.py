@@ -8,9 +8,15 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.face.manifests import with_edited_manifest
+from verifier.config import Settings
+from verifier.errors import ModelPackError
 from verifier.face.align import align
-from verifier.face.detector import FaceDetector
+from verifier.face.detector import FaceDetector, detector_for
+from verifier.modelzoo.manifest import load_manifest
 from verifier.pipeline import FaceEngine
+
+DETECTORS = ("ultralight-rfb-320", "yunet-2023mar", "retinaface-mnet025")
 
 
 @pytest.fixture(scope="module")
@@ -18,37 +24,90 @@ def obama(photos: dict[str, Path]) -> np.ndarray:
     return cv2.imread(str(photos["obama.jpg"]))
 
 
-def test_detector_finds_one_face_with_or_without_letterbox(engine: FaceEngine, obama: np.ndarray) -> None:
+@pytest.fixture(scope="module")
+def legacy(settings: Settings) -> FaceEngine:
+    """The pack with a separate landmark model."""
+    local = settings.model_copy(deep=True)
+    local.models.pack = "fast-legacy"
+    return FaceEngine.from_settings(local)
+
+
+def _detector(name: str, settings: Settings, **changes: object) -> FaceDetector:
+    from verifier.modelzoo.fetch import model_path
+    from verifier.modelzoo.session import create_session
+
+    spec = load_manifest(settings.models.manifest).models[name]
+    session = create_session(model_path(settings.models.cache_dir, spec), settings.models)
+    return detector_for(spec, session, settings.detector.model_copy(update=changes))
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_detector_finds_one_face_with_or_without_letterbox(name: str, settings: Settings, obama: np.ndarray) -> None:
     boxes = []
     for letterbox in (True, False):
-        settings = engine.detector.settings.model_copy(update={"letterbox": letterbox})
-        detector = FaceDetector(engine.detector.spec, engine.detector.session, settings)
-        (found,) = detector.detect_batch([obama])
+        (found,) = _detector(name, settings, letterbox=letterbox).detect_batch([obama])
         assert len(found) == 1 and found[0].score > 0.9
         boxes.append(found[0].box)
     overlap_x = min(boxes[0][2], boxes[1][2]) - max(boxes[0][0], boxes[1][0])
     assert overlap_x > 0.7 * (boxes[0][2] - boxes[0][0])
 
 
-def test_detector_finds_nothing_in_a_wall(engine: FaceEngine, obama: np.ndarray) -> None:
+@pytest.mark.parametrize("name", DETECTORS)
+def test_detector_finds_nothing_in_a_wall(name: str, settings: Settings, obama: np.ndarray) -> None:
     wall = obama[:60, :60].copy().repeat(8, 0).repeat(8, 1)
-    assert engine.detector.detect_batch([wall]) == [[]]
+    assert _detector(name, settings).detect_batch([wall]) == [[]]
 
 
-def test_landmarks_batch_equals_single(engine: FaceEngine, obama: np.ndarray, photos: dict[str, Path]) -> None:
+@pytest.mark.parametrize("name", ["yunet-2023mar", "retinaface-mnet025"])
+def test_detector_landmarks_agree_with_the_landmark_model(
+    name: str, settings: Settings, legacy: FaceEngine, photos: dict[str, Path]
+) -> None:
+    """Five points in the template's order (image-left eye first), inside the box, and
+    within a quarter of the eye distance of the separate landmark model's (itself
+    a few pixels off on these photos; a decoding error is off by whole cells)."""
+    for photo in ("obama.jpg", "biden.jpg"):
+        image = cv2.imread(str(photos[photo]))
+        (face,) = _detector(name, settings).detect_batch([image])[0]
+        points = face.landmarks
+        assert points is not None and points.shape == (5, 2)
+        x1, y1, x2, y2 = face.box
+        assert np.all((points >= [x1, y1]) & (points <= [x2, y2]))
+        assert points[0, 0] < points[1, 0] and points[3, 0] < points[4, 0]
+        assert points[:2, 1].max() < points[2, 1] < points[3:, 1].min()
+        reference = legacy.five_points([(image, legacy.detector.detect_batch([image])[0][0])])[0]
+        eyes = float(np.linalg.norm(reference[0] - reference[1]))
+        assert float(np.max(np.linalg.norm(points - reference, axis=1))) < 0.25 * eyes, photo
+
+
+def test_a_pack_whose_detector_gives_no_landmarks_needs_a_landmark_model(settings: Settings, tmp_path: Path) -> None:
+    local = with_edited_manifest(
+        settings, tmp_path,
+        'detector = "retinaface-mnet025"\nembedder = "sface-128"', 'detector = "ultralight-rfb-320"\nembedder = "sface-128"',
+    )
+    with pytest.raises(ModelPackError, match="gives no landmarks"):
+        FaceEngine.from_settings(local)
+
+
+def test_the_default_pack_runs_no_landmark_model(engine: FaceEngine) -> None:
+    assert engine.landmarks is None and engine.detector.gives_landmarks
+
+
+def test_landmarks_batch_equals_single(legacy: FaceEngine, obama: np.ndarray, photos: dict[str, Path]) -> None:
     biden = cv2.imread(str(photos["biden.jpg"]))
-    faces = [(img, engine.detector.detect_batch([img])[0][0].box) for img in (obama, biden)]
-    together = engine.landmarks.five_points(faces)
-    apart = [engine.landmarks.five_points([face])[0] for face in faces]
+    assert legacy.landmarks is not None
+    faces = [(img, legacy.detector.detect_batch([img])[0][0].box) for img in (obama, biden)]
+    together = legacy.landmarks.five_points(faces)
+    apart = [legacy.landmarks.five_points([face])[0] for face in faces]
     assert np.allclose(together, apart, atol=1e-3)
 
 
 def test_embedder_batches_and_mirrors(engine: FaceEngine, obama: np.ndarray) -> None:
-    box = engine.detector.detect_batch([obama])[0][0].box
-    crop = align(obama, engine.landmarks.five_points([(obama, box)])[0])
+    face = engine.detector.detect_batch([obama])[0][0]
+    crop = align(obama, engine.five_points([(obama, face)])[0])
     single = engine.embedder.embed([crop])
     double = engine.embedder.embed([crop, crop[:, ::-1].copy()])
-    assert single.shape == (1, 192)
+    dimension = engine.embedder.dimension
+    assert single.shape == (1, dimension)
     assert np.allclose(double[0], single[0], atol=1e-5)
     assert 0.7 < float(double[0] @ double[1]) < 0.9999
-    assert engine.embedder.embed([]).shape == (0, 192)
+    assert engine.embedder.embed([]).shape == (0, dimension)

@@ -116,6 +116,16 @@ def test_a_tiny_capture_is_retried_move_closer(gate_channel: grpc.Channel, photo
     assert last.decision == pb.REFER and "RETRY_BUDGET_EXHAUSTED" in last.reasons
 
 
+def test_a_face_below_the_eye_distance_floor_is_retried_move_closer(
+    gate_channel: grpc.Channel, photos: dict[str, Path]
+) -> None:
+    """Eyes about 14 px apart: the pipeline refuses the face (FACE_TOO_SMALL), which
+    at the gate is a capture to retry closer, never a fault referred to an officer."""
+    tiny = cv2.resize(_read(photos["obama.jpg"]), None, fx=0.13, fy=0.13, interpolation=cv2.INTER_AREA)
+    answer = _screen(gate_channel, [_jpeg(tiny)], photos["obama.jpg"].read_bytes())
+    assert answer.decision == pb.RETRY and list(answer.reasons) == ["MOVE_CLOSER"], answer.reasons
+
+
 def test_a_retried_transaction_gets_the_same_answer_and_one_audit_record(
     gate_channel: grpc.Channel, photos: dict[str, Path]
 ) -> None:

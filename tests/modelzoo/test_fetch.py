@@ -45,7 +45,7 @@ def test_an_altered_cached_file_is_not_served(settings: Settings, tmp_path: Path
     for spec in load_manifest(settings.models.manifest).models.values():
         target = model_path(tmp_path, spec)
         target.write_bytes(model_path(settings.models.cache_dir, spec).read_bytes())
-    embedder = load_manifest(settings.models.manifest).models["mobilefacenet-192"]
+    embedder = load_manifest(settings.models.manifest).pack(settings.models.pack)["embedder"]
     with model_path(tmp_path, embedder).open("ab") as handle:
         handle.write(b"\0")
     with pytest.raises(ModelPackError, match="does not match"):

@@ -108,7 +108,7 @@ def test_a_caller_over_its_share_is_refused_while_another_caller_gets_through(
         assert holder.result().match
     assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert reason_of(refused.value) == "OVERLOADED"
-    assert served.template.dimension == 192
+    assert served.template.dimension == engine.embedder.dimension
 
 
 def test_connections_from_one_host_are_one_caller_by_default(

@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 from verifier.server.errors import REASON_KEY, reason_of
 from verifier.v1 import verifier_pb2 as pb
 from verifier.v1 import verifier_pb2_grpc as pb_grpc
+from verifier.templates import TemplateSpec
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,9 @@ def _refusal(call, request) -> grpc.RpcError:  # noqa: ANN001
     return caught.value
 
 
-def test_verify_match_and_no_match(stub: pb_grpc.FaceVerifierStub, photos: dict[str, Path]) -> None:
+def test_verify_match_and_no_match(
+    stub: pb_grpc.FaceVerifierStub, photos: dict[str, Path], template_spec: TemplateSpec
+) -> None:
     same = stub.Verify(pb.VerifyRequest(probe=_image(photos["obama.jpg"]),
                                         reference=pb.FaceSample(image=_image(photos["obama2.jpg"]))), timeout=30)
     other = stub.Verify(pb.VerifyRequest(probe=_image(photos["obama.jpg"]),
@@ -38,15 +41,18 @@ def test_verify_match_and_no_match(stub: pb_grpc.FaceVerifierStub, photos: dict[
     assert same.match and not other.match
     assert same.score > same.threshold > other.score
     assert 0 < same.false_match_rate < 0.1 and same.threshold_source
-    assert same.model_id.startswith("mobilefacenet-192:")
+    assert same.model_id == template_spec.model_id
     assert len(same.probe_face.landmarks) == 5 and same.probe_face.faces_detected == 1
     assert same.reference_face.box.x2 > same.reference_face.box.x1
     assert {t.stage for t in same.timings} >= {"probe.detect", "reference.embed", "compare"}
 
 
-def test_template_once_then_verify_and_compare(stub: pb_grpc.FaceVerifierStub, photos: dict[str, Path]) -> None:
+def test_template_once_then_verify_and_compare(
+    stub: pb_grpc.FaceVerifierStub, photos: dict[str, Path], template_spec: TemplateSpec
+) -> None:
     chip = stub.ExtractTemplate(pb.ExtractTemplateRequest(image=_image(photos["obama2.jpg"])), timeout=30)
-    assert chip.template.dimension == 192 and len(chip.template.vector) == 4 * 192
+    dimension = template_spec.dimension
+    assert chip.template.dimension == dimension and len(chip.template.vector) == 4 * dimension
     live = stub.ExtractTemplate(pb.ExtractTemplateRequest(image=_image(photos["obama.jpg"])), timeout=30)
     verified = stub.Verify(pb.VerifyRequest(probe=_image(photos["obama.jpg"]),
                                             reference=pb.FaceSample(template=chip.template)), timeout=30)
@@ -113,12 +119,14 @@ def test_message_over_the_limit_is_refused(stub: pb_grpc.FaceVerifierStub, setti
     assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-def test_server_survives_every_refusal(stub: pb_grpc.FaceVerifierStub, photos: dict[str, Path]) -> None:
+def test_server_survives_every_refusal(
+    stub: pb_grpc.FaceVerifierStub, photos: dict[str, Path], template_spec: TemplateSpec
+) -> None:
     for junk in (b"\x00" * 10, b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, b"\xff\xd8" * 500):
         with pytest.raises(grpc.RpcError):
             stub.ExtractTemplate(pb.ExtractTemplateRequest(image=pb.Image(data=junk)), timeout=30)
     still = stub.ExtractTemplate(pb.ExtractTemplateRequest(image=_image(photos["obama.jpg"])), timeout=30)
-    assert still.template.dimension == 192
+    assert still.template.dimension == template_spec.dimension
 
 
 def test_health_and_reflection(channel: grpc.Channel) -> None:

@@ -30,6 +30,7 @@ from PIL import Image
 
 from verifier.server.errors import reason_of
 from verifier.v1 import verifier_pb2 as pb
+from verifier.templates import TemplateSpec
 from verifier.v1 import verifier_pb2_grpc as pb_grpc
 
 REPO = Path(__file__).resolve().parents[2]
@@ -216,7 +217,7 @@ def test_corpus_is_deterministic_and_covers_every_format(photos: dict[str, Path]
 
 
 def test_fuzz_corpus_gets_clean_answers_within_time_and_memory(
-    server_process: tuple[subprocess.Popen[bytes], str], photos: dict[str, Path]
+    server_process: tuple[subprocess.Popen[bytes], str], photos: dict[str, Path], template_spec: TemplateSpec
 ) -> None:
     process, address = server_process
     originals = _originals(photos)
@@ -245,5 +246,5 @@ def test_fuzz_corpus_gets_clean_answers_within_time_and_memory(
         assert growth <= MAX_GROWTH_MB, f"peak resident memory grew {growth:.0f} MB"
         for fmt, data in originals.items():
             healthy = stub.ExtractTemplate(_request(fmt, data), timeout=30)
-            assert healthy.template.dimension == 192, fmt
+            assert healthy.template.dimension == template_spec.dimension, fmt
     assert codes.get("OK", 0) > 0 and codes.get("IMAGE_UNDECODABLE", 0) > 0 and codes.get("IMAGE_TOO_LARGE", 0) > 0

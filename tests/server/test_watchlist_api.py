@@ -24,6 +24,7 @@ from verifier.v1 import verifier_pb2_grpc as pb_grpc
 from verifier.v1 import watchlist_pb2 as wl
 from verifier.v1 import watchlist_pb2_grpc as wl_grpc
 from verifier.watchlist.service import WatchlistService
+from verifier.templates import TemplateSpec
 
 WATCHLIST = "verifier.v1.Watchlist"
 
@@ -80,7 +81,9 @@ def test_health_and_reflection_name_the_watchlist(watchlist_channel: grpc.Channe
     assert WATCHLIST in {s.name for reply in replies for s in reply.list_services_response.service}
 
 
-def test_enrol_identify_get_remove(stub: wl_grpc.WatchlistStub, photos: dict[str, Path]) -> None:
+def test_enrol_identify_get_remove(
+    stub: wl_grpc.WatchlistStub, photos: dict[str, Path], template_spec: TemplateSpec
+) -> None:
     created = stub.CreateWatchlist(wl.CreateWatchlistRequest(name="wanted", description="arrest warrants"), timeout=5)
     assert created.watchlist.name == "wanted" and created.watchlist.created.seconds > 0
     enrolled = stub.EnrollSubject(
@@ -91,7 +94,7 @@ def test_enrol_identify_get_remove(stub: wl_grpc.WatchlistStub, photos: dict[str
     )
     assert [s.enrolled for s in enrolled.samples] == [True, True]
     assert all(len(s.face.landmarks) == 5 for s in enrolled.samples)
-    assert enrolled.subject.template_count == 2 and enrolled.subject.model_ids[0].startswith("mobilefacenet-192:")
+    assert enrolled.subject.template_count == 2 and enrolled.subject.model_ids[0] == template_spec.model_id
     assert "store" in {t.stage for t in enrolled.timings}
 
     hit = _identify(stub, _image(photos["obama3.jpg"]), "wanted")
@@ -160,11 +163,13 @@ def test_refusals_carry_status_and_reason(stub: wl_grpc.WatchlistStub, photos: d
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT and reason_of(error) == "REQUEST_INCOMPLETE"
 
 
-def test_foreign_templates_are_refused(stub: wl_grpc.WatchlistStub, settings: Settings) -> None:
+def test_foreign_templates_are_refused(
+    stub: wl_grpc.WatchlistStub, settings: Settings, template_spec: TemplateSpec
+) -> None:
     stub.CreateWatchlist(wl.CreateWatchlistRequest(name="foreign"), timeout=5)
-    unit = (b"\x00\x00\x80\x3f" + b"\x00" * 4 * 191)
+    unit = (b"\x00\x00\x80\x3f" + b"\x00" * 4 * (template_spec.dimension - 1))
     foreign = pb.FaceSample(template=pb.Template(model_id="faceplugin-feature-512:84fd65a16b57", version=1,
-                                                 dimension=192, vector=unit))
+                                                 dimension=template_spec.dimension, vector=unit))
     error = _refusal(stub.EnrollSubject, wl.EnrollSubjectRequest(subject=_subject("foreign", "F-1"), samples=[foreign]))
     assert error.code() is grpc.StatusCode.FAILED_PRECONDITION and reason_of(error) == "TEMPLATE_MODEL_MISMATCH"
     error = _refusal(stub.Identify, wl.IdentifyRequest(probe=foreign))

@@ -56,14 +56,14 @@ def _unit(dimension: int, seed: int) -> np.ndarray:
 
 
 def _malformed(engine: FaceEngine) -> dict[str, pb.Template]:
-    model = engine.model_id
+    model, dimension = engine.model_id, engine.embedder.dimension
     return {
         "wrong dimension": _template(model, _unit(64, 1)),
         "one value": _template(model, np.ones(1)),
-        "not unit": _template(model, _unit(192, 2) * 3),
-        "nan": _template(model, np.full(192, np.nan)),
-        "length lies": _template(model, _unit(192, 3), dimension=191),
-        "model id not an id": _template("mobile face net\n", _unit(192, 4)),
+        "not unit": _template(model, _unit(dimension, 2) * 3),
+        "nan": _template(model, np.full(dimension, np.nan)),
+        "length lies": _template(model, _unit(dimension, 3), dimension=dimension - 1),
+        "model id not an id": _template("mobile face net\n", _unit(dimension, 4)),
     }
 
 
@@ -77,7 +77,7 @@ def test_malformed_templates_are_refused_everywhere_and_never_stored(
     stub: wl_grpc.WatchlistStub, watchlist_channel: grpc.Channel, engine: FaceEngine
 ) -> None:
     verifier = pb_grpc.FaceVerifierStub(watchlist_channel)
-    good = _template(engine.model_id, _unit(192, 9))
+    good = _template(engine.model_id, _unit(engine.embedder.dimension, 9))
     for number, (case, bad) in enumerate(_malformed(engine).items()):
         sid = f"T-{number}"
         enrol = wl.EnrollSubjectRequest(subject=_subject(sid), samples=[pb.FaceSample(template=good),

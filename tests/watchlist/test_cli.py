@@ -16,6 +16,7 @@ import pytest
 
 from verifier.config import Settings
 from verifier.watchlist.store import WatchlistStore
+from verifier.templates import TemplateSpec
 
 
 def _run(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -61,7 +62,7 @@ def test_folder_import_reports_failures_and_resumes(folders: Path, tmp_path: Pat
     assert "saved index: current" in stats.stdout
 
 
-def test_csv_import_and_export(photos: dict[str, Path], tmp_path: Path) -> None:
+def test_csv_import_and_export(photos: dict[str, Path], tmp_path: Path, template_spec: TemplateSpec) -> None:
     data = tmp_path / "data"
     listing = tmp_path / "list.csv"
     shutil.copy(photos["obama.jpg"], tmp_path / "a.jpg")
@@ -81,7 +82,7 @@ def test_csv_import_and_export(photos: dict[str, Path], tmp_path: Path) -> None:
     assert record["subject_id"] == "W-1" and record["external_ref"] == "case 17"
     assert record["source_agency"] == "partner police" and record["expires"].startswith("2031-01-01")
     vectors = [np.frombuffer(base64.b64decode(t["vector"]), dtype="<f4") for t in record["templates"]]
-    assert len(vectors) == 2 and all(v.shape == (192,) for v in vectors)
+    assert len(vectors) == 2 and all(v.shape == (template_spec.dimension,) for v in vectors)
     assert float(vectors[0] @ vectors[1]) > 0.5  # two photos of one man
 
 

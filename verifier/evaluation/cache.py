@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ def cache_identity(engine: FaceEngine, selection: Selection, landmarks_file: Pat
         identity |= {
             "alignment": "detected",
             "detector": engine.detector.spec.model_id,
-            "landmarks": engine.landmarks.spec.model_id,
+            "landmarks": engine.landmarks.spec.model_id if engine.landmarks is not None else "detector",
             "detector_settings": settings.detector.model_dump(mode="json"),
             "selection": selection.value,
         }
@@ -109,11 +110,16 @@ def embed_set(
     selection: Selection = Selection.CENTRE,
     landmarks_file: Path | None = None,
     landmarks: dict[str, np.ndarray] | None = None,
+    transform: Callable[[bytes, str], bytes] | None = None,
 ) -> SetTemplates:
     """Templates for every image of the set, through the real pipeline (or from given
-    landmarks), taking what the cache holds and adding what it lacks."""
+    landmarks), taking what the cache holds and adding what it lacks. ``transform``
+    rewrites each image's bytes first (given its key): a derived capture condition;
+    the cache keys on the rewritten bytes."""
     cache = TemplateCache(cache_dir, cache_identity(engine, selection, landmarks_file))
     images = [labeled.path(i).read_bytes() for i in range(len(labeled))]
+    if transform is not None:
+        images = [transform(data, key) for data, key in zip(images, labeled.keys)]
     points = [landmarks.get(key) if landmarks is not None else None for key in labeled.keys]
     keys = [
         _digest(data if p is None else data + p.astype("<f4").tobytes()) for data, p in zip(images, points)

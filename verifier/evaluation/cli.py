@@ -23,9 +23,12 @@ from verifier.calibration import (
     CalibrationTable,
     IdentificationRow,
     calibration_path,
+    serving_threshold,
     write_table,
 )
 from verifier.config import Settings
+from verifier.errors import ModelPackError
+from verifier.evaluation.conditions import CONDITIONS, ConditionError, condition
 from verifier.evaluation.datasets import Layout
 from verifier.pipeline import Selection
 
@@ -62,12 +65,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(matching.calibration_dir/<pack>-quality.json)")
     parser.add_argument("--conditions", default="original,downscaled,blurred,dark,degraded",
                         help="with --quality: derived conditions to measure, comma separated")
+    parser.add_argument("--condition", choices=list(CONDITIONS),
+                        help="evaluate a harder capture condition derived from the set (downscaled, greyscale, "
+                        "blurred, compressed): reports the served threshold's FMR and FNMR on it")
     parser.set_defaults(handler=_eval)
 
 
 def _quality(args: argparse.Namespace, settings: Settings, labeled: "LabeledSet") -> int:
     """ERC on the set and its derived conditions; writes the utility calibration first."""
-    from verifier.calibration import serving_threshold
     from verifier.evaluation.erc import CONDITIONS, collect, run_condition, utility_calibration, write_erc_report
     from verifier.face.quality import quality_path, write_calibration
     from verifier.pipeline import FaceEngine
@@ -118,12 +123,18 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
     if args.calibrate and args.landmarks:
         print("error: --calibrate needs the served pipeline's own landmarks; drop --landmarks", file=sys.stderr)
         return EXIT_ERROR
+    if args.condition and (args.calibrate or args.landmarks):
+        print("error: --condition measures the served pipeline and threshold; drop --calibrate and --landmarks",
+              file=sys.stderr)
+        return EXIT_ERROR
     landmarks_file = None
     if args.landmarks is not None:
         landmarks_file = args.landmarks if args.landmarks.is_absolute() else args.dataset / args.landmarks
+    derived = condition(args.condition) if args.condition else None
     try:
         labeled = load_set(args.dataset, Layout(args.layout) if args.layout else None, args.name)
         landmarks = read_landmarks(landmarks_file) if landmarks_file else None
+        published = read_landmarks(args.dataset / LANDMARKS_FILE) if derived and derived.needs_landmarks else {}
     except (DatasetError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
@@ -133,11 +144,36 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
     alignment = "published" if landmarks is not None else "detected"
     started = time.perf_counter()
     engine = FaceEngine.from_settings(settings)
-    templates = embed_set(engine, labeled, settings.evaluation.cache_dir, selection, landmarks_file, landmarks)
+    served = None
+    if not args.calibrate:
+        try:
+            served = serving_threshold(settings, engine.model_id)
+        except ModelPackError as error:
+            if derived:
+                print(f"error: {error}", file=sys.stderr)
+                return EXIT_ERROR
+    transform = None
+    if derived is not None:
+        def transform(data: bytes, key: str) -> bytes:
+            return derived.apply(data, published.get(key))
+    try:
+        templates = embed_set(
+            engine, labeled, settings.evaluation.cache_dir, selection, landmarks_file, landmarks, transform
+        )
+        # The clean set too (from the cache after the plain run), to compare one
+        # degraded image against a good one.
+        clean = embed_set(engine, labeled, settings.evaluation.cache_dir, selection) if derived else None
+    except ConditionError as error:
+        print(f"error: condition {derived.name if derived else ''}: {error}", file=sys.stderr)
+        return EXIT_ERROR
     embedded = time.perf_counter()
-    evaluated = evaluate(labeled, templates, settings.evaluation, pack, alignment, selection.value)
+    evaluated = evaluate(
+        labeled, templates, settings.evaluation, pack, alignment, selection.value, served,
+        derived.name if derived else "", clean,
+    )
     measured = time.perf_counter()
     suffix = "-published-landmarks" if landmarks is not None else ""
+    suffix += f"-{derived.name}" if derived else ""
     out_dir = args.output or settings.evaluation.output_dir / f"{labeled.name}-{pack}{suffix}"
     timings = {
         f"templates ({templates.embedded_now} embedded now)": embedded - started,
@@ -145,12 +181,25 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
     }
     files = write_report(evaluated, out_dir, timings)
     result = evaluated.result
-    print(f"{labeled.name}: {len(labeled):,} images, {result.dataset.subjects:,} subjects; model {result.model_id}")
-    print(f"FTA {result.acquisition.failures}/{result.acquisition.attempts}; EER {100 * result.verification.eer:.2f} %")
-    for point in result.verification.points:
-        interval = point.fnmr_bootstrap or point.fnmr_wilson
-        print(f"FMR {point.target_fmr:g}: threshold {point.threshold:.4f}, FNMR {100 * point.fnmr:.2f} % "
-              f"[{100 * interval.low:.2f}, {100 * interval.high:.2f}] ({interval.method})")
+    named = f"{labeled.name}" + (f" ({derived.name}: {derived.description})" if derived else "")
+    print(f"{named}: {len(labeled):,} images, {result.dataset.subjects:,} subjects; model {result.model_id}")
+    acquisition = result.acquisition
+    print(f"FTA {acquisition.failures}/{acquisition.attempts} = {100 * acquisition.rate:.2f} %"
+          + (f" ({', '.join(f'{k} {n}' for k, n in acquisition.reasons.items())})" if acquisition.reasons else ""))
+    for note in result.notes:
+        print(f"note: {note}")
+    verification = result.verification
+    if verification is not None:
+        print(f"EER {100 * verification.eer:.2f} %")
+        for point in verification.points:
+            interval = point.fnmr_bootstrap or point.fnmr_wilson
+            print(f"FMR {point.target_fmr:g}: threshold {point.threshold:.4f}, FNMR {100 * point.fnmr:.2f} % "
+                  f"[{100 * interval.low:.2f}, {100 * interval.high:.2f}] ({interval.method})")
+    for label, at in (("", result.served), (" one side only (against the clean set)", result.served_mixed)):
+        if at is not None:
+            print(f"served threshold {at.threshold:.4f} (FMR {at.target_fmr:g}){label}: FMR measured {at.fmr:.2e} "
+                  f"({at.false_matches:,} false matches), {at.fmr_ratio:.2f}x the target; "
+                  f"FNMR {100 * at.fnmr:.2f} %, FRR with FTA {100 * at.frr:.2f} %")
     if result.protocol is not None:
         print(f"{len(result.protocol.accuracies)}-fold accuracy {100 * result.protocol.mean:.2f} % "
               f"± {100 * result.protocol.std:.2f}")
@@ -160,6 +209,9 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
         print(f"1:N rank-1 {100 * ident.rank1:.2f} %; {fnir}")
     print(f"report: {files.markdown}")
     if args.calibrate:
+        if verification is None:
+            print("error: nothing to calibrate on: no 1:1 comparisons", file=sys.stderr)
+            return EXIT_ERROR
         from verifier.watchlist.accuracy import calibrate
 
         searched = labeled if labeled.layout is Layout.FOLDERS else load_set(labeled.image_root, Layout.FOLDERS)
@@ -183,6 +235,8 @@ def _calibration_table(
     result: EvaluationResult, pack: str, identification: tuple[IdentificationRow, ...]
 ) -> CalibrationTable:
     verification = result.verification
+    if verification is None:
+        raise ValueError("a calibration table needs 1:1 comparisons")
     rows = []
     for point in verification.points:
         interval = point.fnmr_bootstrap or point.fnmr_wilson

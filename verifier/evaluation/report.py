@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from verifier.evaluation.evaluate import Evaluated, EvaluationResult
+from verifier.evaluation.evaluate import Evaluated, EvaluationResult, ServedPoint, Verification
 from verifier.evaluation.metrics import Interval
 
 HISTOGRAM_BINS = 200
@@ -111,22 +111,8 @@ def _plot_scores(evaluated: Evaluated, path: Path) -> None:
     fig.savefig(path)
 
 
-def _markdown(result: EvaluationResult, timings: dict[str, float], files: ReportFiles) -> str:
-    d, a, v = result.dataset, result.acquisition, result.verification
+def _verification_lines(v: Verification, confidence: float, files: ReportFiles) -> list[str]:
     lines = [
-        f"# Accuracy: {d.name}, pack `{result.pack}`",
-        "",
-        f"- Data set: `{d.root}` ({d.layout} layout): {d.images:,} images of {d.subjects:,} subjects"
-        + (f", {d.listed_pairs:,} listed pairs" if d.listed_pairs else ""),
-        f"- Model: `{result.model_id}`",
-        f"- Alignment: {result.alignment} landmarks; face chosen: {result.selection}",
-        f"- Time: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()),
-        "",
-        "## Failure to acquire",
-        "",
-        f"FTA {a.failures} of {a.attempts} images = {_pct(a.rate)}, Wilson {_interval(a.interval)}"
-        + (f"; reasons: {', '.join(f'{k} {n}' for k, n in a.reasons.items())}" if a.reasons else ""),
-        "",
         "## 1:1 verification, every comparison among the acquired images",
         "",
         f"{v.mated_comparisons:,} mated and {v.non_mated_comparisons:,} non-mated comparisons "
@@ -152,10 +138,53 @@ def _markdown(result: EvaluationResult, timings: dict[str, float], files: Report
         "FRR = FTA + (1 − FTA) × FNMR and FAR = (1 − FTA) × FMR (ISO/IEC 19795-1), with FTA the share of "
         "comparisons lost to an unacquired image.",
         "",
-        f"Intervals at {result.confidence:.0%} confidence. " + INTERVALS_TEXT,
+        f"Intervals at {confidence:.0%} confidence. " + INTERVALS_TEXT,
         "",
         f"![DET curve]({files.det.name})  ![score distributions]({files.scores.name})",
     ]
+    return lines
+
+
+def _served_lines(served: ServedPoint, mixed: ServedPoint | None) -> list[str]:
+    lines = [
+        "",
+        "## At the served threshold",
+        "",
+        f"Threshold {served.threshold:.4f} for FMR {served.target_fmr:g} ({served.source}).",
+        "",
+        "| comparisons | FMR measured | false matches | ratio to target | FNMR | FRR (FTA folded) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, point in (("both images in the condition", served), ("one image, against the clean set", mixed)):
+        if point is not None:
+            lines.append(
+                f"| {label} | {point.fmr:.2e} | {point.false_matches:,} | {point.fmr_ratio:.2f} | {_pct(point.fnmr)} "
+                f"({point.false_non_matches}) | {_pct(point.frr)} |"
+            )
+    return lines
+
+
+def _markdown(result: EvaluationResult, timings: dict[str, float], files: ReportFiles) -> str:
+    d, a, v = result.dataset, result.acquisition, result.verification
+    lines = [
+        f"# Accuracy: {d.name}" + (f", condition {result.condition}" if result.condition else "")
+        + f", pack `{result.pack}`",
+        "",
+        f"- Data set: `{d.root}` ({d.layout} layout): {d.images:,} images of {d.subjects:,} subjects"
+        + (f", {d.listed_pairs:,} listed pairs" if d.listed_pairs else ""),
+        f"- Model: `{result.model_id}`",
+        f"- Alignment: {result.alignment} landmarks; face chosen: {result.selection}",
+        f"- Time: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()),
+        "",
+        "## Failure to acquire",
+        "",
+        f"FTA {a.failures} of {a.attempts} images = {_pct(a.rate)}, Wilson {_interval(a.interval)}"
+        + (f"; reasons: {', '.join(f'{k} {n}' for k, n in a.reasons.items())}" if a.reasons else ""),
+        "",
+    ]
+    lines += _verification_lines(v, result.confidence, files) if v is not None else ["No 1:1 figures: see the notes."]
+    if result.served is not None:
+        lines += _served_lines(result.served, result.served_mixed)
     if result.protocol is not None:
         pr = result.protocol
         lines += [
@@ -201,8 +230,9 @@ def _markdown(result: EvaluationResult, timings: dict[str, float], files: Report
 def write_report(evaluated: Evaluated, out_dir: Path, timings: dict[str, float]) -> ReportFiles:
     out_dir.mkdir(parents=True, exist_ok=True)
     files = ReportFiles(out_dir / "report.md", out_dir / "report.json", out_dir / "det.png", out_dir / "scores.png")
-    _plot_det(evaluated, files.det)
-    _plot_scores(evaluated, files.scores)
+    if evaluated.comparisons is not None:
+        _plot_det(evaluated, files.det)
+        _plot_scores(evaluated, files.scores)
     files.markdown.write_text(_markdown(evaluated.result, timings, files))
     document = dataclasses.asdict(evaluated.result) | {
         "timings_s": timings,

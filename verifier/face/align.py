@@ -13,15 +13,34 @@ ARCFACE_TEMPLATE = np.array(
     dtype=np.float32,
 )
 ALIGNED_SIZE = 112
+# Mean squared distance of the five points from their centre (pixels²) below
+# which they are one point, not a face.
+_MIN_SPREAD = 1.0
 
 
 def similarity_to_template(points: np.ndarray, size: int = ALIGNED_SIZE) -> np.ndarray:
-    """The 2x3 rotation-scale-translation that best maps ``points`` onto the template."""
-    template = ARCFACE_TEMPLATE * (size / ALIGNED_SIZE)
-    matrix, _ = cv2.estimateAffinePartial2D(points.astype(np.float32), template, method=cv2.LMEDS)
-    if matrix is None or not np.isfinite(matrix).all():
+    """The 2x3 rotation-scale-translation that maps ``points`` onto the template with
+    the least squared error over all five points (Umeyama's closed form).
+
+    A robust fit (least median of squares over point pairs) trusts two or three
+    points and ignores the rest; with five good landmarks the least-squares fit
+    aligns better: SFace on RetinaFace's points, LFW dev, FNMR at FMR 1e-3 went
+    from 1.09 % to 1.02 % (README, Accuracy).
+    """
+    source = points.astype(np.float64)
+    target = ARCFACE_TEMPLATE.astype(np.float64) * (size / ALIGNED_SIZE)
+    source_mean, target_mean = source.mean(axis=0), target.mean(axis=0)
+    centred_source, centred_target = source - source_mean, target - target_mean
+    spread = float(np.sum(centred_source**2)) / len(source)
+    if not np.isfinite(source).all() or spread < _MIN_SPREAD:
         raise VerifierError(Reason.NO_FACE, "face landmarks are degenerate; no usable face")
-    return matrix
+    covariance = centred_target.T @ centred_source / len(source)
+    u, singular, vt = np.linalg.svd(covariance)
+    reflect = np.array([1.0, -1.0 if np.linalg.det(u) * np.linalg.det(vt) < 0 else 1.0])
+    rotation = u @ np.diag(reflect) @ vt
+    scale = float(np.sum(singular * reflect)) / spread
+    translation = target_mean - scale * rotation @ source_mean
+    return np.hstack([scale * rotation, translation[:, None]]).astype(np.float32)
 
 
 def align(bgr: np.ndarray, points: np.ndarray, size: int = ALIGNED_SIZE) -> np.ndarray:

@@ -22,6 +22,9 @@ class GateDecision(str, Enum):
 
 # Reason codes the kiosk acts on (quality codes come from verifier.face.quality).
 NO_FACE = "NO_FACE"
+# A face was found but too small for the threshold to hold (the pipeline's
+# eye-distance floor): the same code the quality check gives.
+MOVE_CLOSER = "MOVE_CLOSER"
 NO_MATCH = "NO_MATCH"
 WATCHLIST_HIT = "WATCHLIST_HIT"
 WATCHLIST_UNAVAILABLE = "WATCHLIST_UNAVAILABLE"
@@ -48,6 +51,7 @@ class Findings:
     internal_fault: bool = False
     reference_unusable: bool = False
     face_found: bool = False
+    face_too_small: bool = False
     quality_codes: tuple[str, ...] = ()
     match: bool | None = None
     watchlist_searched: bool = False
@@ -90,7 +94,10 @@ class GatePolicy:
             refer.append(WATCHLIST_UNAVAILABLE)
         if refer:
             return Verdict(GateDecision.REFER, tuple(refer))
-        retry = list(f.quality_codes) if f.face_found else [NO_FACE]
+        if f.face_found:
+            retry = list(f.quality_codes)
+        else:
+            retry = [MOVE_CLOSER if f.face_too_small else NO_FACE]
         if outage:
             retry.append(WATCHLIST_UNAVAILABLE)
         if retry:

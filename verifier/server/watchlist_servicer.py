@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import grpc
 
-from verifier.errors import Reason, VerifierError
+from verifier.errors import ACQUISITION_FAILURES, VerifierError
 from verifier.server import metrics
 from verifier.server.convert import (
     entry_from_pb,
@@ -87,7 +87,7 @@ class WatchlistServicer(wl_grpc.WatchlistServicer):
         try:
             found = self.service.identify(probe, list(request.watchlists), request.top_k or None)
         except VerifierError as error:
-            if error.reason is Reason.NO_FACE:
+            if error.reason in ACQUISITION_FAILURES:
                 metrics.FAILURE_TO_ACQUIRE.labels("Identify", "probe").inc()
             raise
         response = wl.IdentifyResponse(
