@@ -332,9 +332,10 @@ class WatchlistSettings(BaseModel):
     target_fpir: float = Field(default=0.01, gt=0.0, lt=1.0, allow_inf_nan=False)
     # Fallback only, for a pack whose calibration table has no 1:N rows: the
     # cosine score a candidate must reach, and the FPIR it stood for when
-    # measured (`python -m benchmarks.identification`: LFW dev, 774 people
-    # enrolled, 13 of 1,312 searches for people not enrolled returned a
-    # candidate; FNIR 8.9 %). FPIR grows with the size of the list.
+    # measured for fast-legacy's MobileFaceNet (`python -m benchmarks.identification`:
+    # LFW dev, 774 people enrolled, 13 of 1,312 searches for people not
+    # enrolled returned a candidate). Every shipped pack's table has 1:N rows;
+    # a score scale is the model's own, so another pack needs its own value.
     threshold: float = Field(default=0.601, ge=-1.0, le=1.0, allow_inf_nan=False)
     threshold_fpir: float = Field(default=0.01, gt=0.0, le=1.0, allow_inf_nan=False)
     # While the store is missing or failing, how often to try to reopen it and
