@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from verifier.server.errors import reason_of
+from verifier.templates import TemplateSpec
 from verifier.v1 import verifier_pb2 as pb
 from verifier.v1 import verifier_pb2_grpc as pb_grpc
 
@@ -20,6 +21,12 @@ from verifier.v1 import verifier_pb2_grpc as pb_grpc
 @pytest.fixture(scope="module")
 def stub(channel: grpc.Channel) -> pb_grpc.FaceVerifierStub:
     return pb_grpc.FaceVerifierStub(channel)
+
+
+@pytest.fixture
+def dimension(template_spec: TemplateSpec) -> int:
+    """The served pack's template dimension."""
+    return template_spec.dimension
 
 
 def _encode(image: Image.Image, fmt: str, **params: object) -> bytes:
@@ -46,12 +53,14 @@ def _refusal(
     return caught.value.code(), reason_of(caught.value)
 
 
-def test_mpo_from_a_camera_is_accepted(stub: pb_grpc.FaceVerifierStub, photos: dict[str, Path]) -> None:
+def test_mpo_from_a_camera_is_accepted(
+    stub: pb_grpc.FaceVerifierStub, photos: dict[str, Path], dimension: int
+) -> None:
     first = Image.open(photos["obama2.jpg"]).convert("RGB")
     data = _encode(first, "MPO", save_all=True, append_images=[first.transpose(Image.Transpose.FLIP_LEFT_RIGHT)])
     plain = _extract(stub, _encode(first, "JPEG"))
     mpo = _extract(stub, data)
-    assert mpo.template.dimension == 192
+    assert mpo.template.dimension == dimension
     assert np.allclose(_box(mpo.face), _box(plain.face), atol=6)
 
 
@@ -79,21 +88,23 @@ def test_exif_rotated_capture_reports_the_face_in_the_upright_frame(
 
 @pytest.mark.parametrize("keep", [0.3, 0.8, 0.995])
 def test_truncated_jpeg2000_chip_photo_is_refused(
-    stub: pb_grpc.FaceVerifierStub, photos: dict[str, Path], keep: float
+    stub: pb_grpc.FaceVerifierStub, photos: dict[str, Path], keep: float, dimension: int
 ) -> None:
     chip = Image.open(photos["obama2.jpg"]).convert("RGB").resize((480, 640))
     data = _encode(chip, "JPEG2000", quality_mode="rates", quality_layers=[40])
-    assert _extract(stub, data, pb.IMAGE_KIND_DOCUMENT).template.dimension == 192
+    assert _extract(stub, data, pb.IMAGE_KIND_DOCUMENT).template.dimension == dimension
     assert _refusal(stub, data[: int(len(data) * keep)], pb.IMAGE_KIND_DOCUMENT) == (
         grpc.StatusCode.INVALID_ARGUMENT, "IMAGE_UNDECODABLE"
     )
 
 
-def test_jpeg2000_is_a_document_format_not_a_live_one(stub: pb_grpc.FaceVerifierStub, photos: dict[str, Path]) -> None:
+def test_jpeg2000_is_a_document_format_not_a_live_one(
+    stub: pb_grpc.FaceVerifierStub, photos: dict[str, Path], dimension: int
+) -> None:
     chip = Image.open(photos["obama2.jpg"]).convert("RGB").resize((480, 640))
     data = _encode(chip, "JPEG2000", quality_mode="rates", quality_layers=[40])
     assert _refusal(stub, data) == (grpc.StatusCode.INVALID_ARGUMENT, "IMAGE_FORMAT_UNSUPPORTED")
-    assert _extract(stub, data, pb.IMAGE_KIND_DOCUMENT).template.dimension == 192
+    assert _extract(stub, data, pb.IMAGE_KIND_DOCUMENT).template.dimension == dimension
     verified = stub.Verify(pb.VerifyRequest(probe=pb.Image(data=photos["obama.jpg"].read_bytes()),
                                             reference=pb.FaceSample(image=pb.Image(data=data))), timeout=30)
     assert verified.match
