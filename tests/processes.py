@@ -37,6 +37,32 @@ def cli(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> subpro
                           timeout=300, check=False, env=full)
 
 
+def start_server(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    """`verifier serve` with the watch-lists on, its output in ``log`` (a file that
+    outlives the process, for tests that SIGKILL it and read what it said)."""
+    env = {**os.environ, "VERIFIER_DATA_DIR": str(data_dir), "VERIFIER_SERVER__PORT": str(port),
+           "VERIFIER_SERVER__HOST": "127.0.0.1", "VERIFIER_WATCHLIST__ENABLED": "true"}
+    with log.open("wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "verifier.cli", "serve"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+
+
+def wait_watchlist_serving(channel: grpc.Channel, server: subprocess.Popen[bytes], log: Path) -> None:
+    """Until the Watchlist service reports SERVING; fails if the server exits first."""
+    health = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        assert server.poll() is None, f"server exited: {log.read_text()[-2000:]}"
+        try:
+            state = health.Check(health_pb2.HealthCheckRequest(service="verifier.v1.Watchlist"), timeout=1).status
+            if state == SERVING:
+                return
+        except grpc.RpcError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"watch-list never became ready: {log.read_text()[-2000:]}")
+
+
 @dataclass
 class ServerProcess:
     process: subprocess.Popen[bytes]

@@ -20,8 +20,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests.processes import free_port, start_server, wait_watchlist_serving
 from tests.watchlist.samples import local_settings, unit_vectors
-from tests.watchlist.test_durability import _free_port, _start, _wait_ready
 from verifier.config import Settings
 from verifier.pipeline import FaceEngine
 from verifier.security.audit import RecordFilter, read_records, verify_chain
@@ -95,11 +95,11 @@ def test_no_acknowledged_change_without_its_record_after_sigkill(
     decisions_acked = enrolments_acked = 0
     for round_number in range(ROUNDS):
         acks = Acks(counter=round_number * 1_000_000)
-        port, log = _free_port(), tmp_path / f"server-{round_number}.log"
-        server = _start(tmp_path, port, log)
+        port, log = free_port(), tmp_path / f"server-{round_number}.log"
+        server = start_server(tmp_path, port, log)
         try:
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-                _wait_ready(channel, server, log)
+                wait_watchlist_serving(channel, server, log)
                 if round_number == 0:
                     wl_grpc.WatchlistStub(channel).CreateWatchlist(wl.CreateWatchlistRequest(name=WATCHLIST))
                 stop = threading.Event()

@@ -11,12 +11,8 @@ proves a stale snapshot is not trusted).
 
 from __future__ import annotations
 
-import os
 import random
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,8 +21,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.processes import free_port, start_server, wait_watchlist_serving
 from tests.watchlist.samples import local_settings, unit_vectors
 from verifier.config import Settings
 from verifier.pipeline import FaceEngine
@@ -67,35 +63,6 @@ def _templates(engine: FaceEngine, number: int) -> list[pb.Template]:
     vectors = unit_vectors(1 + number % 3, engine.embedder.dimension, seed=number)
     return [pb.Template(model_id=engine.model_id, version=1, dimension=len(v), vector=v.astype("<f4").tobytes())
             for v in vectors]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _start(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "VERIFIER_DATA_DIR": str(data_dir), "VERIFIER_SERVER__PORT": str(port),
-           "VERIFIER_SERVER__HOST": "127.0.0.1", "VERIFIER_WATCHLIST__ENABLED": "true"}
-    with log.open("wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "verifier.cli", "serve"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
-
-
-def _wait_ready(channel: grpc.Channel, server: subprocess.Popen[bytes], log: Path) -> None:
-    health = health_pb2_grpc.HealthStub(channel)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert server.poll() is None, f"server exited: {log.read_text()[-2000:]}"
-        try:
-            state = health.Check(health_pb2.HealthCheckRequest(service="verifier.v1.Watchlist"), timeout=1).status
-            if state == health_pb2.HealthCheckResponse.SERVING:
-                return
-        except grpc.RpcError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"watch-list never became ready: {log.read_text()[-2000:]}")
 
 
 def _client(stub: wl_grpc.WatchlistStub, engine: FaceEngine, ledger: Ledger, stop: threading.Event) -> None:
@@ -175,11 +142,11 @@ def test_acknowledged_changes_survive_sigkill(engine: FaceEngine, settings: Sett
     local_settings(settings, tmp_path)
     sources: list[str] = []
     for round_number in range(ROUNDS):
-        port, log = _free_port(), tmp_path / f"server-{round_number}.log"
-        server = _start(tmp_path, port, log)
+        port, log = free_port(), tmp_path / f"server-{round_number}.log"
+        server = start_server(tmp_path, port, log)
         try:
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-                _wait_ready(channel, server, log)
+                wait_watchlist_serving(channel, server, log)
                 stub = wl_grpc.WatchlistStub(channel)
                 if round_number == 0:
                     stub.CreateWatchlist(wl.CreateWatchlistRequest(name=WATCHLIST), timeout=10)
@@ -207,11 +174,11 @@ def test_acknowledged_changes_survive_sigkill(engine: FaceEngine, settings: Sett
                 server.wait()
         sources.append("snapshot" if "index from snapshot" in log.read_text() else "store")
 
-    port, log = _free_port(), tmp_path / "server-final.log"
-    server = _start(tmp_path, port, log)
+    port, log = free_port(), tmp_path / "server-final.log"
+    server = start_server(tmp_path, port, log)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            _wait_ready(channel, server, log)
+            wait_watchlist_serving(channel, server, log)
             stored = _check(wl_grpc.WatchlistStub(channel), engine, store_path, ledger)
     finally:
         server.kill()
