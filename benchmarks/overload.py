@@ -20,8 +20,9 @@ the machine's cores) and measures, each for ``--duration`` seconds:
 Every loopback client has the same host, so the ``after`` server tells callers
 apart by connection (``VERIFIER_ADMISSION__CALLER_KEY=connection``): each gate
 is one caller, the bulk client another, as distinct hosts would be in service.
-A client refused OVERLOADED waits ``--backoff`` seconds before its next call,
-as a gate should; one whose call passed its deadline tries again at once.
+A client refused OVERLOADED waits as long as the refusal asks (its RetryInfo),
+or ``--backoff`` seconds when it does not say, as a gate should; one whose call
+passed its deadline tries again at once.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from benchmarks.loadgen import (
 )
 from benchmarks.reporting import latency_summary, provenance, run_dir, write_json
 from benchmarks.samples import max_cost_chip, max_cost_live_frame
+from verifier.server.errors import retry_after
 from verifier.v1 import verifier_pb2 as pb
 
 log = logging.getLogger("overload")
@@ -104,7 +106,9 @@ def drive(
             except grpc.RpcError as error:
                 recorder.failure(error.code().name)
                 if error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED:
-                    time.sleep(backoff)
+                    hinted = retry_after(error)
+                    # Never past the end of the phase: the wall time is the phase's.
+                    time.sleep(max(0.0, min(backoff if hinted is None else hinted, end - time.perf_counter())))
             i += 1
 
     threads = [
@@ -233,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per phase")
     parser.add_argument("--clients", type=int, default=64, help="closed-loop gates in the overload phase")
     parser.add_argument("--deadline", type=float, default=1.0, help="deadline of every call, seconds")
-    parser.add_argument("--backoff", type=float, default=0.5, help="pause after an OVERLOADED refusal, seconds")
+    parser.add_argument("--backoff", type=float, default=0.5, help="pause after an OVERLOADED refusal that names no retry delay, seconds")
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     parser.add_argument("--server-env", nargs="*", default=[], metavar="VERIFIER_X__Y=V",
                         help="more settings for both servers")

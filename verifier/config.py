@@ -296,13 +296,33 @@ class AdmissionSettings(BaseModel):
     # it has used this much more CPU (a bulk sender's costly calls, not one of
     # many gates alike: holding a slot among equals only loses throughput).
     hold_margin_seconds: float = Field(default=0.1, ge=0)
+    # A call is charged the CPU it used; one that used more than this is charged
+    # more than that, in proportion (up to ``heavy_weight_max`` times): a gate's
+    # two-image Verify uses well under it, a sender of maximum-cost images about
+    # twice it, and so gets about half the CPU an equal share would give it.
+    heavy_call_seconds: float = Field(default=0.2, gt=0)
+    heavy_weight_max: float = Field(default=10.0, ge=1)
+    # A refusal tells the caller when to come back (google.rpc.RetryInfo and
+    # grpc-retry-pushback-ms): the work ahead of it (running, queued and the
+    # callers refused within ``retry_window_seconds``) over the measured rate,
+    # spread by up to ``retry_jitter`` so refused callers do not return together,
+    # within [retry_after_min_seconds, retry_after_max_seconds].
+    retry_after_min_seconds: float = Field(default=0.05, gt=0)
+    retry_after_max_seconds: float = Field(default=5.0, gt=0)
+    retry_window_seconds: float = Field(default=1.0, gt=0)
+    retry_jitter: float = Field(default=0.5, ge=0)
     # Transport threads while admission is on: enough for every call running
     # or waiting plus cheap calls and refusals being answered, so that gRPC's
     # own executor queue (unbounded and unseen) stays empty.
     transport_threads: int = Field(default=48, ge=2)
 
     @model_validator(mode="after")
-    def _threads_cover_the_bounds(self) -> "AdmissionSettings":
+    def _bounds_consistent(self) -> "AdmissionSettings":
+        if self.retry_after_min_seconds > self.retry_after_max_seconds:
+            raise ValueError(
+                f"retry_after_min_seconds ({self.retry_after_min_seconds}) exceeds "
+                f"retry_after_max_seconds ({self.retry_after_max_seconds})"
+            )
         if self.enabled and self.transport_threads <= self.max_in_flight + self.max_queue:
             raise ValueError(
                 f"transport_threads ({self.transport_threads}) must exceed max_in_flight + max_queue "

@@ -17,9 +17,10 @@ from prometheus_client import REGISTRY
 
 from tests.conftest import loopback_server
 from verifier.config import AdmissionSettings, Settings
+from verifier.errors import Reason, VerifierError
 from verifier.server.admission import Admission
 from verifier.pipeline import FaceEngine
-from verifier.server.errors import REASON_KEY, reason_of
+from verifier.server.errors import PUSHBACK_KEY, REASON_KEY, reason_of, retry_after
 from verifier.v1 import verifier_pb2 as pb
 from verifier.v1 import verifier_pb2_grpc as pb_grpc
 
@@ -90,6 +91,10 @@ def test_overloaded_at_once_when_the_server_is_full_while_health_still_answers(
     assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert reason_of(error) == "OVERLOADED"
     assert (REASON_KEY, "OVERLOADED") in error.trailing_metadata()
+    limits = settings.admission
+    hinted = retry_after(error)
+    assert hinted is not None and limits.retry_after_min_seconds <= hinted <= limits.retry_after_max_seconds
+    assert (PUSHBACK_KEY, str(round(hinted * 1000))) in error.trailing_metadata()
     assert elapsed < 0.5
     assert _sample("verifier_admission_shed_total", {"method": "ExtractTemplate", "bound": "server"}) == shed + 1
 
@@ -205,6 +210,70 @@ def test_a_freed_slot_is_held_for_the_less_served_caller_between_its_calls() -> 
     assert started.wait(WAIT_S), "the bulk call never ran"
     assert time.monotonic() - freed >= grace * 0.9, "the slot was not held for the less-served gate"
     extra.join(WAIT_S)
+
+
+def test_refused_callers_are_told_to_wait_longer_as_refusals_pile_up() -> None:
+    """The retry hint counts the callers refused lately, who will come back too:
+    a burst of refusals spreads them out, within the configured bounds."""
+    limits = AdmissionSettings(max_in_flight=1, max_queue=0, retry_jitter=0.0, retry_after_max_seconds=0.4)
+    admission = Admission(limits)
+    holder = admission.slot("holder", None)
+    holder.__enter__()
+    hints = []
+    for i in range(40):
+        with pytest.raises(VerifierError) as refused:
+            with admission.slot(f"caller-{i}", None):
+                pass
+        assert refused.value.reason is Reason.OVERLOADED
+        hints.append(int(refused.value.details["retry_after_ms"]) / 1000.0)
+    holder.__exit__(None, None, None)
+    assert hints == sorted(hints)
+    assert hints[0] >= limits.retry_after_min_seconds
+    assert hints[-1] == limits.retry_after_max_seconds > hints[0]
+
+
+def test_a_caller_of_outsized_calls_yields_to_one_that_used_as_much_cpu_in_ordinary_calls() -> None:
+    """Both callers used about the same CPU, the heavy one in one call four
+    times ``heavy_call_seconds``, the light one in many calls well under it: the
+    heavy call is charged four times its CPU, so when one slot frees the light
+    caller's call runs first although the heavy caller asked first."""
+    limits = AdmissionSettings(
+        max_in_flight=2, max_queue=4, max_per_caller=4, idle_grace_seconds=30.0, hold_margin_seconds=100.0,
+        heavy_call_seconds=0.05,
+    )
+    admission = Admission(limits)
+    heavy, light = admission.slot("heavy", None), admission.slot("light", None)
+    heavy.__enter__()  # both callers start level, before either has used any CPU
+    light.__enter__()
+    heavy.__exit__(None, None, None)
+    light.__exit__(None, None, None)
+
+    order: list[str] = []
+
+    def call(key: str, cpu_s: float) -> None:  # on its own thread: the CPU meter is per thread
+        with admission.slot(key, None):
+            order.append(key)
+            _spin_cpu(cpu_s)
+
+    for key, cpu_s, calls in (("heavy", 0.2, 1), ("light", 0.02, 12)):
+        for _ in range(calls):
+            worker = threading.Thread(target=call, args=(key, cpu_s))
+            worker.start()
+            worker.join(WAIT_S)
+    order.clear()
+    blockers = [admission.slot("blocker-1", None), admission.slot("blocker-2", None)]
+    for blocker in blockers:
+        blocker.__enter__()
+    waiters = []
+    for key in ("heavy", "light"):
+        waiters.append(threading.Thread(target=call, args=(key, 0.0)))
+        waiters[-1].start()
+        _until(lambda n=len(waiters): _sample("verifier_admission_queued") >= n, f"the {key} call waiting")
+    blockers[0].__exit__(None, None, None)  # one slot frees: the calls take it one after the other
+    for waiter in waiters:
+        waiter.join(WAIT_S)
+    blockers[1].__exit__(None, None, None)
+    assert order == ["light", "heavy"]
 
 
 def _spin_cpu(seconds: float) -> None:

@@ -4,9 +4,13 @@ Expensive calls (those that decode images or search, :data:`ADMITTED`) take a
 slot before they run. A bounded number run at once and a bounded number wait;
 beyond either bound, or beyond one caller's share, a call is refused at once
 with RESOURCE_EXHAUSTED and the reason OVERLOADED, before any work is done on
-it. A waiting call gets a slot in fair-share order: the caller that has used
-the least server time goes first, so a client sending expensive images is
-served less often than a gate sending cheap ones, and cannot starve it.
+it. The refusal says when to come back (google.rpc.RetryInfo, and gRPC's
+``grpc-retry-pushback-ms``), from the work ahead and the measured rate, so that
+refused callers return spread out instead of all at once. A waiting call gets a
+slot in fair-share order: the caller that has used the least server time goes
+first, and calls far costlier than a gate's are charged more than their time,
+so a client sending expensive images is served less often than a gate sending
+cheap ones, and cannot starve it.
 
 Cheap calls (health, reflection, CompareTemplates, listing, reading and
 removing, creating watch-lists) are not admitted: they cost about as much as a
@@ -20,6 +24,8 @@ a call whose deadline passes while it waits for a slot is dropped there.
 from __future__ import annotations
 
 import itertools
+import math
+import random
 import threading
 import time
 from collections import deque
@@ -56,6 +62,8 @@ ADMITTED = frozenset({
 })
 # gRPC reports "no deadline" as a remaining time of centuries.
 _NO_DEADLINE_S = 1e8
+# Weight of the latest call in the moving average of an admitted call's wall time.
+_WALL_SMOOTHING = 0.1
 
 
 def caller_key(context: grpc.ServicerContext, mode: str = "host") -> str:
@@ -117,6 +125,11 @@ class Admission:
         self._running = 0
         self._queued = 0
         self._order = itertools.count()
+        # Wall time of an admitted call (moving average) and the callers refused
+        # lately (decaying over ``retry_window_seconds``), for retry hints.
+        self._call_wall_s = settings.retry_after_min_seconds
+        self._refused = 0.0
+        self._refused_at = time.monotonic()
 
     @contextmanager
     def slot(self, key: str, deadline: Deadline | None) -> Iterator[None]:
@@ -125,12 +138,13 @@ class Admission:
         The caller is charged the CPU the block used, on every thread that
         worked for it (:mod:`verifier.costs`)."""
         self._enter(key, deadline)
+        started = time.monotonic()
         meter: costs.CpuMeter | None = None
         try:
             with costs.metering() as meter:
                 yield
         finally:
-            self._leave(key, meter.seconds if meter is not None else 0.0)
+            self._leave(key, meter.seconds if meter is not None else 0.0, time.monotonic() - started)
 
     def _enter(self, key: str, deadline: Deadline | None) -> None:
         limits = self.settings
@@ -145,6 +159,7 @@ class Admission:
                 raise VerifierError(
                     Reason.OVERLOADED, "this caller has its share of work running and waiting; retry later",
                     bound="caller", limit=limits.max_per_caller,
+                    retry_after_ms=self._retry_after_ms(caller.running + len(caller.waiting), self._share()),
                 )
             # A free slot is taken at once by a caller under its share, unless
             # it is held for a less-served claimant (waiting, or between calls).
@@ -163,6 +178,7 @@ class Admission:
                 raise VerifierError(
                     Reason.OVERLOADED, "the server is at capacity; retry later",
                     bound="server", in_flight=self._running, queued=self._queued,
+                    retry_after_ms=self._retry_after_ms(self._running + self._queued, limits.max_in_flight),
                 )
             ticket = _Ticket(next(self._order))
             caller.waiting.append(ticket)
@@ -186,6 +202,26 @@ class Admission:
             self._mark_if_idle(caller)
         raise deadline.expire("queue")  # type: ignore[union-attr]
 
+    def _retry_after_ms(self, ahead: int, slots: int) -> int:
+        """When a refused caller should come back: the calls ahead of it (``ahead``
+        plus the callers refused lately, who will return too) served ``slots`` at
+        a time at the measured wall time per call, jittered, within the bounds."""
+        limits = self.settings
+        now = time.monotonic()
+        self._refused = self._refused * math.exp(-(now - self._refused_at) / limits.retry_window_seconds) + 1.0
+        self._refused_at = now
+        wait_s = (ahead + self._refused) * self._call_wall_s / max(1, slots)
+        wait_s *= random.uniform(1.0, 1.0 + limits.retry_jitter)
+        wait_s = min(limits.retry_after_max_seconds, max(limits.retry_after_min_seconds, wait_s))
+        return round(wait_s * 1000.0)
+
+    def _charge(self, cpu_s: float) -> float:
+        """Fair-share charge of a call that used ``cpu_s``: its CPU, weighted up
+        in proportion beyond ``heavy_call_seconds`` (capped), so that callers of
+        outsized calls yield to callers of ordinary ones."""
+        limits = self.settings
+        return cpu_s * min(limits.heavy_weight_max, max(1.0, cpu_s / limits.heavy_call_seconds))
+
     def _share(self) -> int:
         """Slots one caller may hold while the active callers compete."""
         return max(1, self.settings.max_in_flight // max(1, len(self._callers)))
@@ -198,11 +234,12 @@ class Admission:
         self._running += 1
         metrics.IN_FLIGHT.set(self._running)
 
-    def _leave(self, key: str, used_s: float) -> None:
+    def _leave(self, key: str, used_s: float, wall_s: float) -> None:
         with self._lock:
             caller = self._callers[key]
             caller.running -= 1
-            caller.used_s += used_s
+            caller.used_s += self._charge(used_s)
+            self._call_wall_s += _WALL_SMOOTHING * (wall_s - self._call_wall_s)
             self._running -= 1
             self._mark_if_idle(caller)
             self._prune(time.monotonic())

@@ -2,7 +2,10 @@
 
 Every refused request carries a google.rpc.Status whose ErrorInfo has the
 machine-readable reason, plus the same reason as trailing metadata
-(``verifier-reason``) for clients that do not read rich status.
+(``verifier-reason``) for clients that do not read rich status. A refusal that
+says when to come back (the detail ``retry_after_ms``, set by admission control)
+also carries a google.rpc.RetryInfo and gRPC's own ``grpc-retry-pushback-ms``,
+which a channel with a retry policy for the code honours by itself.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from functools import wraps
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -23,6 +27,8 @@ log = logging.getLogger(__name__)
 
 DOMAIN = "verifier.v1"
 REASON_KEY = "verifier-reason"
+RETRY_AFTER_DETAIL = "retry_after_ms"
+PUSHBACK_KEY = "grpc-retry-pushback-ms"
 
 _STATUS: dict[Kind, grpc.StatusCode] = {
     Kind.INVALID_INPUT: grpc.StatusCode.INVALID_ARGUMENT,
@@ -40,19 +46,31 @@ _STATUS: dict[Kind, grpc.StatusCode] = {
 def status_for(error: VerifierError) -> grpc.Status:
     code = _STATUS[error.kind]
     info = error_details_pb2.ErrorInfo(reason=error.reason.value, domain=DOMAIN, metadata=error.details)
-    detail = any_pb2.Any()
-    detail.Pack(info)
+    details = [_packed(info)]
+    extra = [(REASON_KEY, error.reason.value)]
+    retry_after_ms = error.details.get(RETRY_AFTER_DETAIL)
+    if retry_after_ms is not None:
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(int(retry_after_ms))
+        details.append(_packed(error_details_pb2.RetryInfo(retry_delay=delay)))
+        extra.append((PUSHBACK_KEY, retry_after_ms))
     status = rpc_status.to_status(
-        status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message, details=[detail])
+        status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message, details=details)
     )
-    return _WithReason(status, error.reason.value)
+    return _WithMetadata(status, tuple(extra))
 
 
-class _WithReason(grpc.Status):
-    def __init__(self, status: grpc.Status, reason: str) -> None:
+def _packed(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+class _WithMetadata(grpc.Status):
+    def __init__(self, status: grpc.Status, extra: tuple[tuple[str, str], ...]) -> None:
         self.code = status.code
         self.details = status.details
-        self.trailing_metadata = (*status.trailing_metadata, (REASON_KEY, reason))
+        self.trailing_metadata = (*status.trailing_metadata, *extra)
 
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
@@ -77,12 +95,23 @@ def mapped(handler: Handler) -> Handler:
 
 def reason_of(error: grpc.RpcError) -> str | None:
     """The machine-readable reason of a refused call (client side helper)."""
+    info = _detail(error, error_details_pb2.ErrorInfo)
+    return None if info is None else info.reason
+
+
+def retry_after(error: grpc.RpcError) -> float | None:
+    """Seconds the server asked the caller to wait before trying again (its
+    RetryInfo), or None when it did not say (client side helper)."""
+    info = _detail(error, error_details_pb2.RetryInfo)
+    return None if info is None else info.retry_delay.ToMilliseconds() / 1000.0
+
+
+def _detail(error: grpc.RpcError, kind: type[Message]) -> Any:
+    """The first detail of the given message type in a call's rich status."""
     status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    if status is None:
-        return None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info.reason
+    for detail in [] if status is None else status.details:
+        if detail.Is(kind.DESCRIPTOR):
+            found = kind()
+            detail.Unpack(found)
+            return found
     return None
