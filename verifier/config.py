@@ -311,6 +311,11 @@ class AdmissionSettings(BaseModel):
     retry_after_max_seconds: float = Field(default=5.0, gt=0)
     retry_window_seconds: float = Field(default=1.0, gt=0)
     retry_jitter: float = Field(default=0.5, ge=0)
+    # A call that, at the measured wall time per call, cannot finish within its
+    # deadline is refused (OVERLOADED, bound "deadline") instead of queued, or
+    # instead of started when its turn comes too late: its CPU would be spent
+    # on an answer nobody waits for.
+    deadline_aware: bool = True
     # Transport threads while admission is on: enough for every call running
     # or waiting plus cheap calls and refusals being answered, so that gRPC's
     # own executor queue (unbounded and unseen) stays empty.

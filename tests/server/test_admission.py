@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY
 
 from tests.conftest import loopback_server
 from verifier.config import AdmissionSettings, Settings
+from verifier.deadlines import Deadline
 from verifier.errors import Reason, VerifierError
 from verifier.server.admission import Admission
 from verifier.pipeline import FaceEngine
@@ -274,6 +275,37 @@ def test_a_caller_of_outsized_calls_yields_to_one_that_used_as_much_cpu_in_ordin
         waiter.join(WAIT_S)
     blockers[1].__exit__(None, None, None)
     assert order == ["light", "heavy"]
+
+
+def test_a_call_that_cannot_finish_within_its_deadline_is_refused_instead_of_queued() -> None:
+    """Once calls have been seen to take a while, a call whose deadline leaves
+    less than the wait for the calls ahead plus its own is refused at once
+    (bound "deadline"), while one with time enough waits for its turn."""
+    admission = Admission(AdmissionSettings(max_in_flight=1, max_queue=4, max_per_caller=4, caller_key="connection"))
+    for _ in range(20):  # calls of 0.1 s wall bring the measured time per call near it
+        with admission.slot("gate", None):
+            time.sleep(0.1)
+    holder = admission.slot("gate", None)
+    holder.__enter__()
+    started = time.perf_counter()
+    with pytest.raises(VerifierError) as refused:
+        with admission.slot("hurried", Deadline(time.monotonic() + 0.05)):
+            pass
+    assert time.perf_counter() - started < 0.05, "the hopeless call waited before it was refused"
+    assert refused.value.reason is Reason.OVERLOADED and refused.value.details["bound"] == "deadline"
+    assert int(refused.value.details["retry_after_ms"]) > 0
+    ran = threading.Event()
+
+    def patient() -> None:
+        with admission.slot("patient", Deadline(time.monotonic() + WAIT_S)):
+            ran.set()
+
+    waiter = threading.Thread(target=patient)
+    waiter.start()
+    _until(lambda: _sample("verifier_admission_queued") >= 1, "the patient call waiting")
+    holder.__exit__(None, None, None)
+    waiter.join(WAIT_S)
+    assert ran.is_set()
 
 
 def _spin_cpu(seconds: float) -> None:

@@ -10,7 +10,9 @@ refused callers return spread out instead of all at once. A waiting call gets a
 slot in fair-share order: the caller that has used the least server time goes
 first, and calls far costlier than a gate's are charged more than their time,
 so a client sending expensive images is served less often than a gate sending
-cheap ones, and cannot starve it.
+cheap ones, and cannot starve it. A call that, at the measured time per
+call, could not finish within its deadline is refused the same way instead of
+queued, or instead of started when its turn comes too late.
 
 Cheap calls (health, reflection, CompareTemplates, listing, reading and
 removing, creating watch-lists) are not admitted: they cost about as much as a
@@ -125,9 +127,10 @@ class Admission:
         self._running = 0
         self._queued = 0
         self._order = itertools.count()
-        # Wall time of an admitted call (moving average) and the callers refused
-        # lately (decaying over ``retry_window_seconds``), for retry hints.
-        self._call_wall_s = settings.retry_after_min_seconds
+        # Wall time of an admitted call (moving average; 0 until one has run)
+        # and the callers refused lately (decaying over ``retry_window_seconds``),
+        # for retry hints and for refusing calls that cannot finish in time.
+        self._call_wall_s = 0.0
         self._refused = 0.0
         self._refused_at = time.monotonic()
 
@@ -180,6 +183,9 @@ class Admission:
                     bound="server", in_flight=self._running, queued=self._queued,
                     retry_after_ms=self._retry_after_ms(self._running + self._queued, limits.max_in_flight),
                 )
+            if self._cannot_finish(deadline, self._queued / limits.max_in_flight + 1):
+                self._mark_if_idle(caller)
+                raise self._too_late()
             ticket = _Ticket(next(self._order))
             caller.waiting.append(ticket)
             self._queued += 1
@@ -195,7 +201,10 @@ class Admission:
                     self._prune(time.monotonic())
                     self._grant()
             if ticket.granted:
-                return
+                if not self._cannot_finish(deadline, 1):
+                    return
+                self._finish(caller)
+                raise self._too_late()
             caller.waiting.remove(ticket)
             self._queued -= 1
             metrics.QUEUED.set(self._queued)
@@ -210,10 +219,26 @@ class Admission:
         now = time.monotonic()
         self._refused = self._refused * math.exp(-(now - self._refused_at) / limits.retry_window_seconds) + 1.0
         self._refused_at = now
-        wait_s = (ahead + self._refused) * self._call_wall_s / max(1, slots)
+        per_call_s = max(self._call_wall_s, limits.retry_after_min_seconds)
+        wait_s = (ahead + self._refused) * per_call_s / max(1, slots)
         wait_s *= random.uniform(1.0, 1.0 + limits.retry_jitter)
         wait_s = min(limits.retry_after_max_seconds, max(limits.retry_after_min_seconds, wait_s))
         return round(wait_s * 1000.0)
+
+    def _cannot_finish(self, deadline: Deadline | None, calls: float) -> bool:
+        """Whether, at the measured wall time per call, ``calls`` calls' time
+        (those ahead of this one and its own) is more than its deadline leaves."""
+        return (
+            self.settings.deadline_aware and deadline is not None
+            and deadline.remaining() < calls * self._call_wall_s
+        )
+
+    def _too_late(self) -> VerifierError:
+        return VerifierError(
+            Reason.OVERLOADED, "the call cannot finish within its deadline at the present load; retry later",
+            bound="deadline", expected_ms=round(self._call_wall_s * 1000.0),
+            retry_after_ms=self._retry_after_ms(self._running + self._queued, self.settings.max_in_flight),
+        )
 
     def _charge(self, cpu_s: float) -> float:
         """Fair-share charge of a call that used ``cpu_s``: its CPU, weighted up
@@ -237,14 +262,18 @@ class Admission:
     def _leave(self, key: str, used_s: float, wall_s: float) -> None:
         with self._lock:
             caller = self._callers[key]
-            caller.running -= 1
             caller.used_s += self._charge(used_s)
             self._call_wall_s += _WALL_SMOOTHING * (wall_s - self._call_wall_s)
-            self._running -= 1
-            self._mark_if_idle(caller)
-            self._prune(time.monotonic())
-            self._grant()
-            metrics.IN_FLIGHT.set(self._running)
+            self._finish(caller)
+
+    def _finish(self, caller: _Caller) -> None:
+        """Give a caller's slot back and hand free slots on (lock held)."""
+        caller.running -= 1
+        self._running -= 1
+        self._mark_if_idle(caller)
+        self._prune(time.monotonic())
+        self._grant()
+        metrics.IN_FLIGHT.set(self._running)
 
     def _held_for_another(self, caller: _Caller) -> bool:
         """Whether a free slot is kept from ``caller`` for a caller between calls
