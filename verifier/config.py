@@ -298,8 +298,8 @@ class AdmissionSettings(BaseModel):
     hold_margin_seconds: float = Field(default=0.1, ge=0)
     # A call is charged the CPU it used; one that used more than this is charged
     # more than that, in proportion (up to ``heavy_weight_max`` times): a gate's
-    # two-image Verify uses well under it, a sender of maximum-cost images about
-    # twice it, and so gets about half the CPU an equal share would give it.
+    # two-image Verify uses well under it, a Verify of maximum-cost images about
+    # 3.5 times it, so their sender gets about a third of an equal share of CPU.
     heavy_call_seconds: float = Field(default=0.2, gt=0)
     heavy_weight_max: float = Field(default=10.0, ge=1)
     # A refusal tells the caller when to come back (google.rpc.RetryInfo and
