@@ -186,6 +186,8 @@ def test_damaged_rows_are_quarantined_across_sigkill_restarts(tmp_path: Path, en
         ("VERIFIER_WATCHLIST__THRESHOLD_FPIR", "0", "watchlist.threshold_fpir"),
         ("VERIFIER_DETECTOR__MIN_SCORE", "inf", "detector.min_score"),
         ("VERIFIER_SERVER__PORT", "70000", "server.port"),
+        ("VERIFIER_ADMISSION__RETRY_AFTER_MAX_SECONDS", "0", "admission.retry_after_max_seconds"),
+        ("VERIFIER_ADMISSION__HEAVY_WEIGHT_MAX", "0.5", "admission.heavy_weight_max"),
     ],
 )
 def test_nonsense_settings_stop_the_start(tmp_path: Path, variable: str, value: str, named: str) -> None:
