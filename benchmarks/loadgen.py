@@ -8,7 +8,8 @@ Without ``--target`` it starts ``verifier serve`` on a free loopback port as a
 separate process (so client and server do not share an interpreter), waits for
 the health service, and stops it on exit. Each operation runs closed loop
 (N workers, each with its own channel and connection, each sending its next
-call when the last one returns) at every concurrency level, then open loop at
+call when the last one returns, or after waiting as long as an OVERLOADED
+refusal asks) at every concurrency level, then open loop at
 each fixed arrival rate (Poisson arrivals; latency counted from the scheduled
 arrival, so a slow server cannot hide its queue). Every level is bounded by
 ``--duration`` and ``--max-requests``. Results go to a JSON file and plots in
@@ -52,6 +53,7 @@ from benchmarks.samples import Box, GatePair, chip_jpeg, gate_pairs
 from verifier.config import REPO_ROOT, get_settings
 from verifier.modelzoo.fetch import fetch_asset
 from verifier.modelzoo.manifest import load_manifest
+from verifier.server.errors import retry_after
 from verifier.v1 import verifier_pb2 as pb
 from verifier.v1 import verifier_pb2_grpc as pb_grpc
 from verifier.v1 import watchlist_pb2 as wl
@@ -73,6 +75,8 @@ SERVE_COMMAND = [str(Path(sys.executable).with_name("verifier")), "serve"]
 # The sdist photos: three of one person (the pairs) and one of another.
 PEOPLE = {"obama": ["obama.jpg", "obama2.jpg", "obama3.jpg"], "biden": ["biden.jpg"]}
 SERVER_START_TIMEOUT_S = 120.0
+# A client refused OVERLOADED without a retry delay waits this long before its next call.
+REFUSAL_BACKOFF_S = 0.5
 SERVER_STOP_GRACE_S = 10.0
 WARMUP_CALLS = 5
 OPEN_LOOP_CHANNELS = 4
@@ -416,6 +420,16 @@ def enrolled_gallery(channel: grpc.Channel, material: Material, lfw_people: int)
             _remove(stub, subject_id)
 
 
+def wait_as_told(error: grpc.RpcError, end: float, fallback_s: float = REFUSAL_BACKOFF_S) -> None:
+    """After an OVERLOADED refusal, wait as long as the server asked (its
+    RetryInfo; ``fallback_s`` when it did not say), as a kiosk should, but never
+    past ``end`` (perf_counter time), so a level's wall time stays its own."""
+    if error.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return
+    hinted = retry_after(error)
+    time.sleep(max(0.0, min(fallback_s if hinted is None else hinted, end - time.perf_counter())))
+
+
 def closed_loop(
     operation: Operation, address: str, concurrency: int, duration: float, max_requests: int, timeout: float,
     usage: Usage, channels: Callable[[str], grpc.Channel] = channel_to,
@@ -450,6 +464,7 @@ def closed_loop(
                     recorder.success(started, call(request, timeout=timeout))
                 except grpc.RpcError as error:
                     recorder.failure(error.code().name)
+                    wait_as_told(error, end)
 
     threads = [threading.Thread(target=worker, args=(i,), name=f"client-{i}") for i in range(concurrency)]
     for thread in threads:

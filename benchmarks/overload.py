@@ -42,6 +42,7 @@ import grpc
 import psutil
 
 from benchmarks.loadgen import (
+    REFUSAL_BACKOFF_S,
     Operation,
     Recorder,
     Usage,
@@ -51,10 +52,10 @@ from benchmarks.loadgen import (
     sdist_photos,
     started_server,
     verifier_operations,
+    wait_as_told,
 )
 from benchmarks.reporting import latency_summary, provenance, run_dir, write_json
 from benchmarks.samples import max_cost_chip, max_cost_live_frame
-from verifier.server.errors import retry_after
 from verifier.v1 import verifier_pb2 as pb
 
 log = logging.getLogger("overload")
@@ -105,10 +106,7 @@ def drive(
                 recorder.success(started, call(requests[i % len(requests)], timeout=deadline))
             except grpc.RpcError as error:
                 recorder.failure(error.code().name)
-                if error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED:
-                    hinted = retry_after(error)
-                    # Never past the end of the phase: the wall time is the phase's.
-                    time.sleep(max(0.0, min(backoff if hinted is None else hinted, end - time.perf_counter())))
+                wait_as_told(error, end, backoff)
             i += 1
 
     threads = [
@@ -237,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per phase")
     parser.add_argument("--clients", type=int, default=64, help="closed-loop gates in the overload phase")
     parser.add_argument("--deadline", type=float, default=1.0, help="deadline of every call, seconds")
-    parser.add_argument("--backoff", type=float, default=0.5, help="pause after an OVERLOADED refusal that names no retry delay, seconds")
+    parser.add_argument("--backoff", type=float, default=REFUSAL_BACKOFF_S,
+                        help="pause after an OVERLOADED refusal that names no retry delay, seconds")
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     parser.add_argument("--server-env", nargs="*", default=[], metavar="VERIFIER_X__Y=V",
                         help="more settings for both servers")
