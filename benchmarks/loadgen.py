@@ -54,6 +54,8 @@ from verifier.config import REPO_ROOT, get_settings
 from verifier.modelzoo.fetch import fetch_asset
 from verifier.modelzoo.manifest import load_manifest
 from verifier.server.errors import retry_after
+from verifier.v1 import registry_pb2 as rg
+from verifier.v1 import registry_pb2_grpc as rg_grpc
 from verifier.v1 import verifier_pb2 as pb
 from verifier.v1 import verifier_pb2_grpc as pb_grpc
 from verifier.v1 import watchlist_pb2 as wl
@@ -67,6 +69,9 @@ log = logging.getLogger("loadgen")
 
 VERIFIER_SERVICE = pb.DESCRIPTOR.services_by_name["FaceVerifier"].full_name
 WATCHLIST_SERVICE = wl.DESCRIPTOR.services_by_name["Watchlist"].full_name
+REGISTRY_SERVICE = rg.DESCRIPTOR.services_by_name["Registry"].full_name
+# The traveller the verify-traveller operation registers (and erases afterwards).
+LOADGEN_TRAVELLER = "loadgen-traveller"
 LOADGEN_WATCHLIST = "loadgen"
 SUBJECT_PREFIX = "loadgen-"
 LFW_IMAGES = REPO_ROOT.parent / "shared" / "data" / "lfw-dev" / "images"
@@ -256,8 +261,12 @@ def started_server(
     port = _free_port()
     with tempfile.TemporaryDirectory(prefix="loadgen-data-") as data_dir, log_path.open("wb") as server_log:
         env = {**os.environ, "VERIFIER_DATA_DIR": data_dir, **extra_env, "VERIFIER_SERVER__HOST": "127.0.0.1"}
-        subprocess.run([SERVE_COMMAND[0], "watchlist", "init"], env=env, cwd=REPO_ROOT, check=True,
-                       capture_output=True, timeout=SERVER_START_TIMEOUT_S)
+        stores = [("watchlist", "init")]
+        if env.get("VERIFIER_REGISTRY__ENABLED", "").lower() == "true":
+            stores.append(("registry", "init"))  # a development document key in the temporary folder
+        for command in stores:
+            subprocess.run([SERVE_COMMAND[0], *command], env=env, cwd=REPO_ROOT, check=True,
+                           capture_output=True, timeout=SERVER_START_TIMEOUT_S)
         process = subprocess.Popen(
             [*SERVE_COMMAND, "--port", str(port)], env=env, stdout=server_log, stderr=subprocess.STDOUT,
             cwd=REPO_ROOT, preexec_fn=_die_with_parent,
@@ -378,6 +387,32 @@ def _remove(stub: wl_grpc.WatchlistStub, subject_id: str) -> None:
     except grpc.RpcError as error:
         if error.code() != grpc.StatusCode.NOT_FOUND:
             raise
+
+
+def traveller_operation(material: Material) -> Operation:
+    """Each gate frame verified against the registered traveller's stored templates by id."""
+    return Operation(
+        "verify-traveller", f"/{REGISTRY_SERVICE}/VerifyTraveller",
+        [rg.VerifyTravellerRequest(traveller_id=LOADGEN_TRAVELLER, live_capture=pb.Image(data=p.probe))
+         for p in material.pairs],
+        rg.VerifyTravellerResponse, lambda r: bool(r.match),
+    )
+
+
+@contextmanager
+def registered_traveller(channel: grpc.Channel, material: Material) -> Iterator[str]:
+    """The first pair's person registered (chip photo and live capture) through
+    the API as ``LOADGEN_TRAVELLER``, erased afterwards."""
+    stub = rg_grpc.RegistryStub(channel)
+    pair = material.pairs[0]
+    stub.Register(rg.RegisterRequest(
+        traveller_id=LOADGEN_TRAVELLER, document_number="LOADGEN1", chip_photo=pb.Image(data=pair.chip),
+        live_capture=pb.Image(data=pair.probe), consent=rg.Consent(gate_id="loadgen", text_version="loadgen"),
+    ), timeout=30)
+    try:
+        yield LOADGEN_TRAVELLER
+    finally:
+        stub.EraseTraveller(rg.EraseTravellerRequest(traveller_id=LOADGEN_TRAVELLER), timeout=30)
 
 
 @contextmanager
@@ -672,7 +707,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, address: str, server: psutil.Process | None, out: Path) -> dict[str, Any]:
     """Every requested operation at every level against the server at ``address``;
-    Identify too when the server has the Watchlist service."""
+    Identify too when the server has the Watchlist service, and VerifyTraveller
+    when it has the Registry (``--server-env VERIFIER_REGISTRY__ENABLED=true``)."""
     with grpc.insecure_channel(address) as control, ExitStack() as stack:
         material = prepare(control)
         operations = verifier_operations(material)
@@ -681,6 +717,10 @@ def run(args: argparse.Namespace, address: str, server: psutil.Process | None, o
             wait_serving(address, WATCHLIST_SERVICE, None)
             gallery = stack.enter_context(enrolled_gallery(control, material, args.gallery))
             operations.append(identify_operation(material))
+        if (not args.ops or "verify-traveller" in args.ops) and _health(control, REGISTRY_SERVICE) is not None:
+            wait_serving(address, REGISTRY_SERVICE, None)
+            stack.enter_context(registered_traveller(control, material))
+            operations.append(traveller_operation(material))
         runs = measure(args, address, server, operations)
     verdicts = evaluate_targets(runs)
     results = {

@@ -13,9 +13,12 @@ from benchmarks import loadgen
 
 @pytest.mark.slow
 def test_short_run_reports_percentiles_without_errors_and_stops_its_server(tmp_path: Path) -> None:
+    # Every open-loop arrival comes from this one host, one caller to admission
+    # control, whose share (4 calls) a Poisson burst can pass: this test is about
+    # the load generator (admission has tests of its own), so the share is wide.
     code = loadgen.main([
         "--ops", "verify-images", "verify-template", "--concurrency", "1", "--rates", "10",
-        "--duration", "1.5", "--out", str(tmp_path),
+        "--duration", "1.5", "--out", str(tmp_path), "--server-env", "VERIFIER_ADMISSION__MAX_PER_CALLER=64",
     ])
     assert code == 0
     results = json.loads((tmp_path / "loadgen.json").read_text())
@@ -41,3 +44,15 @@ def test_short_run_reports_percentiles_without_errors_and_stops_its_server(tmp_p
     assert (tmp_path / "loadgen-closed.png").stat().st_size > 0
     assert (tmp_path / "loadgen-open.png").stat().st_size > 0
     assert not psutil.pid_exists(results["server"]["pid"])
+
+
+@pytest.mark.slow
+def test_verify_traveller_runs_against_a_traveller_it_registers_through_the_registry(tmp_path: Path) -> None:
+    code = loadgen.main([
+        "--ops", "verify-traveller", "--concurrency", "1", "--rates", "--duration", "1.5", "--out", str(tmp_path),
+        "--server-env", "VERIFIER_REGISTRY__ENABLED=true",
+    ])
+    assert code == 0
+    (run,) = json.loads((tmp_path / "loadgen.json").read_text())["runs"]
+    assert (run["operation"], run["mode"]) == ("verify-traveller", "closed")
+    assert run["ok"] > 0 and run["error_count"] == 0 and run["unexpected"] == 0

@@ -11,6 +11,7 @@ import grpc
 import numpy as np
 import pytest
 from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.gate.test_cli import _wait_for_watchlists
 from verifier.config import Settings
@@ -195,3 +196,14 @@ def test_hostile_traveller_ids_are_refused_and_nothing_is_registered(
     assert (code, details["verifier-reason"]) == (grpc.StatusCode.INVALID_ARGUMENT, "FIELD_INVALID")
     code, details = _refusal(lambda: stub.GetTraveller(rg.GetTravellerRequest(traveller_id=traveller), timeout=10))
     assert details["verifier-reason"] == "FIELD_INVALID"
+
+
+def test_health_reports_the_registry_serving_once_its_index_is_ready(running: RunningServer) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        request = health_pb2.HealthCheckRequest(service=rg.DESCRIPTOR.services_by_name["Registry"].full_name)
+        deadline = time.monotonic() + 10
+        while (status := health.Check(request, timeout=5).status) != health_pb2.HealthCheckResponse.SERVING:
+            assert time.monotonic() < deadline, f"the registry reported {status}, never SERVING"
+            time.sleep(0.05)
+        assert running.registry.ready  # type: ignore[union-attr]

@@ -27,6 +27,7 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -405,12 +406,14 @@ class RegistryService:
             log.info("retention sweep erased %d travellers", len(erased))
         return erased
 
-    def supervise(self, stop: threading.Event) -> None:
-        """Load the index once the store serves, then sweep every retention_sweep_seconds."""
+    def supervise(self, stop: threading.Event, on_ready: Callable[[], None] = lambda: None) -> None:
+        """Load the index once the store serves (then call ``on_ready``: health
+        reports the registry serving), then sweep every retention_sweep_seconds."""
         while not stop.is_set() and self._index is None:
             try:
                 if self.watchlists.availability.serving:
                     self.load()
+                    on_ready()
                     break
             except Exception:  # noqa: BLE001 - retried; the registry stays refused meanwhile
                 log.exception("registry index not loaded; retrying")

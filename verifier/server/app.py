@@ -108,14 +108,18 @@ def build_service(settings: Settings, engine: FaceEngine | None = None) -> Verif
     )
 
 
-def _report_watchlist_health(health_servicer: health.HealthServicer) -> Callable[[Availability], None]:
-    """Watch-list availability to its own health entry; 1:1 verification is untouched."""
+def _report_store_health(
+    health_servicer: health.HealthServicer, registry: RegistryService | None
+) -> Callable[[Availability], None]:
+    """The store's availability to the health entries of the services that stand
+    on it: the Watchlist, and the Registry (whose tables live in the same store)
+    once its index is ready too; 1:1 verification is untouched."""
 
     def report(availability: Availability) -> None:
-        status = health_pb2.HealthCheckResponse.SERVING if availability.serving else (
-            health_pb2.HealthCheckResponse.NOT_SERVING
-        )
-        health_servicer.set(WATCHLIST_SERVICE, status)
+        serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+        health_servicer.set(WATCHLIST_SERVICE, serving if availability.serving else not_serving)
+        if registry is not None:
+            health_servicer.set(REGISTRY_SERVICE, serving if availability.serving and registry.ready else not_serving)
 
     return report
 
@@ -201,17 +205,17 @@ def start_server(
     running = RunningServer(server, port, health_servicer, watchlist, registry, edge=edge,
                             transactions=transactions, replica=replica)
     if watchlist is not None:
-        health_servicer.set(WATCHLIST_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
-        watchlist.on_availability(_report_watchlist_health(health_servicer))
-        if watchlist.availability.serving:
-            health_servicer.set(WATCHLIST_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        report = _report_store_health(health_servicer, registry)
+        watchlist.on_availability(report)
+        report(watchlist.availability)
         running.supervisor = threading.Thread(
             target=watchlist.supervise, args=(running.stopping,), name="watchlist-supervisor", daemon=True
         )
         running.supervisor.start()
         if registry is not None:
             running.registry_supervisor = threading.Thread(
-                target=registry.supervise, args=(running.stopping,), name="registry-supervisor", daemon=True
+                target=registry.supervise, args=(running.stopping, lambda: report(watchlist.availability)),
+                name="registry-supervisor", daemon=True,
             )
             running.registry_supervisor.start()
         if follower is not None:
