@@ -196,6 +196,13 @@ def test_nonsense_settings_stop_the_start(tmp_path: Path, variable: str, value: 
     assert "Traceback" not in result.stderr
 
 
+def test_inconsistent_admission_bounds_stop_the_start(tmp_path: Path) -> None:
+    result = cli(tmp_path, "serve", env={"VERIFIER_ADMISSION__RETRY_AFTER_MIN_SECONDS": "6"})
+    assert result.returncode == 2 and "VERIFIER_ADMISSION" in result.stderr, result.stderr
+    assert "retry_after_min_seconds (6.0) exceeds retry_after_max_seconds" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_another_models_calibration_or_a_missing_model_stops_the_start(tmp_path: Path, settings: Settings) -> None:
     foreign = tmp_path / "foreign.json"
     foreign.write_text((settings.matching.calibration_dir / "fusion.json").read_text())

@@ -60,7 +60,7 @@ def status_for(error: VerifierError) -> grpc.Status:
     return _WithMetadata(status, tuple(extra))
 
 
-def _packed(message: Any) -> any_pb2.Any:
+def _packed(message: Message) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed
