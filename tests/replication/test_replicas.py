@@ -88,7 +88,9 @@ def test_changes_appear_on_the_replica_which_refuses_writes(tmp_path: Path, engi
                 stub.EnrollSubject(_enrol(engine, number))
             with serving(tmp_path / "b", env=_replica_env(primary)) as replica:
                 _serving_watchlists(replica)
-                # The primary's index came with the snapshot: the replica did not rebuild it.
+                # The snapshot was asked for while the models loaded, and the primary's
+                # index came with it: the replica did not rebuild it.
+                assert "asked for while the models loaded" in replica.log
                 assert "with the primary's index" in replica.log and "watch-list index from snapshot" in replica.log
                 assert "watch-list index from store" not in replica.log
                 for number in range(3, 6):

@@ -1,12 +1,13 @@
 """A replica's snapshot over real gRPC on loopback, in process: the primary sends
-its store and its index saved at the same change; the replica installs both and
-starts from the shipped index, or rebuilds from the store when the shipped index
-is damaged; a write committed after the store is pinned is not in the copy (it
+its index and its store copied at the same change; the replica loads the index
+while the store arrives, installs both and starts from the shipped index, or
+rebuilds from the store when the shipped index is damaged; a write committed after the store is pinned is not in the copy (it
 arrives on the feed)."""
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -87,6 +88,44 @@ def test_the_replica_starts_from_the_shipped_index_unless_it_is_damaged(
         replica.close()
 
 
+def test_the_index_is_loaded_while_the_store_arrives_and_used_only_for_its_own_change(
+    primary: tuple[WatchlistService, str], settings: Settings, engine: FaceEngine, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The primary sends its index before the store; the replica loads it while
+    the store arrives. A preloaded index of another change (an earlier
+    snapshot) is not used for the installed store: the index saved with that
+    store is loaded instead, and the late subject is found."""
+    source, address = primary
+    replica, follower = _replica(settings, engine, tmp_path / "b", address)
+    with grpc.insecure_channel(address) as channel:
+        earlier = follower.download(rp_grpc.ReplicationStub(channel))
+        assert earlier.preloaded is not None
+        stale = earlier.preloaded.result()
+        assert stale is not None and stale.tag.change_seq == earlier.trailer.seq
+        source.enrol(SubjectEntry("wanted", "late", "warrant", "police"), templates_of(engine, 1, seed=99))
+        received = follower.download(rp_grpc.ReplicationStub(channel))
+    assert received.preloaded is not None and received.trailer.seq == earlier.trailer.seq + 1
+    replica.install_store(received.store, None, received.index, earlier.preloaded)
+    with caplog.at_level(logging.INFO, logger="verifier.watchlist.service"):
+        replica.recover_now()
+    try:
+        assert "does not match the installed store" in caplog.text
+        assert "watch-list index from snapshot" in caplog.text
+        found = replica.identify(templates_of(engine, 1, seed=99)[0])
+        assert [c.subject.entry.subject_id for c in found.candidates] == ["late"]
+        caplog.clear()
+        with grpc.insecure_channel(address) as channel:
+            again = follower.download(rp_grpc.ReplicationStub(channel))
+        replica.install_store(again.store, None, again.index, again.preloaded)
+        with caplog.at_level(logging.INFO, logger="verifier.watchlist.service"):
+            replica.recover_now()
+        assert "does not match" not in caplog.text and "watch-list index from snapshot" in caplog.text
+        assert replica.consistency().agrees
+    finally:
+        replica.close()
+
+
 def test_a_write_after_the_pin_is_not_in_the_store_copy(
     primary: tuple[WatchlistService, str], engine: FaceEngine, tmp_path: Path
 ) -> None:
@@ -103,3 +142,61 @@ def test_a_write_after_the_pin_is_not_in_the_store_copy(
         assert [s.entry.subject_id for s in copy.subjects()] == [f"S{n}" for n in range(6)]
     finally:
         copy.close()
+
+
+def test_the_store_file_is_the_pinned_image_while_the_pin_holds(
+    primary: tuple[WatchlistService, str], engine: FaceEngine, tmp_path: Path
+) -> None:
+    """With every logged write checkpointed when the pin begins, the leading bytes
+    of the store file are the pinned store, and stay so while writes and a
+    forced checkpoint go on beside it: a snapshot is read from the file, no copy."""
+    source, _ = primary
+    with source.store.pinned() as pinned:
+        assert pinned.file_bytes is not None
+        for number in range(20):
+            source.enrol(SubjectEntry("wanted", f"late{number}", "warrant", "police"),
+                         templates_of(engine, 1, seed=100 + number))
+        assert not source.store.checkpoint(), "a checkpoint went past the pinned reader"
+        image = tmp_path / "image.sqlite3"
+        with pinned.path.open("rb") as store_file:
+            image.write_bytes(store_file.read(pinned.file_bytes))
+    copy = WatchlistStore.open_readonly(image, 5.0)
+    try:
+        assert copy.change_seq() == pinned.position.seq == source.store.change_seq() - 20
+        assert [s.entry.subject_id for s in copy.subjects()] == [f"S{n}" for n in range(6)]
+    finally:
+        copy.close()
+    with sqlite3.connect(image) as check:
+        assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_a_reader_holding_older_changes_makes_the_snapshot_a_copy(
+    primary: tuple[WatchlistService, str], settings: Settings, engine: FaceEngine, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A reader that began before the last writes keeps them in the log: the
+    store file is not the pinned store, so the primary copies it (and the
+    replica gets exactly the pinned change)."""
+    source, address = primary
+    older = sqlite3.connect(source.store_path, isolation_level=None)
+    try:
+        older.execute("BEGIN")
+        older.execute("SELECT COUNT(*) FROM subjects").fetchone()
+        source.enrol(SubjectEntry("wanted", "late", "warrant", "police"), templates_of(engine, 1, seed=99))
+        with source.store.pinned() as pinned:
+            assert pinned.file_bytes is None
+        replica, follower = _replica(settings, engine, tmp_path / "b", address)
+        with caplog.at_level(logging.INFO, logger="verifier.replication.feed"), \
+                grpc.insecure_channel(address) as channel:
+            received = follower.download(rp_grpc.ReplicationStub(channel))
+        assert "copied in" in caplog.text
+    finally:
+        older.execute("COMMIT")
+        older.close()
+    replica.install_store(received.store, None, received.index, received.preloaded)
+    replica.recover_now()
+    try:
+        assert replica.store.change_seq() == source.store.change_seq()
+        assert {s.entry.subject_id for s in replica.store.subjects()} == {*(f"S{n}" for n in range(6)), "late"}
+    finally:
+        replica.close()

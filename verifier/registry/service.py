@@ -276,6 +276,7 @@ class RegistryService:
 
     def register(self, traveller_id: str, document_number: str, chip: bytes, live: bytes, consent_gate: str,
                  consent_text_version: str, consent_at: float | None = None) -> Registration:
+        self.watchlists.require_writable()  # a replica refuses before any face work
         identifier(traveller_id, "traveller_id")
         identifier(consent_gate, "consent.gate_id")
         identifier(consent_text_version, "consent.text_version")
@@ -311,7 +312,13 @@ class RegistryService:
         self._ready_index().remove(template_ids(np.full(count, row), np.arange(count)))
 
     def verify(self, traveller_id: str, live: bytes) -> TravellerCheck:
-        """The live capture against the traveller's enrolled templates (1:1, best of them)."""
+        """The live capture against the traveller's enrolled templates (1:1, best of them).
+
+        A match counts as a use for retention on the primary only: a replica
+        writes nothing of its own (a local change would take the sequence
+        number of the primary's next one, which the replica would then skip as
+        applied, an erasure included), so uses seen only at a fallback site do
+        not extend a record's retention."""
         identifier(traveller_id, "traveller_id")
         traveller = self.store.traveller(traveller_id)
         start = time.perf_counter()
@@ -324,7 +331,7 @@ class RegistryService:
         decision = max((self.gate.matcher.decide(face.template, t) for t in served), key=lambda d: d.score)
         timings = dict(face.timings_ms)
         timings["compare"] = (time.perf_counter() - start) * 1000.0 - sum(face.timings_ms.values())
-        if decision.match:
+        if decision.match and self.watchlists.read_only_for is None:
             self.store.touch(traveller.row)
             self.watchlists.announce(self.store.store.last_seq)
         return TravellerCheck(traveller_id, decision, face, timings)
@@ -333,6 +340,7 @@ class RegistryService:
         """New passport or refreshed template: the new captures pass the gate's
         checks, the new live capture matches the enrolled templates, and no other
         traveller holds the face; only then are the old templates replaced."""
+        self.watchlists.require_writable()
         identifier(traveller_id, "traveller_id")
         hashed = document_hash(self.key, document_number) if document_number else None
         before = self.store.traveller(traveller_id)
@@ -360,6 +368,7 @@ class RegistryService:
 
     def erase(self, traveller_id: str) -> Traveller:
         """Gone from store (rows overwritten, feed scrubbed, log truncated), index and snapshot."""
+        self.watchlists.require_writable()
         identifier(traveller_id, "traveller_id")
         with self._writes:
             erased = self.store.erase(traveller_id)

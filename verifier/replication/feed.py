@@ -18,6 +18,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,12 +42,21 @@ class Heartbeat:
 
 
 @dataclass(frozen=True)
-class SnapshotFile:
-    """A store copy and, when ``index`` is set, the index captured at the same change."""
+class StoreImage:
+    """Where a consistent image of the store can be read: the first ``size`` bytes of ``path``."""
 
     path: Path
-    position: FeedPosition
     size: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a new replica starts from: the store at ``position`` (its image ready
+    once ``store`` is done; a store fault while copying is its exception) and,
+    when set, the index captured at the same change."""
+
+    position: FeedPosition
+    store: Future[StoreImage]
     index: SerializedIndex | None = None
 
 
@@ -126,13 +137,40 @@ class Feed:
                         self._changed.wait_for(lambda: self._head > sent or not active(),
                                                self.settings.heartbeat_seconds)
 
-    def snapshot(self, folder: Path) -> SnapshotFile:
-        """A consistent copy of the store in ``folder`` with its position (the
-        caller removes it), and the index captured at that same change when it
-        is loaded, so that the replica need not rebuild it."""
-        path = folder / f"snapshot-{uuid.uuid4().hex}.sqlite3"
+    @contextmanager
+    def snapshot(self, folder: Path) -> Iterator[Snapshot]:
+        """The store and index at one change, held for the block.
+
+        The store image is the database file itself when it holds the pinned
+        change (see :meth:`WatchlistStore.pinned`); otherwise a copy is made in
+        ``folder`` on a thread of its own (seconds at a million templates),
+        so the index can be sent meanwhile, and removed when the block ends."""
         start = time.perf_counter()
-        position, index = self.service.snapshot_to(path)
-        log.info("snapshot at change %d made in %.2f s (%s)", position.seq, time.perf_counter() - start,
-                 "with the index" if index is not None else "without an index: the replica builds its own")
-        return SnapshotFile(path, position, os.path.getsize(path), index)
+        with self.service.pinned_snapshot() as (pinned, index):
+            position = pinned.position
+            if pinned.file_bytes is not None:
+                ready: Future[StoreImage] = Future()
+                ready.set_result(StoreImage(pinned.path, pinned.file_bytes))
+                log.info("snapshot at change %d taken in %.2f s, read from the store file itself (%s)", position.seq,
+                         time.perf_counter() - start, "with the index" if index is not None else "without an index")
+                yield Snapshot(position, ready, index)
+                return
+            copy = folder / f"snapshot-{uuid.uuid4().hex}.sqlite3"
+
+            def copied() -> StoreImage:
+                pinned.copy_to(copy, durable=False)
+                log.info("snapshot at change %d copied in %.2f s (%s)", position.seq, time.perf_counter() - start,
+                         "with the index" if index is not None else "without an index: the replica builds its own")
+                return StoreImage(copy, os.path.getsize(copy))
+
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-copy")
+            try:
+                made = pool.submit(copied)
+                try:
+                    yield Snapshot(position, made, index)
+                finally:
+                    # The copy reads through the pin: it ends before the pin does.
+                    made.exception()
+                    copy.unlink(missing_ok=True)
+            finally:
+                pool.shutdown(wait=False)

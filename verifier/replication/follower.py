@@ -21,44 +21,151 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 import grpc
 
-from verifier.config import ReplicationSettings
+from verifier.config import ReplicationSettings, Settings
 from verifier.errors import Reason, VerifierError
 from verifier.replication import metrics
 from verifier.replication.state import ReplicaState
 from verifier.server.errors import reason_of
 from verifier.v1 import replication_pb2 as rp
 from verifier.v1 import replication_pb2_grpc as rp_grpc
+from verifier.watchlist.index import LoadedIndex, WatchlistIndex
 from verifier.watchlist.service import WatchlistService
 from verifier.watchlist.store import FILE_MODE, Change, FeedGap, StoreError
 
 log = logging.getLogger(__name__)
 
 
-class Follower:
-    def __init__(
-        self, service: WatchlistService, settings: ReplicationSettings, state: ReplicaState,
-        credentials: grpc.ChannelCredentials | None,
-    ) -> None:
-        self.service = service
-        self.settings = settings
-        self.state = state
-        self.credentials = credentials
-        self.primary = state.primary or ""
+class SnapshotSource:
+    """Where a replica's snapshot comes from (the primary, over a channel with the
+    replica's credentials) and where it is received (beside the store and the
+    saved index). Needs no model: a replica starting empty asks for its
+    snapshot while its models load (:meth:`prefetch`)."""
 
-    def _channel(self) -> grpc.Channel:
+    def __init__(
+        self, primary: str, settings: ReplicationSettings, credentials: grpc.ChannelCredentials | None,
+        store_path: Path, index_path: Path | None,
+    ) -> None:
+        self.primary = primary
+        self.settings = settings
+        self.credentials = credentials
+        self.store_path = store_path
+        self.index_path = index_path
+
+    @classmethod
+    def for_settings(cls, settings: Settings, credentials: grpc.ChannelCredentials | None) -> "SnapshotSource":
+        """The configured primary and this server's store and saved-index paths."""
+        config = settings.watchlist
+        return cls(settings.replication.replica_of or "", settings.replication, credentials,
+                   config.store_file(settings.data_dir), config.snapshot_file(settings.data_dir))
+
+    def channel(self) -> grpc.Channel:
         options = [("grpc.max_receive_message_length", -1)]
         if self.settings.primary_server_name:
             options.append(("grpc.ssl_target_name_override", self.settings.primary_server_name))
         if self.credentials is None:
             return grpc.insecure_channel(self.primary, options=options)
         return grpc.secure_channel(self.primary, self.credentials, options=options)
+
+    def prefetch(self) -> "Future[Download]":
+        """Start receiving the snapshot on a thread of its own (once, no retries:
+        the follower downloads again if this fails)."""
+
+        def fetch() -> Download:
+            with self.channel() as channel:
+                return self.download(rp_grpc.ReplicationStub(channel))
+
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replica-prefetch")
+        try:
+            return pool.submit(fetch)
+        finally:
+            pool.shutdown(wait=False)
+
+    def download(self, stub: rp_grpc.ReplicationStub) -> "Download":
+        """Receive the primary's snapshot into files beside the store and the saved
+        index; the store part must match the trailer's size and SHA-256 or
+        nothing is kept. The index part is kept only when it arrived whole; its
+        own tag and digest are checked when it is loaded."""
+        target = self.store_path
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".incoming")
+        index = self.index_path
+        index_partial = index.with_name(index.name + ".incoming") if index is not None else None
+        if index_partial is not None:
+            index_partial.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        size = index_size = 0
+        trailer = None
+        preloaded: Future[LoadedIndex | None] | None = None
+        start = time.perf_counter()
+        marks: dict[str, float] = {}
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE), "wb") as out, \
+                _optional_file(index_partial) as index_out:
+            for chunk in stub.Snapshot(rp.SnapshotRequest()):
+                part = chunk.WhichOneof("part")
+                if part != "index_data" and index_out is not None and index_partial is not None and index_size \
+                        and preloaded is None:
+                    # The index part is whole (a primary sends it first): load it
+                    # while the store arrives. Its own trailer and digest decide
+                    # whether it is sound, and the installed store's tag whether it is used.
+                    index_out.flush()
+                    preloaded = _preload(index_partial)
+                    marks["index"] = time.perf_counter() - start
+                if part == "trailer":
+                    trailer = chunk.trailer
+                    marks["received"] = time.perf_counter() - start
+                    break
+                if part == "index_data":
+                    index_size += len(chunk.index_data)
+                    if index_out is not None:
+                        index_out.write(chunk.index_data)
+                    continue
+                digest.update(chunk.data)
+                size += len(chunk.data)
+                out.write(chunk.data)
+            # Only the store must reach the disk before it is installed: an index
+            # file cut short by a crash fails its own digest and is rebuilt.
+            out.flush()
+            os.fsync(out.fileno())
+            marks["synced"] = time.perf_counter() - start
+        shipped = index_partial is not None and index_size > 0 and trailer is not None \
+            and index_size == trailer.index_size
+        if trailer is None or trailer.size != size or trailer.sha256 != digest.hexdigest():
+            _discard(preloaded, partial, index_partial)
+            raise StoreError(f"the snapshot from {self.primary} arrived incomplete or altered; not installed")
+        if not shipped:
+            _discard(preloaded, index_partial)
+            preloaded = None
+        return Download(partial, index_partial if shipped else None, size, trailer, preloaded, marks)
+
+
+
+class Follower:
+    def __init__(
+        self, service: WatchlistService, settings: ReplicationSettings, state: ReplicaState,
+        credentials: grpc.ChannelCredentials | None, prefetched: "Future[Download] | None" = None,
+    ) -> None:
+        self.service = service
+        self.settings = settings
+        self.state = state
+        self.primary = state.primary or ""
+        self.source = SnapshotSource(self.primary, settings, credentials, service.store_path, service.snapshot)
+        # A snapshot asked for while this server's models loaded; used by the first install.
+        self._prefetched = prefetched
+
+    def _channel(self) -> grpc.Channel:
+        return self.source.channel()
+
+    def download(self, stub: rp_grpc.ReplicationStub) -> "Download":
+        """Receive the primary's snapshot (see :meth:`SnapshotSource.download`)."""
+        return self.source.download(stub)
 
     def run(self, stop: threading.Event) -> None:
         """Follow until ``stop`` is set or this server is promoted."""
@@ -154,63 +261,32 @@ class Follower:
             done.set()
             acks.put(None)
 
+    def _take_prefetched(self) -> "Download | None":
+        """The snapshot prefetched at start, once; None if there was none or it failed."""
+        prefetched, self._prefetched = self._prefetched, None
+        if prefetched is None:
+            return None
+        try:
+            return prefetched.result()
+        except (grpc.RpcError, StoreError, OSError) as error:
+            log.warning("the snapshot asked for at start did not arrive (%s); asking again", error)
+            return None
+
     def _install(self, stub: rp_grpc.ReplicationStub, diverged: bool) -> None:
         """Download the primary's snapshot beside the store, check it, and put it in place."""
         start = time.perf_counter()
-        received = self.download(stub)
+        prefetched = self._take_prefetched()
+        received = prefetched or self.download(stub)
         target = self.service.store_path
         aside = target.with_name(f"{target.name}.diverged-{int(time.time())}") if diverged else None
-        self.service.install_store(received.store, aside, received.index)
-        log.info("snapshot of %d bytes at change %d (epoch %d) from %s installed in %.2f s, %s%s", received.size,
-                 received.trailer.seq, received.trailer.epoch, self.primary, time.perf_counter() - start,
+        self.service.install_store(received.store, aside, received.index, received.preloaded)
+        log.info("snapshot of %d bytes at change %d (epoch %d) from %s installed in %.2f s (%s%s), %s%s",
+                 received.size, received.trailer.seq, received.trailer.epoch, self.primary,
+                 time.perf_counter() - start, "asked for while the models loaded; " if prefetched else "",
+                 ", ".join(f"{k} at {v:.2f} s" for k, v in received.marks.items()),
                  f"with the primary's index ({received.trailer.index_size} bytes)" if received.index
                  else "without an index", f"; the diverged store is kept as {aside}" if aside else "")
         self.service.recover_now()
-
-    def download(self, stub: rp_grpc.ReplicationStub) -> "Download":
-        """Receive the primary's snapshot into files beside the store and the saved
-        index; the store part must match the trailer's size and SHA-256 or
-        nothing is kept. The index part is kept only when it arrived whole; its
-        own tag and digest are checked when it is loaded."""
-        target = self.service.store_path
-        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".incoming")
-        index = self.service.snapshot
-        index_partial = index.with_name(index.name + ".incoming") if index is not None else None
-        if index_partial is not None:
-            index_partial.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        digest = hashlib.sha256()
-        size = index_size = 0
-        trailer = None
-        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE), "wb") as out, \
-                _optional_file(index_partial) as index_out:
-            for chunk in stub.Snapshot(rp.SnapshotRequest()):
-                part = chunk.WhichOneof("part")
-                if part == "trailer":
-                    trailer = chunk.trailer
-                    break
-                if part == "index_data":
-                    index_size += len(chunk.index_data)
-                    if index_out is not None:
-                        index_out.write(chunk.index_data)
-                    continue
-                digest.update(chunk.data)
-                size += len(chunk.data)
-                out.write(chunk.data)
-            # Only the store must reach the disk before it is installed: an index
-            # file cut short by a crash fails its own digest and is rebuilt.
-            out.flush()
-            os.fsync(out.fileno())
-        if trailer is None or trailer.size != size or trailer.sha256 != digest.hexdigest():
-            partial.unlink(missing_ok=True)
-            if index_partial is not None:
-                index_partial.unlink(missing_ok=True)
-            raise StoreError(f"the snapshot from {self.primary} arrived incomplete or altered; not installed")
-        shipped = index_partial is not None and index_size > 0 and index_size == trailer.index_size
-        if index_partial is not None and not shipped:
-            index_partial.unlink(missing_ok=True)
-        return Download(partial, index_partial if shipped else None, size, trailer)
-
 
 @dataclass(frozen=True)
 class Download:
@@ -220,6 +296,28 @@ class Download:
     index: Path | None
     size: int
     trailer: rp.SnapshotTrailer
+    # The index file loading (or loaded) while the store arrived.
+    preloaded: "Future[LoadedIndex | None] | None" = None
+    # Seconds from the request until the index had arrived, all had arrived, and the store was on disk.
+    marks: dict[str, float] = field(default_factory=dict)
+
+
+def _preload(path: Path) -> "Future[LoadedIndex | None]":
+    """Load the index file at ``path`` on a thread of its own."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replica-index-preload")
+    try:
+        return pool.submit(WatchlistIndex.load_any, path)
+    finally:
+        pool.shutdown(wait=False)
+
+
+def _discard(preloaded: "Future[LoadedIndex | None] | None", *paths: Path | None) -> None:
+    """Remove received files that will not be installed, once nothing reads them."""
+    if preloaded is not None:
+        preloaded.exception()
+    for path in paths:
+        if path is not None:
+            path.unlink(missing_ok=True)
 
 
 @contextmanager

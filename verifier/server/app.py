@@ -21,7 +21,7 @@ from verifier.gate.transactions import TransactionStore
 from verifier.matching import Matcher
 from verifier.pipeline import FaceEngine
 from verifier.replication.feed import Feed
-from verifier.replication.follower import Follower
+from verifier.replication.follower import Follower, SnapshotSource
 from verifier.registry.service import RegistryService
 from verifier.replication.state import ReplicaState
 from verifier.server.admission import AdmissionInterceptor
@@ -136,6 +136,12 @@ def start_server(
     serves on regardless. A store that cannot be opened never stops the start.
     """
     edge = build_edge(settings)
+    # A replica starting without a store asks for its snapshot at once: it
+    # arrives while the models load (a second of a cold start's ten).
+    prefetched = None
+    if (settings.replication.replica_of is not None and watchlist is None and settings.watchlist.enabled
+            and not settings.watchlist.store_file(settings.data_dir).exists()):
+        prefetched = SnapshotSource.for_settings(settings, replica_credentials(settings)).prefetch()
     service = service or build_service(settings)
     if watchlist is None and settings.watchlist.enabled:
         watchlist = WatchlistService.for_settings(settings, service.engine)
@@ -187,7 +193,7 @@ def start_server(
         replication_pb2_grpc.add_BundlesServicer_to_server(BundlesServicer(watchlist, settings.bundles), server)
         served += [WATCHLIST_SERVICE, REPLICATION_SERVICE, BUNDLES_SERVICE]
         if settings.replication.replica_of is not None:
-            follower = Follower(watchlist, settings.replication, replica, replica_credentials(settings))
+            follower = Follower(watchlist, settings.replication, replica, replica_credentials(settings), prefetched)
     if edge.audit is not None:
         audit_pb2_grpc.add_AuditServicer_to_server(AuditServicer(edge.audit, settings.audit.page_size), server)
         served.append(AUDIT_SERVICE)

@@ -14,10 +14,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from verifier.errors import Reason, VerifierError
 from verifier.replication.feed import Feed, Heartbeat
 from verifier.replication.state import ReplicaState
-from verifier.server.errors import mapped
+from verifier.server.errors import mapped, status_for
 from verifier.v1 import replication_pb2 as rp
 from verifier.v1 import replication_pb2_grpc as rp_grpc
-from verifier.watchlist.store import Change
+from verifier.watchlist.store import Change, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -69,29 +69,38 @@ class ReplicationServicer(rp_grpc.ReplicationServicer):
     @mapped
     def Snapshot(self, request: rp.SnapshotRequest, context: grpc.ServicerContext) -> Iterator[rp.SnapshotChunk]:
         self.scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
-        snapshot = self.feed.snapshot(self.scratch)
-        log.info("snapshot at change %d (%d bytes) for %s", snapshot.position.seq, snapshot.size, context.peer())
+        peer = context.peer()
 
         def chunks() -> Iterator[rp.SnapshotChunk]:
-            # Digests are computed as the bytes go out: no pass over the files before the first byte is sent.
-            digest = hashlib.sha256()
+            # The index first (while a store copy is made, when one is needed);
+            # digests are computed as the bytes go out: no pass over the files
+            # before the first byte is sent. The store stays pinned until the last byte.
             try:
-                with snapshot.path.open("rb") as source:
-                    for data in iter(lambda: source.read(self.chunk_bytes), b""):
-                        digest.update(data)
-                        yield rp.SnapshotChunk(data=data)
-                index_size = 0
-                if snapshot.index is not None:
-                    for data in snapshot.index.chunks():
-                        index_size += len(data)
-                        yield rp.SnapshotChunk(index_data=data)
-                position = snapshot.position
-                yield rp.SnapshotChunk(trailer=rp.SnapshotTrailer(
-                    store_id=position.store_id, seq=position.seq, epoch=position.epoch, size=snapshot.size,
-                    sha256=digest.hexdigest(), index_size=index_size,
-                ))
-            finally:
-                snapshot.path.unlink(missing_ok=True)
+                with self.feed.snapshot(self.scratch) as snapshot:
+                    log.info("sending the snapshot at change %d to %s", snapshot.position.seq, peer)
+                    index_size = 0
+                    if snapshot.index is not None:
+                        for data in snapshot.index.chunks():
+                            index_size += len(data)
+                            yield rp.SnapshotChunk(index_data=data)
+                    image = snapshot.store.result()
+                    digest = hashlib.sha256()
+                    with image.path.open("rb") as source:
+                        left = image.size
+                        while left:
+                            data = source.read(min(self.chunk_bytes, left))
+                            if not data:
+                                raise StoreError(f"{image.path} ended {left} bytes short of the snapshot")
+                            left -= len(data)
+                            digest.update(data)
+                            yield rp.SnapshotChunk(data=data)
+                    position = snapshot.position
+                    yield rp.SnapshotChunk(trailer=rp.SnapshotTrailer(
+                        store_id=position.store_id, seq=position.seq, epoch=position.epoch, size=image.size,
+                        sha256=digest.hexdigest(), index_size=index_size,
+                    ))
+            except VerifierError as error:
+                context.abort_with_status(status_for(error))
 
         return chunks()
 

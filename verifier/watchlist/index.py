@@ -29,7 +29,7 @@ import json
 import os
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -291,6 +291,18 @@ class WatchlistIndex:
     @classmethod
     def load(cls, path: Path, expected: SnapshotTag) -> "WatchlistIndex | None":
         """The saved index if it exists, is intact and was built from exactly ``expected``, else None."""
+        loaded = cls._load(path, lambda tag: tag == expected)
+        return None if loaded is None else loaded.index
+
+    @classmethod
+    def load_any(cls, path: Path) -> "LoadedIndex | None":
+        """The saved index if it exists and is intact, with the tag it names, else
+        None: what a replica loads while the store it belongs to is still
+        arriving; whoever uses it compares the tag with the installed store's."""
+        return cls._load(path, lambda tag: True)
+
+    @classmethod
+    def _load(cls, path: Path, accept: Callable[[SnapshotTag], bool]) -> "LoadedIndex | None":
         digest = hashlib.sha256()
 
         def read(size: int) -> bytes:
@@ -301,25 +313,34 @@ class WatchlistIndex:
         try:
             with path.open("rb") as source:
                 header = _read_trailer(source)
-                if header is None or SnapshotTag(**header["tag"]) != expected:
+                tag = None if header is None else SnapshotTag(**header["tag"])
+                if header is None or tag is None or not accept(tag):
                     return None
                 source.seek(len(_SNAPSHOT_MAGIC))
                 left_out = [int(key) for key in header["left_out"]]
-                index = cls(expected.dimension, np.array(left_out, dtype=np.int64))
+                index = cls(tag.dimension, np.array(left_out, dtype=np.int64))
                 for name, size in header["lists"].items():
                     start = source.tell()
                     loaded = faiss.read_index(faiss.PyCallbackIOReader(read))
                     if (
                         not isinstance(loaded, faiss.IndexIDMap2)
                         or source.tell() - start != size
-                        or loaded.d != expected.dimension
+                        or loaded.d != tag.dimension
                     ):
                         return None
                     index._lists[name] = loaded
                 digest.update(_left_out_bytes(left_out))
-                return index if digest.hexdigest() == header["sha256"] else None
+                return LoadedIndex(index, tag) if digest.hexdigest() == header["sha256"] else None
         except (OSError, RuntimeError, ValueError, KeyError, TypeError):
             return None
+
+
+@dataclass(frozen=True)
+class LoadedIndex:
+    """An index loaded from a snapshot file, and the tag that file names."""
+
+    index: WatchlistIndex
+    tag: SnapshotTag
 
 
 @dataclass(frozen=True)

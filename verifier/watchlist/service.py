@@ -47,6 +47,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
@@ -63,11 +64,18 @@ from verifier.pipeline import FaceEngine, FaceResult, Selection
 from verifier.watchlist import metrics
 from verifier.templates import Template
 from verifier.validation import identifier, text
-from verifier.watchlist.index import SerializedIndex, SnapshotTag, WatchlistIndex, template_ids, template_rows
+from verifier.watchlist.index import (
+    LoadedIndex,
+    SerializedIndex,
+    SnapshotTag,
+    WatchlistIndex,
+    template_ids,
+    template_rows,
+)
 from verifier.watchlist.store import (
     Applied,
     Change,
-    FeedPosition,
+    PinnedStore,
     Provenance,
     QuarantinedTemplate,
     StoreError,
@@ -202,6 +210,8 @@ class WatchlistService:
         self._availability = _LOADING
         self._quarantined: tuple[QuarantinedTemplate, ...] = ()
         self._unmigrated: dict[str, Unmigrated] = {}
+        # A replica's index, loaded from its snapshot while the store was still arriving.
+        self._preloaded: Future[LoadedIndex | None] | None = None
         self._listeners: list[Callable[[Availability], None]] = []
         self._commit_listeners: list[Callable[[int], None]] = []
         self._applied_listeners: list[Callable[[Applied], None]] = []
@@ -284,7 +294,7 @@ class WatchlistService:
         if confirm and self.confirmation is not None:
             self.confirmation(seq)
 
-    def _writable(self) -> None:
+    def require_writable(self) -> None:
         """Refuse a write on a replica, naming the primary to send it to."""
         if self.read_only_for is not None:
             raise VerifierError(
@@ -338,7 +348,9 @@ class WatchlistService:
         quarantined: list[QuarantinedTemplate] = []
         with self._writes, self._store_faults():
             tag = self._tag()
-            index = WatchlistIndex.load(self.snapshot, tag) if self.snapshot is not None else None
+            index = self._take_preloaded(tag)
+            if index is None and self.snapshot is not None:
+                index = WatchlistIndex.load(self.snapshot, tag)
             source = "snapshot"
             if index is None:
                 source = "store"
@@ -369,6 +381,19 @@ class WatchlistService:
                  report.source, report.templates, report.seconds, len(quarantined))
         self._set_availability(Availability(State.SERVING))
         return report
+
+    def _take_preloaded(self, tag: SnapshotTag) -> WatchlistIndex | None:
+        """The index preloaded with an installed snapshot, if there is one and it
+        was built from exactly this store at this change, for this model."""
+        preloaded, self._preloaded = self._preloaded, None
+        if preloaded is None:
+            return None
+        loaded = preloaded.result()
+        if loaded is None or loaded.tag != tag:
+            log.warning("the index that came with the snapshot does not match the installed store (%s); "
+                        "loading or rebuilding it", "unreadable" if loaded is None else "another store or change")
+            return None
+        return loaded.index
 
     def _set_unmigrated(self, unmigrated: dict[str, Unmigrated]) -> None:
         """Record (log and count) which lists hold subjects of another model."""
@@ -460,7 +485,7 @@ class WatchlistService:
     def create_watchlist(self, name: str, description: str) -> Watchlist:
         identifier(name, "name")
         text(description, "description")
-        self._writable()
+        self.require_writable()
         with self._writes, self._store_faults():
             index = self._ready_index()
             created = self.store.create_watchlist(name, description)
@@ -473,7 +498,7 @@ class WatchlistService:
         """Delete a watch-list; one still holding subjects only when ``force`` is given.
         Once this returns, no search looks in it."""
         identifier(name, "name")
-        self._writable()
+        self.require_writable()
         with self._writes, self._store_faults():
             index = self._ready_index()
             deleted = self.store.delete_watchlist(name, force)
@@ -503,7 +528,7 @@ class WatchlistService:
         templates or not at all.
         """
         check_entry(entry)
-        self._writable()
+        self.require_writable()
         if not samples:
             raise VerifierError(Reason.REQUEST_INCOMPLETE, "an enrolment needs at least one image or template")
         limit = self.settings.max_templates_per_subject
@@ -564,7 +589,7 @@ class WatchlistService:
         """Delete a subject; once this returns no search can return it."""
         identifier(watchlist, "watchlist")
         identifier(subject_id, "subject_id")
-        self._writable()
+        self.require_writable()
         with self._writes, self._store_faults():
             index = self._ready_index()
             subject = self.store.remove_subject(watchlist, subject_id)
@@ -581,7 +606,7 @@ class WatchlistService:
         """Replace a partner's list wholly (one transaction; searches see the old
         list or the new one); returns the change's sequence number."""
         identifier(name, "watchlist")
-        self._writable()
+        self.require_writable()
         with self._writes, self._store_faults():
             index = self._ready_index()
             _, rows = self.store.replace_partner_list(name, description, provenance, subjects)
@@ -630,31 +655,37 @@ class WatchlistService:
         self._committed(seq, confirm=False)
         return epoch
 
-    def snapshot_to(self, store_copy: Path) -> tuple[FeedPosition, SerializedIndex | None]:
-        """Copy the store to ``store_copy`` (a scratch copy, not synced) and, when
-        the index is loaded, capture it at exactly the same change (what a new replica starts from); returns
-        the copy's position and the captured index.
+    @contextmanager
+    def pinned_snapshot(self) -> Iterator[tuple[PinnedStore, SerializedIndex | None]]:
+        """The store pinned at one change (a read transaction, for the block) and,
+        when the index is loaded, the index captured at exactly that change:
+        what a new replica starts from.
 
         Writes wait only while the index is copied in memory: the store is
-        pinned (a read transaction) under the write lock, and copied from that
-        pin after it.
+        pinned under the write lock, and whatever is read or copied from the
+        pin afterwards is at that change, whatever is committed meanwhile.
         """
         with self._store_faults(), ExitStack() as pins:
             with self._writes:
                 pinned = pins.enter_context(self.store.pinned())
                 index = self._index if self.ready else None
-                captured = None if index is None else index.serialized(SnapshotTag(
+                taken = None if index is None else index.serialized(SnapshotTag(
                     pinned.position.store_id, pinned.position.seq, self.model_id, index.dimension))
-            return pinned.copy_to(store_copy, durable=False), captured
+            yield pinned, taken
 
-    def install_store(self, incoming: Path, aside: Path | None, incoming_index: Path | None = None) -> None:
+    def install_store(
+        self, incoming: Path, aside: Path | None, incoming_index: Path | None = None,
+        preloaded: Future[LoadedIndex | None] | None = None,
+    ) -> None:
         """Put a store file received from the primary in place of this one (kept
         as ``aside`` when given), and the index saved with it (if any) where a
         saved index is looked for, leaving the service loading until
         :meth:`recover_now` opens them. The index is not trusted for coming
-        with the store: :meth:`load` uses it only if its tag and digest match
-        the installed store, and rebuilds otherwise."""
+        with the store: :meth:`load` uses it (or ``preloaded``, the same file
+        loaded while the store arrived) only if its tag and digest match the
+        installed store, and rebuilds otherwise."""
         with self._writes:
+            self._preloaded = preloaded
             if self._store is not None:
                 self._store.close()
                 self._store = None
