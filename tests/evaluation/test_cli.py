@@ -51,6 +51,17 @@ def test_eval_of_folders_reports_identification(
     assert json.loads((tmp_path / "report.json").read_text())["identification"]["non_mated_searches"] == 10
 
 
+def test_eval_reports_the_rates_at_a_given_score(
+    local: Settings, mini_folders: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Below every score all comparisons match; above every score none does."""
+    argv = ["eval", str(mini_folders), "--output", str(tmp_path), "--at-threshold", "-1", "--at-threshold", "1.01"]
+    assert _run(argv, local) == 0
+    printed = capsys.readouterr().out
+    assert "at score -1.0000: FMR 1.00e+00" in printed and "FNMR 0.00 %" in printed
+    assert "at score 1.0100: FMR 0.00e+00 (0 false matches" in printed and "FNMR 100.00 %" in printed
+
+
 def test_eval_with_published_landmarks(
     local: Settings, mini_lfw: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -68,6 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--condition", choices=list(CONDITIONS),
                         help="evaluate a harder capture condition derived from the set (downscaled, greyscale, "
                         "blurred, compressed): reports the served threshold's FMR and FNMR on it")
+    parser.add_argument("--at-threshold", type=float, action="append", default=[], metavar="SCORE",
+                        help="also report FMR and FNMR at this score (repeatable): what a configured threshold, "
+                        "such as registry.duplicate_threshold, means on the set")
     parser.set_defaults(handler=_eval)
 
 
@@ -110,7 +113,8 @@ def _quality(args: argparse.Namespace, settings: Settings, labeled: "LabeledSet"
 def _eval(args: argparse.Namespace, settings: Settings) -> int:
     from verifier.evaluation.cache import embed_set
     from verifier.evaluation.datasets import DatasetError, load_set, read_landmarks
-    from verifier.evaluation.evaluate import evaluate
+    from verifier.evaluation.evaluate import evaluate, served_point
+    from verifier.matching import Threshold
     from verifier import extras
     from verifier.pipeline import FaceEngine
 
@@ -200,6 +204,13 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
             print(f"served threshold {at.threshold:.4f} (FMR {at.target_fmr:g}){label}: FMR measured {at.fmr:.2e} "
                   f"({at.false_matches:,} false matches), {at.fmr_ratio:.2f}x the target; "
                   f"FNMR {100 * at.fnmr:.2f} %, FRR with FTA {100 * at.frr:.2f} %")
+    for score in args.at_threshold:
+        if evaluated.comparisons is None:
+            break
+        at = served_point(evaluated.comparisons, Threshold(score, float("nan"), "--at-threshold"))
+        print(f"at score {score:.4f}: FMR {at.fmr:.2e} ({at.false_matches:,} false matches of "
+              f"{len(evaluated.comparisons.non_mated):,}), FNMR {100 * at.fnmr:.2f} % ({at.false_non_matches:,} of "
+              f"{len(evaluated.comparisons.mated):,}), FRR with FTA {100 * at.frr:.2f} %")
     if result.protocol is not None:
         print(f"{len(result.protocol.accuracies)}-fold accuracy {100 * result.protocol.mean:.2f} % "
               f"± {100 * result.protocol.std:.2f}")
