@@ -245,6 +245,11 @@ class GateSettings(BaseModel):
     # static_ncc_threshold with the first moved only rigidly (a photo or a
     # screen held up): PRESENTATION_ATTACK_SUSPECTED.
     motion_min_frames: int = Field(default=4, ge=2)
+    # A stream frame in which no face is found is looked at again with its
+    # centre (1/stream_zoom of each side) filling the detector's input: the
+    # far, small face of a traveller entering a walk-through gate (one more
+    # detector run, on faceless frames only). 1: no second look.
+    stream_zoom: float = Field(default=2.0, ge=1.0, le=8.0, allow_inf_nan=False)
     # The traveller's face in one frame continues the track of the last when
     # its centre moved at most this many face sides (else the track restarts).
     track_reach: float = Field(default=1.0, gt=0)

@@ -209,18 +209,19 @@ class FaceEngine:
             outcomes = self._analyse(images, selection, use)
         return [o if isinstance(o, VerifierError) else o.faces[0] for o in outcomes]
 
-    def analyse_all(self, data: bytes, use: ImageUse = ImageUse.LIVE) -> FrameFaces:
+    def analyse_all(self, data: bytes, use: ImageUse = ImageUse.LIVE, zoom: float = 1.0) -> FrameFaces:
         """Every face of one image at or above the minimum size, largest first,
         each with its template; landmarks and embedder run once over all of
-        them. Raises on bad input or when there is no usable face."""
+        them. Raises on bad input or when there is no usable face. ``zoom``:
+        see :meth:`FaceDetector.detect_batch` (a walk-through frame's far face)."""
         with self.occupancy:
-            (outcome,) = self._analyse([data], None, use)
+            (outcome,) = self._analyse([data], None, use, zoom)
         if isinstance(outcome, VerifierError):
             raise outcome
         return outcome
 
     def _analyse(
-        self, images: list[bytes], selection: Selection | None, use: ImageUse
+        self, images: list[bytes], selection: Selection | None, use: ImageUse, zoom: float = 1.0
     ) -> list[FrameFaces | VerifierError]:
         """``selection`` None: every usable face, largest first; else the one it picks."""
         clock = _Stopwatch()
@@ -237,7 +238,7 @@ class FaceEngine:
         if order:
             deadlines.check("detect")
         with clock.stage("detect"):
-            found = self.detector.detect_batch([decoded[i].bgr for i in order]) if order else []
+            found = self.detector.detect_batch([decoded[i].bgr for i in order], zoom) if order else []
         # (image, detection) for every face that goes on, and faces usable per image.
         chosen: list[tuple[int, Detection]] = []
         usable_count: dict[int, int] = {}

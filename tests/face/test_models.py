@@ -52,6 +52,25 @@ def test_detector_finds_one_face_with_or_without_letterbox(name: str, settings: 
     assert overlap_x > 0.7 * (boxes[0][2] - boxes[0][0])
 
 
+def test_a_far_face_is_found_in_the_zoomed_centre_in_whole_frame_pixels(
+    engine: FaceEngine, obama: np.ndarray
+) -> None:
+    """A face a tenth of a 960x720 frame's height, too small for the detector's
+    input when the whole frame is fitted into it, is found when the centre is
+    looked at again, with its box and landmarks where the face was put."""
+    (x1, y1, x2, y2), = [d.box for d in engine.detector.detect_batch([obama])[0]]
+    scale = 0.12
+    centre = np.float32([470.0, 350.0])
+    shift = np.float32([[scale, 0, centre[0] - scale * (x1 + x2) / 2], [0, scale, centre[1] - scale * (y1 + y2) / 2]])
+    frame = cv2.warpAffine(obama, shift, (960, 720), flags=cv2.INTER_AREA, borderValue=(100, 100, 100))
+    assert engine.detector.detect_batch([frame]) == [[]]
+    (found,) = engine.detector.detect_batch([frame], zoom=2.0)
+    assert len(found) == 1 and found[0].landmarks is not None
+    box = found[0].box
+    assert np.allclose((box[:2] + box[2:]) / 2, centre, atol=0.1 * (box[2] - box[0]) + 2)
+    assert np.all((found[0].landmarks >= box[:2]) & (found[0].landmarks <= box[2:]))
+
+
 @pytest.mark.parametrize("name", DETECTORS)
 def test_detector_finds_nothing_in_a_wall(name: str, settings: Settings, obama: np.ndarray) -> None:
     wall = obama[:60, :60].copy().repeat(8, 0).repeat(8, 1)
