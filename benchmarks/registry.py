@@ -148,29 +148,36 @@ def build(backend: str, size: int, dimension: int, planted: np.ndarray, seed: in
 
 
 def measure(backend: str, size: int, dimension: int, planted: np.ndarray, queries: np.ndarray,
-            truth: tuple[np.ndarray, np.ndarray], threshold: float, nprobe: int, depth: int, seed: int) -> dict:
+            truth: tuple[np.ndarray, np.ndarray], threshold: float, nprobes: list[int], depth: int,
+            seed: int) -> Iterator[dict]:
+    """One build of the backend, then the queries at each ``nprobe`` (IVF: the
+    same index, probing more or fewer lists; others: one row)."""
     gc.collect()
     before = _rss()
-    with tempfile.TemporaryDirectory() as workdir:
-        start = time.perf_counter()
-        index = build(backend, size, dimension, planted, seed, nprobe, Path(workdir))
-        built = time.perf_counter() - start
-        latencies, answers = [], []
-        for query in queries:
-            began = time.perf_counter()
-            scores, ids = index.search(query, depth)
-            latencies.append((time.perf_counter() - began) * 1000.0)
-            answers.append(int(ids[0]) if len(ids) and scores[0] >= threshold else -1)
-        memory = _rss() - before
-        index.close()
     true_score, true_id = truth
     exact = np.where(true_score >= threshold, true_id, -1)
-    agree = float(np.mean(np.array(answers) == exact))
-    return {"backend": backend, "size": size + len(planted), "nprobe": nprobe if backend == "faiss_ivf" else None,
-            "build_s": round(built, 1), "p50_ms": round(float(np.percentile(latencies, 50)), 3),
-            "p99_ms": round(float(np.percentile(latencies, 99)), 3), "memory_gb": round(memory / 2**30, 2),
-            "agreement": agree, "queries": len(queries), "exact_hits": int((exact >= 0).sum()),
-            "threshold": threshold}
+    with tempfile.TemporaryDirectory() as workdir:
+        start = time.perf_counter()
+        index = build(backend, size, dimension, planted, seed, nprobes[0], Path(workdir))
+        built = time.perf_counter() - start
+        for nprobe in nprobes:
+            if backend == "faiss_ivf":
+                index._index.nprobe = nprobe
+            latencies, answers = [], []
+            for query in queries:
+                began = time.perf_counter()
+                scores, ids = index.search(query, depth)
+                latencies.append((time.perf_counter() - began) * 1000.0)
+                answers.append(int(ids[0]) if len(ids) and scores[0] >= threshold else -1)
+            memory = _rss() - before
+            yield {"backend": backend, "size": size + len(planted),
+                   "nprobe": nprobe if backend == "faiss_ivf" else None,
+                   "nlist": int(index._index.nlist) if backend == "faiss_ivf" else None,
+                   "build_s": round(built, 1), "p50_ms": round(float(np.percentile(latencies, 50)), 3),
+                   "p99_ms": round(float(np.percentile(latencies, 99)), 3), "memory_gb": round(memory / 2**30, 2),
+                   "agreement": float(np.mean(np.array(answers) == exact)), "queries": len(queries),
+                   "exact_hits": int((exact >= 0).sum()), "threshold": threshold}
+        index.close()
 
 
 def main() -> None:
@@ -198,8 +205,9 @@ def main() -> None:
     for size in args.sizes:
         truth = exact_best(queries, size, dimension, planted, args.seed)
         for backend in args.backends:
-            for nprobe in args.nprobe if backend == "faiss_ivf" else [0]:
-                result = measure(backend, size, dimension, planted, queries, truth, threshold, nprobe, depth, args.seed)
+            nprobes = args.nprobe if backend == "faiss_ivf" else [0]
+            for result in measure(backend, size, dimension, planted, queries, truth, threshold, nprobes, depth,
+                                  args.seed):
                 line = json.dumps(result)
                 print(line, flush=True)
                 if args.out is not None:
