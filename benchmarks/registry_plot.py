@@ -1,0 +1,66 @@
+"""Latency against registry size, from the JSON lines `benchmarks.registry --out` appends.
+
+    python -m benchmarks.registry_plot RESULTS.jsonl [...] -o docs/registry-latency.png
+
+One line per backend and nprobe: p50 (solid) and p99 (dashed) of one duplicate
+search against the number of templates, with the agreement with exact search
+written beside each point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+
+def read(paths: list[Path]) -> list[dict]:
+    """Every result line of the files; a later line for the same backend, nprobe and size wins."""
+    rows: dict[tuple, dict] = {}
+    for path in paths:
+        for line in path.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                rows[(row["backend"], row["nprobe"], row["size"])] = row
+    return sorted(rows.values(), key=lambda r: (r["backend"], r["nprobe"] or 0, r["size"]))
+
+
+def plot(rows: list[dict], out: Path) -> None:
+    figure = Figure(figsize=(7.5, 4.5), layout="constrained")
+    axes = figure.add_subplot()
+    series: dict[tuple, list[dict]] = {}
+    for row in rows:
+        series.setdefault((row["backend"], row["nprobe"]), []).append(row)
+    for (backend, nprobe), points in series.items():
+        label = backend if nprobe is None else f"{backend}, nprobe {nprobe}"
+        sizes = [p["size"] for p in points]
+        (line,) = axes.plot(sizes, [p["p50_ms"] for p in points], marker="o", label=f"{label}: p50")
+        axes.plot(sizes, [p["p99_ms"] for p in points], marker="x", linestyle="--", color=line.get_color(),
+                  label=f"{label}: p99")
+        for p in points:
+            axes.annotate(f"{100 * p['agreement']:.2f} %", (p["size"], p["p99_ms"]), textcoords="offset points",
+                          xytext=(4, 4), fontsize=7, color=line.get_color())
+    axes.axhline(50, color="grey", linewidth=0.8, linestyle=":", label="goal: p99 50 ms")
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("templates in the registry")
+    axes.set_ylabel("one duplicate search, ms (2 threads)")
+    axes.set_title("Registry duplicate search: latency and agreement with exact search")
+    axes.legend(fontsize=7, ncols=2)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", type=Path, nargs="+")
+    parser.add_argument("-o", "--output", type=Path, required=True)
+    args = parser.parse_args()
+    plot(read(args.results), args.output)
+    print(f"written: {args.output}")
+
+
+if __name__ == "__main__":
+    main()
