@@ -37,7 +37,7 @@ from verifier.config import get_settings
 from verifier.evaluation.cache import embed_set
 from verifier.evaluation.datasets import load_set
 from verifier.pipeline import FaceEngine, Selection
-from verifier.vectors.faiss_index import FaissIndex, _nlist_for, build_ivf
+from verifier.vectors.faiss_index import FaissIndex, _nlist_for, build_ivf, training_size
 
 CHUNK = 250_000
 LFW_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw-dev"
@@ -137,9 +137,12 @@ def build(backend: str, size: int, dimension: int, planted: np.ndarray, seed: in
         for start, block in synthetic(size, dimension, seed):
             index.add(np.arange(start, start + len(block), dtype=np.int64), block)
     else:
-        # Trained on a sample, filled chunk by chunk: never two copies of the vectors.
-        sample = next(iter(synthetic(min(size, 262_144), dimension, seed + 1)))[1]
-        ivf = build_ivf(dimension, np.zeros(0, np.int64), sample, _nlist_for(size), nprobe, len(sample))
+        # Trained on a sample as large as the service would take (drawn apart from
+        # the gallery), filled chunk by chunk: never two copies of the vectors.
+        nlist = _nlist_for(size)
+        wanted = min(size, training_size(nlist, index.train_sample))
+        sample = np.concatenate([block for _, block in synthetic(wanted, dimension, seed + 1)])
+        ivf = build_ivf(dimension, np.zeros(0, np.int64), sample, nlist, nprobe, len(sample))
         for start, block in synthetic(size, dimension, seed):
             ivf.add_with_ids(block, np.arange(start, start + len(block), dtype=np.int64))
         index._index = ivf

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from verifier.vectors.base import IndexTag, VectorIndex
-from verifier.vectors.faiss_index import FaissIndex
+from verifier.vectors.faiss_index import TRAIN_PER_LIST, FaissIndex, training_size
 
 DIMENSION = 32
 COUNT = 4000
@@ -71,6 +71,14 @@ def test_ivf_trains_itself_in_the_background(gallery: tuple[np.ndarray, np.ndarr
     index.add(ids[500:], vectors[500:])
     index.wait()
     assert index.kind == "ivf" and index.size() == COUNT
+
+
+def test_ivf_lists_are_trained_on_enough_vectors_each() -> None:
+    """The fixed sample suffices for a million templates' 4,096 lists; ten
+    million's 16,384 lists take 64 vectors each, not the 16 the sample gives."""
+    sample = FaissIndex(DIMENSION).train_sample
+    assert training_size(4096, sample) == sample
+    assert training_size(16384, sample) == TRAIN_PER_LIST * 16384 > sample
 
 
 def test_removed_vectors_are_never_found(backend: VectorIndex, gallery: tuple[np.ndarray, np.ndarray]) -> None:

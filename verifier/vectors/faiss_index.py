@@ -56,18 +56,30 @@ def _exact(dimension: int) -> faiss.Index:
     return faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
 
 
+# Training vectors per list, at least (k-means needs many points per centroid to place it well).
+TRAIN_PER_LIST = 64
+
+
 def _nlist_for(count: int) -> int:
     """About 4 sqrt(n) clusters (FAISS's guidance for millions of vectors), a power of two."""
     return max(64, 1 << round(math.log2(4 * math.sqrt(max(count, 1)))))
 
 
+def training_size(nlist: int, train_sample: int) -> int:
+    """Vectors to train ``nlist`` lists on: at least ``train_sample``, and at
+    least :data:`TRAIN_PER_LIST` per list (FAISS warns below 39; at 10 million
+    templates a fixed 262,144 left 16 a list)."""
+    return max(train_sample, TRAIN_PER_LIST * nlist)
+
+
 def build_ivf(dimension: int, ids: np.ndarray, vectors: np.ndarray, nlist: int, nprobe: int,
               train_sample: int, seed: int = 0) -> faiss.Index:
-    """An IVF-Flat index trained on a sample of ``vectors`` and holding all of them."""
+    """An IVF-Flat index trained on a sample of ``vectors`` (see :func:`training_size`) and holding all of them."""
     quantizer = faiss.IndexFlatIP(dimension)
     index = faiss.IndexIVFFlat(quantizer, dimension, nlist, faiss.METRIC_INNER_PRODUCT)
     rng = np.random.default_rng(seed)
-    sample = vectors if len(vectors) <= train_sample else vectors[rng.choice(len(vectors), train_sample, replace=False)]
+    wanted = training_size(nlist, train_sample)
+    sample = vectors if len(vectors) <= wanted else vectors[rng.choice(len(vectors), wanted, replace=False)]
     index.train(np.ascontiguousarray(sample, dtype=np.float32))
     index.set_direct_map_type(faiss.DirectMap.Hashtable)
     index.nprobe = nprobe
