@@ -499,10 +499,10 @@ class RegistrySettings(BaseModel):
     # Templates the duplicate search asks the index for (then scored exactly).
     search_depth: int = Field(default=10, ge=1, le=1000)
     # IVF: clusters probed per search. A list not probed is a duplicate missed:
-    # 1024 agreed with exact search at the duplicate threshold for 99.8 % of
-    # queries at 1M (p99 12.6 ms) and 99.3 % at 10M (p99 32.6 ms); 64 for 94 %
+    # 2048 agreed with exact search at the duplicate threshold for 100 % of
+    # queries at 1M (p99 23.7 ms) and 99.90 % at 10M (p99 46.9 ms); 64 for 94 %
     # and 90 % (README: registry benchmark). Set it from a run at your size.
-    ivf_nprobe: int = Field(default=1024, ge=1)
+    ivf_nprobe: int = Field(default=2048, ge=1)
     ivf_min_train: int = Field(default=50_000, ge=1000)
     # Retrain (rebuild in the background) when the registry has grown this many times.
     ivf_retrain_growth: float = Field(default=4.0, gt=1.0)
