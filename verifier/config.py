@@ -516,6 +516,11 @@ class RegistrySettings(BaseModel):
     retention_days: float = Field(default=3 * 365.0, gt=0)
     retention_sweep_seconds: float = Field(default=3600.0, gt=0)
     sweep_batch: int = Field(default=1000, ge=1)
+    # Verifications' "last used" times are written together, one change every
+    # this many seconds (and before a sweep, and at shutdown), not one write
+    # and one feed change per verification. A crash loses at most this much
+    # of them: a record's retention then counts from a slightly earlier use.
+    last_used_flush_seconds: float = Field(default=30.0, gt=0)
 
     def key_file(self, data_dir: Path) -> Path:
         return data_dir / self.document_key_path

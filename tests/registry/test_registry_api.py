@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from verifier.v1 import registry_pb2 as rg
 from verifier.v1 import registry_pb2_grpc as rg_grpc
 from verifier.v1 import verifier_pb2 as vpb
 from verifier.watchlist.service import initialise_store
+from verifier.watchlist.store import TOUCH_TRAVELLER
 
 
 def _settings(settings: Settings, data_dir: Path) -> Settings:
@@ -115,6 +117,29 @@ def test_registration_verification_duplicates_and_erasure(running: RunningServer
         assert vector not in on_disk and base64.b64encode(vector) not in on_disk
         assert vector[:64] not in on_disk  # not even a fragment of it
     running.registry.load()  # type: ignore[union-attr]
+
+
+def test_verifications_are_written_as_one_use_change_per_flush(
+    running: RunningServer, stub: rg_grpc.RegistryStub, photos: dict[str, Path]
+) -> None:
+    """A matching VerifyTraveller writes nothing at once; the flush writes every
+    traveller's last use in one change on the feed, and moves it only forward."""
+    registry = running.registry
+    assert registry is not None
+    obama, obama2, obama3 = (photos[n].read_bytes() for n in ("obama.jpg", "obama2.jpg", "obama3.jpg"))
+    _register(stub, "t-uses", "U-1", obama, obama2)
+    before = registry.store.traveller("t-uses").last_used_at
+    seq = registry.store.store.last_seq
+    for _ in range(3):
+        assert stub.VerifyTraveller(rg.VerifyTravellerRequest(
+            traveller_id="t-uses", live_capture=vpb.Image(data=obama3)), timeout=60).match
+    assert registry.store.store.last_seq == seq and registry.store.traveller("t-uses").last_used_at == before
+    assert registry.flush_uses() == 1
+    (change,) = registry.store.store.changes_since(seq, 10)
+    assert change.kind == TOUCH_TRAVELLER and json.loads(change.payload)["uses"][0][0] == registry.store.traveller("t-uses").row
+    assert registry.store.traveller("t-uses").last_used_at > before
+    assert registry.flush_uses() == 0  # nothing gathered since
+    stub.EraseTraveller(rg.EraseTravellerRequest(traveller_id="t-uses"), timeout=10)
 
 
 def test_a_live_capture_of_another_person_is_refused(stub: rg_grpc.RegistryStub, photos: dict[str, Path]) -> None:

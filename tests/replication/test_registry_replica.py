@@ -84,6 +84,14 @@ def test_a_replica_verifies_travellers_refuses_registration_and_follows_erasure(
                 assert code is grpc.StatusCode.FAILED_PRECONDITION
                 assert meta["verifier-reason"] == "READ_ONLY_REPLICA"
 
+                # A use on the primary reaches the replica with the next flush of uses.
+                used_before = replica.registry.store.traveller("t-1").last_used_at  # type: ignore[union-attr]
+                assert on_primary.VerifyTraveller(rg.VerifyTravellerRequest(
+                    traveller_id="t-1", live_capture=vpb.Image(data=obama3)), timeout=60).match
+                assert primary.registry.flush_uses() == 1  # type: ignore[union-attr]
+                _until(lambda: replica.registry.store.traveller("t-1").last_used_at > used_before,  # type: ignore
+                       "the use to reach the replica")
+
                 on_primary.EraseTraveller(rg.EraseTravellerRequest(traveller_id="t-1"), timeout=10)
 
                 def erased_here() -> bool:

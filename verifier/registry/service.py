@@ -152,6 +152,9 @@ class RegistryService:
         self._registry: RegistryStore | None = None
         self._index: VectorIndex | None = None
         self._writes = threading.Lock()
+        # Verifications not yet written: traveller row to the time of its last use.
+        self._uses: dict[int, float] = {}
+        self._uses_lock = threading.Lock()
         watchlists.on_applied(self._follow)
 
     @property
@@ -218,7 +221,13 @@ class RegistryService:
             flush()
 
     def close(self) -> None:
-        """Save the FAISS index's snapshot (tagged with the store's change) and release the index."""
+        """Write the gathered last-used times, save the FAISS index's snapshot
+        (tagged with the store's change) and release the index."""
+        if self.watchlists.read_only_for is None:
+            try:
+                self.flush_uses()
+            except Exception:  # noqa: BLE001 - shutting down: say what is lost
+                log.exception("registry last-used times lost at shutdown")
         with self._writes:
             if self._index is None:
                 return
@@ -314,7 +323,8 @@ class RegistryService:
     def verify(self, traveller_id: str, live: bytes) -> TravellerCheck:
         """The live capture against the traveller's enrolled templates (1:1, best of them).
 
-        A match counts as a use for retention on the primary only: a replica
+        A match counts as a use for retention (written with others every
+        ``last_used_flush_seconds``: see :meth:`flush_uses`) on the primary only: a replica
         writes nothing of its own (a local change would take the sequence
         number of the primary's next one, which the replica would then skip as
         applied, an erasure included), so uses seen only at a fallback site do
@@ -332,8 +342,8 @@ class RegistryService:
         timings = dict(face.timings_ms)
         timings["compare"] = (time.perf_counter() - start) * 1000.0 - sum(face.timings_ms.values())
         if decision.match and self.watchlists.read_only_for is None:
-            self.store.touch(traveller.row)
-            self.watchlists.announce(self.store.store.last_seq)
+            with self._uses_lock:
+                self._uses[traveller.row] = time.time()
         return TravellerCheck(traveller_id, decision, face, timings)
 
     def update(self, traveller_id: str, chip: bytes, live: bytes, document_number: str = "") -> Registration:
@@ -372,6 +382,8 @@ class RegistryService:
         identifier(traveller_id, "traveller_id")
         with self._writes:
             erased = self.store.erase(traveller_id)
+            with self._uses_lock:
+                self._uses.pop(erased.row, None)
             if self._index is not None:
                 self._unindex(erased.row, len(erased.templates))
             self._drop_snapshot()
@@ -394,7 +406,9 @@ class RegistryService:
         return Stats(self.store.count(), size, self.config.index, self.ready)
 
     def sweep(self, now: float | None = None) -> list[str]:
-        """Erase the travellers unused for the retention period, each on the audit trail."""
+        """Erase the travellers unused for the retention period, each on the audit trail
+        (the uses gathered since the last flush written first)."""
+        self.flush_uses()
         cutoff = (now or time.time()) - self.config.retention_days * 86400.0
         erased = []
         for traveller_id in self.store.unused_since(cutoff, self.config.sweep_batch):
@@ -415,6 +429,24 @@ class RegistryService:
             log.info("retention sweep erased %d travellers", len(erased))
         return erased
 
+    def flush_uses(self) -> int:
+        """Write the verifications' last-used times gathered since the last flush,
+        in one change; how many travellers it touched. On a store fault they are
+        kept for the next flush."""
+        with self._uses_lock:
+            uses, self._uses = self._uses, {}
+        if not uses:
+            return 0
+        try:
+            self.store.touch(uses)
+        except Exception:
+            with self._uses_lock:
+                for row, at in uses.items():
+                    self._uses[row] = max(at, self._uses.get(row, at))
+            raise
+        self.watchlists.announce(self.store.store.last_seq)
+        return len(uses)
+
     def supervise(self, stop: threading.Event, on_ready: Callable[[], None] = lambda: None) -> None:
         """Load the index once the store serves (then call ``on_ready``: health
         reports the registry serving), then sweep every retention_sweep_seconds."""
@@ -427,13 +459,20 @@ class RegistryService:
             except Exception:  # noqa: BLE001 - retried; the registry stays refused meanwhile
                 log.exception("registry index not loaded; retrying")
             stop.wait(0.2)
-        while not stop.wait(self.config.retention_sweep_seconds):
+        next_sweep = time.monotonic() + self.config.retention_sweep_seconds
+        while not stop.wait(max(0.0, min(self.config.last_used_flush_seconds, next_sweep - time.monotonic()))):
             if self.watchlists.read_only_for is not None:
-                continue  # a replica erases what its primary erases
+                continue  # a replica erases what its primary erases, and writes nothing of its own
             try:
-                self.sweep()
-            except Exception:  # noqa: BLE001 - the next round tries again
-                log.exception("registry retention sweep failed")
+                self.flush_uses()
+            except Exception:  # noqa: BLE001 - kept for the next round
+                log.exception("registry last-used times not written; trying again")
+            if time.monotonic() >= next_sweep:
+                next_sweep = time.monotonic() + self.config.retention_sweep_seconds
+                try:
+                    self.sweep()
+                except Exception:  # noqa: BLE001 - the next round tries again
+                    log.exception("registry retention sweep failed")
 
     def _follow(self, applied: Applied) -> None:
         """A replica's index follows the registry changes applied from the feed."""

@@ -161,9 +161,18 @@ def _erase(conn: sqlite3.Connection, row: int) -> None:
     conn.execute("DELETE FROM traveller_feed WHERE traveller = ?", (row,))
 
 
+def _touch(conn: sqlite3.Connection, uses: list[list]) -> None:
+    """Move each traveller's last use to the given time, never back (a row erased since is skipped)."""
+    conn.executemany("UPDATE travellers SET last_used_at = MAX(last_used_at, ?) WHERE id = ?",
+                     [(float(at), int(row)) for row, at in uses])
+
+
 def _replay(conn: sqlite3.Connection, change: Change) -> Applied:
     """Apply a registry change from the feed exactly as the primary did."""
     payload = json.loads(change.payload)
+    if change.kind == TOUCH_TRAVELLER and "uses" in payload:
+        _touch(conn, payload["uses"])
+        return Applied(change)
     row = int(payload["row"])
     if payload.get("redacted"):
         return Applied(change)  # the traveller has been erased since: nothing of it travels
@@ -251,12 +260,13 @@ class RegistryStore:
         self.store.checkpoint()
         return found
 
-    def touch(self, row: int) -> None:
-        """Record a use (a verification): retention counts from the last one."""
+    def touch(self, uses: dict[int, float]) -> None:
+        """Record uses (verifications: row to time) in one change: retention
+        counts from each traveller's last use."""
+        listed = [[row, at] for row, at in uses.items()]
         with self.store.transaction() as conn:
-            at = time.time()
-            conn.execute("UPDATE travellers SET last_used_at = ? WHERE id = ?", (at, row))
-            self.store.record(TOUCH_TRAVELLER, {"row": row, "at": at})
+            _touch(conn, listed)
+            self.store.record(TOUCH_TRAVELLER, {"uses": listed})
 
     def _find(self, conn: sqlite3.Connection, traveller_id: str) -> Traveller:
         found = conn.execute(f"SELECT {_COLUMNS} FROM travellers WHERE traveller_id = ?", (traveller_id,)).fetchone()
