@@ -62,6 +62,16 @@ def test_eval_reports_the_rates_at_a_given_score(
     assert "at score 1.0100: FMR 0.00e+00 (0 false matches" in printed and "FNMR 100.00 %" in printed
 
 
+@pytest.mark.parametrize("score", ["nan", "inf", "high"])
+def test_eval_refuses_a_score_that_is_not_a_finite_number(
+    score: str, mini_folders: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as refused:
+        build_parser().parse_args(["eval", str(mini_folders), "--output", str(tmp_path), "--at-threshold", score])
+    assert refused.value.code == 2 and "--at-threshold" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
 def test_eval_with_published_landmarks(
     local: Settings, mini_lfw: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
+from concurrent.futures import Future
 from pathlib import Path
 
 import grpc
@@ -23,9 +26,9 @@ from verifier.replication.follower import Follower
 from verifier.replication.state import ReplicaState
 from verifier.server.replication_servicer import ReplicationServicer
 from verifier.v1 import replication_pb2_grpc as rp_grpc
-from verifier.watchlist.index import snapshot_tag
+from verifier.watchlist.index import WatchlistIndex, snapshot_tag
 from verifier.watchlist.service import WatchlistService
-from verifier.watchlist.store import SubjectEntry, WatchlistStore
+from verifier.watchlist.store import StoreError, SubjectEntry, WatchlistStore
 
 
 @pytest.fixture()
@@ -69,11 +72,16 @@ def test_the_replica_starts_from_the_shipped_index_unless_it_is_damaged(
     assert received.index is not None and received.trailer.seq == source.store.change_seq()
     tag = snapshot_tag(received.index)
     assert tag is not None and (tag.store_id, tag.change_seq) == (source.store.store_id, received.trailer.seq)
+    preloaded = received.preloaded
     if damaged:
         data = bytearray(received.index.read_bytes())
         data[len(data) // 2] ^= 0xFF
         received.index.write_bytes(bytes(data))
-    replica.install_store(received.store, None, received.index)
+        # As if it had arrived so: loaded while the store arrived, it fails its digest.
+        preloaded = Future()
+        preloaded.set_result(WatchlistIndex.load_any(received.index))
+        assert preloaded.result() is None
+    replica.install_store(received.store, None, received.index, preloaded)
     with caplog.at_level(logging.INFO, logger="verifier.watchlist.service"):
         replica.recover_now()
     try:
@@ -151,7 +159,7 @@ def test_the_store_file_is_the_pinned_image_while_the_pin_holds(
     of the store file are the pinned store, and stay so while writes and a
     forced checkpoint go on beside it: a snapshot is read from the file, no copy."""
     source, _ = primary
-    with source.store.pinned() as pinned:
+    with source.store.pinned(file_image=True) as pinned:
         assert pinned.file_bytes is not None
         for number in range(20):
             source.enrol(SubjectEntry("wanted", f"late{number}", "warrant", "police"),
@@ -183,7 +191,7 @@ def test_a_reader_holding_older_changes_makes_the_snapshot_a_copy(
         older.execute("BEGIN")
         older.execute("SELECT COUNT(*) FROM subjects").fetchone()
         source.enrol(SubjectEntry("wanted", "late", "warrant", "police"), templates_of(engine, 1, seed=99))
-        with source.store.pinned() as pinned:
+        with source.store.pinned(file_image=True) as pinned:
             assert pinned.file_bytes is None
         replica, follower = _replica(settings, engine, tmp_path / "b", address)
         with caplog.at_level(logging.INFO, logger="verifier.replication.feed"), \
@@ -200,3 +208,34 @@ def test_a_reader_holding_older_changes_makes_the_snapshot_a_copy(
         assert {s.entry.subject_id for s in replica.store.subjects()} == {*(f"S{n}" for n in range(6)), "late"}
     finally:
         replica.close()
+
+
+def test_a_snapshot_asked_for_at_start_that_failed_is_asked_for_again(
+    primary: tuple[WatchlistService, str], settings: Settings, engine: FaceEngine, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The prefetch found the snapshot altered: nothing of it is installed; the
+    follower asks again and the replica serves the primary's store."""
+    source, address = primary
+    local = settings.model_copy(deep=True)
+    local.data_dir = tmp_path / "b"
+    replica = WatchlistService.for_settings(local, engine)
+    replica.read_only_for = address
+    failed: Future = Future()
+    failed.set_exception(StoreError(f"the snapshot from {address} arrived incomplete or altered; not installed"))
+    follower = Follower(replica, ReplicationSettings(), ReplicaState(address), None, failed)
+    stop = threading.Event()
+    with caplog.at_level(logging.WARNING, logger="verifier.replication.follower"):
+        following = threading.Thread(target=follower.run, args=(stop,), daemon=True)
+        following.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not replica.ready:
+                assert time.monotonic() < deadline, "the replica never served"
+                time.sleep(0.05)
+            assert replica.store.change_seq() == source.store.change_seq()
+        finally:
+            stop.set()
+            following.join(timeout=30)
+            replica.close()
+    assert "did not arrive" in caplog.text and "asking again" in caplog.text

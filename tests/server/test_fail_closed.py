@@ -188,6 +188,9 @@ def test_damaged_rows_are_quarantined_across_sigkill_restarts(tmp_path: Path, en
         ("VERIFIER_SERVER__PORT", "70000", "server.port"),
         ("VERIFIER_ADMISSION__RETRY_AFTER_MAX_SECONDS", "0", "admission.retry_after_max_seconds"),
         ("VERIFIER_ADMISSION__HEAVY_WEIGHT_MAX", "0.5", "admission.heavy_weight_max"),
+        ("VERIFIER_GATE__STREAM_ZOOM", "0.5", "gate.stream_zoom"),
+        ("VERIFIER_REGISTRY__LAST_USED_FLUSH_SECONDS", "0", "registry.last_used_flush_seconds"),
+        ("VERIFIER_REGISTRY__IVF_NPROBE", "0", "registry.ivf_nprobe"),
     ],
 )
 def test_nonsense_settings_stop_the_start(tmp_path: Path, variable: str, value: str, named: str) -> None:

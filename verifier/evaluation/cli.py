@@ -12,6 +12,7 @@ its pairs name).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from datetime import UTC, datetime
@@ -42,6 +43,17 @@ EXIT_OK = 0
 EXIT_ERROR = 2
 
 
+def _finite_score(text: str) -> float:
+    """A score to measure at: a finite number (NaN would count nothing and look like a result)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite score: {text!r}")
+    return value
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval", help="accuracy on a labeled set in ISO/IEC 19795-1 terms; --calibrate writes the threshold table"
@@ -68,7 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--condition", choices=list(CONDITIONS),
                         help="evaluate a harder capture condition derived from the set (downscaled, greyscale, "
                         "blurred, compressed): reports the served threshold's FMR and FNMR on it")
-    parser.add_argument("--at-threshold", type=float, action="append", default=[], metavar="SCORE",
+    parser.add_argument("--at-threshold", type=_finite_score, action="append", default=[], metavar="SCORE",
                         help="also report FMR and FNMR at this score (repeatable): what a configured threshold, "
                         "such as registry.duplicate_threshold, means on the set")
     parser.set_defaults(handler=_eval)

@@ -110,8 +110,7 @@ class SnapshotSource:
                 _optional_file(index_partial) as index_out:
             for chunk in stub.Snapshot(rp.SnapshotRequest()):
                 part = chunk.WhichOneof("part")
-                if part != "index_data" and index_out is not None and index_partial is not None and index_size \
-                        and preloaded is None:
+                if part != "index_data" and index_size and preloaded is None and index_out and index_partial:
                     # The index part is whole (a primary sends it first): load it
                     # while the store arrives. Its own trailer and digest decide
                     # whether it is sound, and the installed store's tag whether it is used.
@@ -146,7 +145,6 @@ class SnapshotSource:
         return Download(partial, index_partial if shipped else None, size, trailer, preloaded, marks)
 
 
-
 class Follower:
     def __init__(
         self, service: WatchlistService, settings: ReplicationSettings, state: ReplicaState,
@@ -160,9 +158,6 @@ class Follower:
         # A snapshot asked for while this server's models loaded; used by the first install.
         self._prefetched = prefetched
 
-    def _channel(self) -> grpc.Channel:
-        return self.source.channel()
-
     def download(self, stub: rp_grpc.ReplicationStub) -> "Download":
         """Receive the primary's snapshot (see :meth:`SnapshotSource.download`)."""
         return self.source.download(stub)
@@ -172,7 +167,7 @@ class Follower:
         wait = self.settings.reconnect_seconds
         while not stop.is_set() and self.service.read_only_for is not None:
             try:
-                with self._channel() as channel:
+                with self.source.channel() as channel:
                     stub = rp_grpc.ReplicationStub(channel)
                     if not self.service.store_path.exists():
                         self._install(stub, diverged=False)
@@ -187,7 +182,7 @@ class Follower:
                     log.error("this replica's history is not the primary's: loading a fresh snapshot (%s)",
                               error.details())
                     try:
-                        with self._channel() as channel:
+                        with self.source.channel() as channel:
                             self._install(rp_grpc.ReplicationStub(channel), diverged=True)
                         continue
                     except grpc.RpcError as again:

@@ -667,7 +667,7 @@ class WatchlistService:
         """
         with self._store_faults(), ExitStack() as pins:
             with self._writes:
-                pinned = pins.enter_context(self.store.pinned())
+                pinned = pins.enter_context(self.store.pinned(file_image=True))
                 index = self._index if self.ready else None
                 taken = None if index is None else index.serialized(SnapshotTag(
                     pinned.position.store_id, pinned.position.seq, self.model_id, index.dimension))

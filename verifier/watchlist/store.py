@@ -976,15 +976,16 @@ class WatchlistStore:
             return pinned.copy_to(target)
 
     @contextmanager
-    def pinned(self) -> Iterator["PinnedStore"]:
+    def pinned(self, file_image: bool = False) -> Iterator["PinnedStore"]:
         """The store as it is now, held in a read transaction for the block (writes
         go on beside it): what is copied from it is at the position it names,
-        whatever was committed since."""
+        whatever was committed since. ``file_image``: also find out whether the
+        database file itself is that store (:attr:`PinnedStore.file_bytes`)."""
         with self._reading() as conn:
             conn.execute("BEGIN")
             try:
                 position = _position_in(conn)
-                yield PinnedStore(conn, position, self.path, self._file_holds(conn))
+                yield PinnedStore(conn, position, self.path, self._file_holds(conn) if file_image else None)
             finally:
                 conn.execute("COMMIT")
 
