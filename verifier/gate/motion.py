@@ -12,7 +12,7 @@ threshold, nothing but rigid motion was seen.
 What this cannot see: a video replay on a screen (it moves non-rigidly), a
 mask, or a traveller who stands perfectly still in even light (flagged: sent
 to an officer, which is the safe side). Measured only on generated sequences
-(README: `python -m benchmarks.screen --motion`).
+(README, Presentation attacks; tests/gate/test_screen_api.py).
 """
 
 from __future__ import annotations
