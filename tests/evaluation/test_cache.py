@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,16 @@ def test_settings_that_change_a_template_change_the_cache_file(
     mirrored.pipeline.embed_mirror = True
     other = FaceEngine(mirrored, engine.detector, engine.landmarks, engine.embedder)
     assert len({plain.path, largest.path, TemplateCache(tmp_path, cache_identity(other, Selection.CENTRE, None)).path}) == 3
+
+
+def test_a_detector_fed_another_input_size_gets_its_own_cache_file(engine: FaceEngine, tmp_path: Path) -> None:
+    """The same model file under another manifest contract gives other templates."""
+    spec = engine.detector.spec
+    wider = replace(spec, input=spec.input | {"width": spec.input["width"] + 64})
+    other = FaceEngine(engine.settings, type(engine.detector)(wider, engine.detector.session, engine.detector.settings),
+                       engine.landmarks, engine.embedder)
+    assert (TemplateCache(tmp_path, cache_identity(engine, Selection.CENTRE, None)).path
+            != TemplateCache(tmp_path, cache_identity(other, Selection.CENTRE, None)).path)
 
 
 def test_published_landmarks_give_templates_close_to_detected_ones(

@@ -40,8 +40,12 @@ def _digest(data: bytes) -> str:
 def cache_identity(engine: FaceEngine, selection: Selection, landmarks_file: Path | None) -> dict[str, Any]:
     """Everything that changes a template: the models, their settings, how faces are chosen."""
     settings: Settings = engine.settings
+    embedders = getattr(engine.embedder, "parts", (engine.embedder,))
     identity: dict[str, Any] = {
         "embedder": engine.model_id,
+        # The manifest's contract, not only the file: the same model fed another
+        # input size or normalisation gives other templates.
+        "embedder_inputs": [part.spec.input for part in embedders],
         "pipeline_revision": PIPELINE_REVISION,
         "imaging": settings.imaging.model_dump(mode="json"),
         "pipeline": settings.pipeline.model_dump(mode="json"),
@@ -50,7 +54,9 @@ def cache_identity(engine: FaceEngine, selection: Selection, landmarks_file: Pat
         identity |= {
             "alignment": "detected",
             "detector": engine.detector.spec.model_id,
+            "detector_input": engine.detector.spec.input,
             "landmarks": engine.landmarks.spec.model_id if engine.landmarks is not None else "detector",
+            "landmarks_input": engine.landmarks.spec.input if engine.landmarks is not None else None,
             "detector_settings": settings.detector.model_dump(mode="json"),
             "selection": selection.value,
         }
