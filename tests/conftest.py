@@ -31,6 +31,19 @@ def engine(settings: Settings) -> FaceEngine:
     return FaceEngine.from_settings(settings)
 
 
+def with_pack(settings: Settings, pack: str) -> Settings:
+    """A copy of ``settings`` serving another model pack."""
+    local = settings.model_copy(deep=True)
+    local.models.pack = pack
+    return local
+
+
+@pytest.fixture(scope="session")
+def legacy_engine(settings: Settings) -> FaceEngine:
+    """The fast-legacy pack: a separate landmark model, and a PAD (liveness) model."""
+    return FaceEngine.from_settings(with_pack(settings, "fast-legacy"))
+
+
 @pytest.fixture(scope="session")
 def template_spec(settings: Settings) -> TemplateSpec:
     """The model id and dimension of the served pack's templates, read from the manifest."""

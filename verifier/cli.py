@@ -19,6 +19,7 @@ from verifier.extras import MissingExtra
 from verifier.registry.cli import register as register_registry
 from verifier.watchlist.cli import register as register_watchlist
 from verifier.evaluation.cli import register as register_eval
+from verifier.evaluation.pad import register as register_pad_eval
 from verifier.replication.cli import register as register_replication
 from verifier.security.cli import register as register_security
 from verifier.gate.cli import register as register_gate
@@ -133,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(handler=_models_list)
     register_watchlist(commands)
     register_eval(commands)
+    register_pad_eval(commands)
     register_security(commands)
     register_replication(commands)
     register_gate(commands)

@@ -25,6 +25,7 @@ from verifier.face.detector import Detection, FaceDetector, detector_for
 from verifier.face.embedder import Embedder
 from verifier.face.fusion import FusedEmbedder
 from verifier.face.landmarks import LandmarkModel
+from verifier.face.liveness import LivenessModel
 from verifier.imaging import DecodedImage, ImageDecoder, ImageUse
 from verifier.modelzoo.fetch import model_path, sha256_of
 from verifier.modelzoo.manifest import ModelSpec, load_manifest
@@ -69,6 +70,8 @@ class FaceResult:
     # checks look at.
     aligned: np.ndarray | None = field(default=None, repr=False, compare=False)
     image_size: tuple[int, int] = (0, 0)
+    # The face with its context at the PAD model's input, where the pack has one.
+    liveness_crop: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,8 @@ def _accepted(members: dict[str, tuple[ModelSpec, ...]], settings: Settings) -> 
 class FaceEngine:
     """Detector, landmarks and embedder of one model pack, shared by all requests
     (ONNX Runtime sessions are safe to run from several threads). ``landmarks``
-    is None where the detector gives the five points itself."""
+    is None where the detector gives the five points itself; ``liveness`` (a
+    PAD model) is None where the pack names none."""
 
     def __init__(
         self,
@@ -137,6 +141,7 @@ class FaceEngine:
         landmarks: LandmarkModel | None,
         embedder: Embedder | FusedEmbedder,
         occupancy: Occupancy | None = None,
+        liveness: LivenessModel | None = None,
     ) -> None:
         if landmarks is None and not detector.gives_landmarks:
             raise ModelPackError(f"detector {detector.spec.name} gives no landmarks and the pack names no landmark model")
@@ -144,6 +149,7 @@ class FaceEngine:
         self.detector = detector
         self.landmarks = landmarks
         self.embedder = embedder
+        self.liveness = liveness
         self.occupancy = occupancy or Occupancy()
         self.decoder = ImageDecoder(settings.imaging)
 
@@ -165,12 +171,17 @@ class FaceEngine:
             (spec,) = members["landmarks"]
             landmarks = LandmarkModel(spec, session(spec), settings.pipeline.landmark_crop_scale)
         embedders = [Embedder(spec, session(spec), settings.pipeline.embed_mirror) for spec in members["embedder"]]
+        liveness = None
+        if "liveness" in members:
+            (spec,) = members["liveness"]
+            liveness = LivenessModel(spec, session(spec))
         return cls(
             settings,
             detector_for(detector, session(detector), settings.detector),
             landmarks,
             embedders[0] if len(embedders) == 1 else FusedEmbedder(embedders),
             occupancy,
+            liveness,
         )
 
     def five_points(self, faces: list[tuple[np.ndarray, Detection]]) -> list[np.ndarray]:
@@ -211,19 +222,23 @@ class FaceEngine:
 
     def analyse_all(self, data: bytes, use: ImageUse = ImageUse.LIVE, zoom: float = 1.0) -> FrameFaces:
         """Every face of one image at or above the minimum size, largest first,
-        each with its template; landmarks and embedder run once over all of
-        them. Raises on bad input or when there is no usable face. ``zoom``:
-        see :meth:`FaceDetector.detect_batch` (a walk-through frame's far face)."""
+        each with its template (and its crop for the pack's PAD model);
+        landmarks and embedder run once over all of them. Raises on bad input
+        or when there is no usable face. ``zoom``: see
+        :meth:`FaceDetector.detect_batch` (a walk-through frame's far face)."""
         with self.occupancy:
-            (outcome,) = self._analyse([data], None, use, zoom)
+            (outcome,) = self._analyse([data], None, use, zoom, liveness=True)
         if isinstance(outcome, VerifierError):
             raise outcome
         return outcome
 
     def _analyse(
-        self, images: list[bytes], selection: Selection | None, use: ImageUse, zoom: float = 1.0
+        self, images: list[bytes], selection: Selection | None, use: ImageUse, zoom: float = 1.0,
+        liveness: bool = False,
     ) -> list[FrameFaces | VerifierError]:
-        """``selection`` None: every usable face, largest first; else the one it picks."""
+        """``selection`` None: every usable face, largest first; else the one it picks.
+        ``liveness``: also cut each face's crop for the pack's PAD model, if it has one."""
+        pad = self.liveness if liveness else None
         clock = _Stopwatch()
         outcomes: list[FrameFaces | VerifierError | None] = [None] * len(images)
         decoded: dict[int, DecodedImage] = {}
@@ -296,6 +311,7 @@ class FaceEngine:
                 utility=tuple(float(n) for n in norm),
                 aligned=crop,
                 image_size=(image.original_width, image.original_height),
+                liveness_crop=None if pad is None else pad.crop(image.bgr, detection.box),
             ))
         for i in usable_count:
             if outcomes[i] is None:

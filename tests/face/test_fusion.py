@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import with_pack
 from verifier.config import Settings
 from verifier.errors import ModelPackError
 from verifier.face.fusion import FusedEmbedder
@@ -14,9 +15,7 @@ from verifier.pipeline import FaceEngine, Selection
 
 @pytest.fixture(scope="module")
 def fusion_engine(settings: Settings) -> FaceEngine:
-    local = settings.model_copy(deep=True)
-    local.models.pack = "fusion"
-    return FaceEngine.from_settings(local)
+    return FaceEngine.from_settings(with_pack(settings, "fusion"))
 
 
 def test_fused_cosine_is_the_mean_of_the_parts(fusion_engine: FaceEngine, photos: dict[str, Path]) -> None:

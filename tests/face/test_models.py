@@ -25,11 +25,9 @@ def obama(photos: dict[str, Path]) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def legacy(settings: Settings) -> FaceEngine:
+def legacy(legacy_engine: FaceEngine) -> FaceEngine:
     """The pack with a separate landmark model."""
-    local = settings.model_copy(deep=True)
-    local.models.pack = "fast-legacy"
-    return FaceEngine.from_settings(local)
+    return legacy_engine
 
 
 def _detector(name: str, settings: Settings, **changes: object) -> FaceDetector:

@@ -59,6 +59,7 @@ class Findings:
     replay_checked: bool = False
     document_photo: bool = False
     static_picture: bool = False
+    pad_attack: bool = False
     multiple_people: bool = False
 
 
@@ -85,7 +86,7 @@ class GatePolicy:
             refer.append(WATCHLIST_HIT)
         if f.document_photo:
             refer.append(LIVE_IS_DOCUMENT_PHOTO)
-        if f.static_picture:
+        if f.static_picture or f.pad_attack:
             refer.append(PRESENTATION_ATTACK_SUSPECTED)
         if f.multiple_people:
             refer.append(MULTIPLE_PEOPLE)

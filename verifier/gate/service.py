@@ -23,7 +23,7 @@ import numpy as np
 
 from verifier import deadlines
 from verifier.config import Settings
-from verifier.errors import ACQUISITION_FAILURES, Kind, Reason, VerifierError
+from verifier.errors import ACQUISITION_FAILURES, Kind, ModelPackError, Reason, VerifierError
 from verifier.face.quality import QualityAssessor, QualityReport
 from verifier.gate.motion import static_picture
 from verifier.gate.policy import MOVE_CLOSER, NO_FACE, Findings, GateDecision, GatePolicy, Verdict
@@ -62,6 +62,9 @@ class ScreenOutcome:
     quality: QualityReport | None = None
     replay_score: float | None = None
     replay_threshold: float = 0.0
+    # The PAD model's live probability for the traveller (None: the pack has none).
+    pad_score: float | None = None
+    pad_threshold: float | None = None
     faces: tuple[FaceResult, ...] = ()
     frame_index: int = 0
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -102,6 +105,9 @@ class GateService:
         self.policy = GatePolicy(settings.gate)
         self.replay = ReplayDetector(self.gate.replay_threshold, self.gate.replay_iterations, self.gate.replay_epsilon)
         self.quality = QualityAssessor.from_settings(settings, self.engine.embedder.utility_members)
+        if self.gate.pad_threshold is not None and self.engine.liveness is None:
+            raise ModelPackError(f"gate.pad_threshold is set but pack {settings.models.pack!r} has no liveness "
+                                 "model: presentation attacks would go unchecked")
 
     @property
     def model_id(self) -> str:
@@ -171,6 +177,8 @@ class GateService:
         if ref.face is not None and ref.face.aligned is not None and traveller.aligned is not None:
             replay_score = self.replay.score(traveller.aligned, ref.face.aligned)
         clock.lap("replay")
+        pad_score = self._pad(traveller)
+        clock.lap("pad")
         hits, searched, threshold = self._search(frame.faces)
         clock.lap("search")
         findings = Findings(
@@ -178,9 +186,20 @@ class GateService:
             watchlist_searched=searched, watchlist_hits=len(hits), replay_checked=replay_score is not None,
             document_photo=replay_score is not None and self.replay.is_replay(replay_score),
             static_picture=bool(static), multiple_people=bool(crowd),
+            pad_attack=pad_score is not None and self.gate.pad_threshold is not None
+            and pad_score < self.gate.pad_threshold,
         )
         return self._outcome(findings, clock, match=match, hits=hits, searched=searched, threshold=threshold,
-                             quality=quality, replay_score=replay_score, faces=tuple(frame.faces), index=index)
+                             quality=quality, replay_score=replay_score, faces=tuple(frame.faces), index=index,
+                             pad_score=pad_score)
+
+    def _pad(self, traveller: FaceResult) -> float | None:
+        """The PAD model's live probability for the traveller; None where the pack has no PAD model."""
+        if self.engine.liveness is None:
+            return None
+        if traveller.liveness_crop is None:
+            raise RuntimeError("the traveller's face has no crop for the PAD model")  # a fault: referred
+        return float(self.engine.liveness.live_probability([traveller.liveness_crop])[0])
 
     def _search(self, faces: list[FaceResult]) -> tuple[tuple[Hit, ...], bool, IdentificationThreshold | None]:
         """Every face against every watch-list; (hits, whether the search was made, its threshold)."""
@@ -209,10 +228,11 @@ class GateService:
     def _outcome(self, findings: Findings, clock: _Clock, *, match: Decision | None = None, hits: tuple[Hit, ...] = (),
                  searched: bool = False, threshold: IdentificationThreshold | None = None,
                  quality: QualityReport | None = None, replay_score: float | None = None,
-                 faces: tuple[FaceResult, ...] = (), index: int = 0) -> ScreenOutcome:
+                 faces: tuple[FaceResult, ...] = (), index: int = 0, pad_score: float | None = None) -> ScreenOutcome:
         return ScreenOutcome(
             self.policy.decide(findings), match, hits, searched, threshold, quality, replay_score,
-            self.gate.replay_threshold, faces, index, dict(clock.ms), self.model_id, self.settings.models.pack,
+            self.gate.replay_threshold, pad_score, self.gate.pad_threshold, faces, index, dict(clock.ms),
+            self.model_id, self.settings.models.pack,
         )
 
 

@@ -71,6 +71,9 @@ def outcome_to_pb(outcome: ScreenOutcome, gate_id: str, transaction_id: str) -> 
         response.score, response.match = outcome.match.score, outcome.match.match
         response.threshold, response.false_match_rate = threshold.value, threshold.false_match_rate
         response.threshold_source = threshold.source
+    if outcome.pad_score is not None:
+        response.pad_checked, response.pad_score = True, outcome.pad_score
+        response.pad_threshold = outcome.pad_threshold or 0.0
     if outcome.watchlist_threshold is not None:
         response.watchlist_threshold = outcome.watchlist_threshold.value
         response.false_positive_identification_rate = outcome.watchlist_threshold.fpir

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from verifier.v1 import verifier_pb2 as verifier_dot_v1_dot_verifier__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16verifier/v1/gate.proto\x12\x0bverifier.v1\x1a\x1averifier/v1/verifier.proto\"\x99\x01\n\rScreenRequest\x12\"\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x12.verifier.v1.Image\x12*\n\treference\x18\x02 \x01(\x0b\x32\x17.verifier.v1.FaceSample\x12\x0f\n\x07gate_id\x18\x03 \x01(\t\x12\x16\n\x0etransaction_id\x18\x04 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\r\"X\n\x10QualityComponent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0b\n\x03raw\x18\x03 \x01(\x02\x12\x0c\n\x04unit\x18\x04 \x01(\t\x12\x0c\n\x04\x63ode\x18\x05 \x01(\t\"\x80\x01\n\rQualityReport\x12\x0f\n\x07unified\x18\x01 \x01(\x02\x12\x1a\n\x12utility_calibrated\x18\x02 \x01(\x08\x12\x0f\n\x07utility\x18\x03 \x01(\x02\x12\x31\n\ncomponents\x18\x04 \x03(\x0b\x32\x1d.verifier.v1.QualityComponent\"\x9b\x01\n\x0cWatchlistHit\x12\x11\n\twatchlist\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x15\n\rsource_agency\x18\x04 \x01(\t\x12\x1a\n\x12\x65xternal_reference\x18\x05 \x01(\t\x12\r\n\x05score\x18\x06 \x01(\x02\x12\x12\n\nface_index\x18\x07 \x01(\r\"\x80\x05\n\x0eScreenResponse\x12+\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x19.verifier.v1.GateDecision\x12\x0f\n\x07reasons\x18\x02 \x03(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\r\n\x05match\x18\x04 \x01(\x08\x12\x11\n\tthreshold\x18\x05 \x01(\x02\x12\x18\n\x10\x66\x61lse_match_rate\x18\x06 \x01(\x01\x12\x18\n\x10threshold_source\x18\x07 \x01(\t\x12\'\n\x04hits\x18\x08 \x03(\x0b\x32\x19.verifier.v1.WatchlistHit\x12\x1a\n\x12watchlist_searched\x18\t \x01(\x08\x12\x1b\n\x13watchlist_threshold\x18\n \x01(\x02\x12*\n\"false_positive_identification_rate\x18\x0b \x01(\x01\x12+\n\x07quality\x18\x0c \x01(\x0b\x32\x1a.verifier.v1.QualityReport\x12\x16\n\x0ereplay_checked\x18\r \x01(\x08\x12\x14\n\x0creplay_score\x18\x0e \x01(\x02\x12\x18\n\x10replay_threshold\x18\x0f \x01(\x02\x12 \n\x05\x66\x61\x63\x65s\x18\x10 \x03(\x0b\x32\x11.verifier.v1.Face\x12\x13\n\x0b\x66rame_index\x18\x11 \x01(\r\x12)\n\x07timings\x18\x12 \x03(\x0b\x32\x18.verifier.v1.StageTiming\x12\x10\n\x08model_id\x18\x13 \x01(\t\x12\x12\n\nmodel_pack\x18\x14 \x01(\t\x12\x0f\n\x07gate_id\x18\x15 \x01(\t\x12\x16\n\x0etransaction_id\x18\x16 \x01(\t\x12\x17\n\x0frepeated_answer\x18\x17 \x01(\x08\"b\n\x0bScreenStart\x12*\n\treference\x18\x01 \x01(\x0b\x32\x17.verifier.v1.FaceSample\x12\x0f\n\x07gate_id\x18\x02 \x01(\t\x12\x16\n\x0etransaction_id\x18\x03 \x01(\t\"m\n\x13ScreenStreamRequest\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x18.verifier.v1.ScreenStartH\x00\x12#\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x12.verifier.v1.ImageH\x00\x42\x06\n\x04item\"_\n\nScreenHint\x12\x13\n\x0b\x66rame_index\x18\x01 \x01(\r\x12\x0f\n\x07reasons\x18\x02 \x03(\t\x12+\n\x07quality\x18\x03 \x01(\x0b\x32\x1a.verifier.v1.QualityReport\"x\n\x14ScreenStreamResponse\x12\'\n\x04hint\x18\x01 \x01(\x0b\x32\x17.verifier.v1.ScreenHintH\x00\x12/\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0b\x32\x1b.verifier.v1.ScreenResponseH\x00\x42\x06\n\x04item*O\n\x0cGateDecision\x12\x1d\n\x19GATE_DECISION_UNSPECIFIED\x10\x00\x12\n\n\x06\x41\x43\x43\x45PT\x10\x01\x12\t\n\x05RETRY\x10\x02\x12\t\n\x05REFER\x10\x03\x32\xa2\x01\n\x04Gate\x12\x41\n\x06Screen\x12\x1a.verifier.v1.ScreenRequest\x1a\x1b.verifier.v1.ScreenResponse\x12W\n\x0cScreenStream\x12 .verifier.v1.ScreenStreamRequest\x1a!.verifier.v1.ScreenStreamResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16verifier/v1/gate.proto\x12\x0bverifier.v1\x1a\x1averifier/v1/verifier.proto\"\x99\x01\n\rScreenRequest\x12\"\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x12.verifier.v1.Image\x12*\n\treference\x18\x02 \x01(\x0b\x32\x17.verifier.v1.FaceSample\x12\x0f\n\x07gate_id\x18\x03 \x01(\t\x12\x16\n\x0etransaction_id\x18\x04 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\r\"X\n\x10QualityComponent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0b\n\x03raw\x18\x03 \x01(\x02\x12\x0c\n\x04unit\x18\x04 \x01(\t\x12\x0c\n\x04\x63ode\x18\x05 \x01(\t\"\x80\x01\n\rQualityReport\x12\x0f\n\x07unified\x18\x01 \x01(\x02\x12\x1a\n\x12utility_calibrated\x18\x02 \x01(\x08\x12\x0f\n\x07utility\x18\x03 \x01(\x02\x12\x31\n\ncomponents\x18\x04 \x03(\x0b\x32\x1d.verifier.v1.QualityComponent\"\x9b\x01\n\x0cWatchlistHit\x12\x11\n\twatchlist\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x15\n\rsource_agency\x18\x04 \x01(\t\x12\x1a\n\x12\x65xternal_reference\x18\x05 \x01(\t\x12\r\n\x05score\x18\x06 \x01(\x02\x12\x12\n\nface_index\x18\x07 \x01(\r\"\xbf\x05\n\x0eScreenResponse\x12+\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x19.verifier.v1.GateDecision\x12\x0f\n\x07reasons\x18\x02 \x03(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\r\n\x05match\x18\x04 \x01(\x08\x12\x11\n\tthreshold\x18\x05 \x01(\x02\x12\x18\n\x10\x66\x61lse_match_rate\x18\x06 \x01(\x01\x12\x18\n\x10threshold_source\x18\x07 \x01(\t\x12\'\n\x04hits\x18\x08 \x03(\x0b\x32\x19.verifier.v1.WatchlistHit\x12\x1a\n\x12watchlist_searched\x18\t \x01(\x08\x12\x1b\n\x13watchlist_threshold\x18\n \x01(\x02\x12*\n\"false_positive_identification_rate\x18\x0b \x01(\x01\x12+\n\x07quality\x18\x0c \x01(\x0b\x32\x1a.verifier.v1.QualityReport\x12\x16\n\x0ereplay_checked\x18\r \x01(\x08\x12\x14\n\x0creplay_score\x18\x0e \x01(\x02\x12\x18\n\x10replay_threshold\x18\x0f \x01(\x02\x12 \n\x05\x66\x61\x63\x65s\x18\x10 \x03(\x0b\x32\x11.verifier.v1.Face\x12\x13\n\x0b\x66rame_index\x18\x11 \x01(\r\x12)\n\x07timings\x18\x12 \x03(\x0b\x32\x18.verifier.v1.StageTiming\x12\x10\n\x08model_id\x18\x13 \x01(\t\x12\x12\n\nmodel_pack\x18\x14 \x01(\t\x12\x0f\n\x07gate_id\x18\x15 \x01(\t\x12\x16\n\x0etransaction_id\x18\x16 \x01(\t\x12\x17\n\x0frepeated_answer\x18\x17 \x01(\x08\x12\x13\n\x0bpad_checked\x18\x18 \x01(\x08\x12\x11\n\tpad_score\x18\x19 \x01(\x02\x12\x15\n\rpad_threshold\x18\x1a \x01(\x02\"b\n\x0bScreenStart\x12*\n\treference\x18\x01 \x01(\x0b\x32\x17.verifier.v1.FaceSample\x12\x0f\n\x07gate_id\x18\x02 \x01(\t\x12\x16\n\x0etransaction_id\x18\x03 \x01(\t\"m\n\x13ScreenStreamRequest\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x18.verifier.v1.ScreenStartH\x00\x12#\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x12.verifier.v1.ImageH\x00\x42\x06\n\x04item\"_\n\nScreenHint\x12\x13\n\x0b\x66rame_index\x18\x01 \x01(\r\x12\x0f\n\x07reasons\x18\x02 \x03(\t\x12+\n\x07quality\x18\x03 \x01(\x0b\x32\x1a.verifier.v1.QualityReport\"x\n\x14ScreenStreamResponse\x12\'\n\x04hint\x18\x01 \x01(\x0b\x32\x17.verifier.v1.ScreenHintH\x00\x12/\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0b\x32\x1b.verifier.v1.ScreenResponseH\x00\x42\x06\n\x04item*O\n\x0cGateDecision\x12\x1d\n\x19GATE_DECISION_UNSPECIFIED\x10\x00\x12\n\n\x06\x41\x43\x43\x45PT\x10\x01\x12\t\n\x05RETRY\x10\x02\x12\t\n\x05REFER\x10\x03\x32\xa2\x01\n\x04Gate\x12\x41\n\x06Screen\x12\x1a.verifier.v1.ScreenRequest\x1a\x1b.verifier.v1.ScreenResponse\x12W\n\x0cScreenStream\x12 .verifier.v1.ScreenStreamRequest\x1a!.verifier.v1.ScreenStreamResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'verifier.v1.gate_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GATEDECISION']._serialized_start=1675
-  _globals['_GATEDECISION']._serialized_end=1754
+  _globals['_GATEDECISION']._serialized_start=1738
+  _globals['_GATEDECISION']._serialized_end=1817
   _globals['_SCREENREQUEST']._serialized_start=68
   _globals['_SCREENREQUEST']._serialized_end=221
   _globals['_QUALITYCOMPONENT']._serialized_start=223
@@ -43,15 +43,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WATCHLISTHIT']._serialized_start=445
   _globals['_WATCHLISTHIT']._serialized_end=600
   _globals['_SCREENRESPONSE']._serialized_start=603
-  _globals['_SCREENRESPONSE']._serialized_end=1243
-  _globals['_SCREENSTART']._serialized_start=1245
-  _globals['_SCREENSTART']._serialized_end=1343
-  _globals['_SCREENSTREAMREQUEST']._serialized_start=1345
-  _globals['_SCREENSTREAMREQUEST']._serialized_end=1454
-  _globals['_SCREENHINT']._serialized_start=1456
-  _globals['_SCREENHINT']._serialized_end=1551
-  _globals['_SCREENSTREAMRESPONSE']._serialized_start=1553
-  _globals['_SCREENSTREAMRESPONSE']._serialized_end=1673
-  _globals['_GATE']._serialized_start=1757
-  _globals['_GATE']._serialized_end=1919
+  _globals['_SCREENRESPONSE']._serialized_end=1306
+  _globals['_SCREENSTART']._serialized_start=1308
+  _globals['_SCREENSTART']._serialized_end=1406
+  _globals['_SCREENSTREAMREQUEST']._serialized_start=1408
+  _globals['_SCREENSTREAMREQUEST']._serialized_end=1517
+  _globals['_SCREENHINT']._serialized_start=1519
+  _globals['_SCREENHINT']._serialized_end=1614
+  _globals['_SCREENSTREAMRESPONSE']._serialized_start=1616
+  _globals['_SCREENSTREAMRESPONSE']._serialized_end=1736
+  _globals['_GATE']._serialized_start=1820
+  _globals['_GATE']._serialized_end=1982
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,71 @@
+"""Passive PAD in the gate: reported, decided at its threshold, never silently off."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.conftest import loopback_server, with_pack
+from verifier.config import Settings
+from verifier.errors import ModelPackError
+from verifier.gate.service import GateService
+from verifier.pipeline import FaceEngine
+from verifier.server.app import build_service
+from verifier.v1 import gate_pb2 as pb
+from verifier.v1 import gate_pb2_grpc as pb_grpc
+from verifier.v1 import verifier_pb2 as vpb
+
+
+def _legacy(settings: Settings, pad_threshold: float | None) -> Settings:
+    local = with_pack(settings, "fast-legacy")
+    local.gate.pad_threshold = pad_threshold
+    local.gate.watchlist_outage = "retry"  # no watch-list here: what is judged is the PAD finding
+    return local
+
+
+@pytest.fixture(scope="module")
+def gate_at(legacy_engine: FaceEngine, settings: Settings,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[float | None, grpc.Channel]]:
+    """Servers of the fast-legacy pack: PAD reported only, and PAD deciding at a threshold above any photo's score."""
+    channels = {}
+    with loopback_server(_legacy(settings, None), legacy_engine, tmp_path_factory.mktemp("pad"), False) as report, \
+            loopback_server(_legacy(settings, 0.9999), legacy_engine, tmp_path_factory.mktemp("pad"), False) as strict:
+        with grpc.insecure_channel(report) as first, grpc.insecure_channel(strict) as second:
+            channels[None], channels[0.9999] = first, second
+            yield channels
+
+
+def _screen(channel: grpc.Channel, live: bytes, chip: bytes) -> pb.ScreenResponse:
+    return pb_grpc.GateStub(channel).Screen(pb.ScreenRequest(
+        frames=[vpb.Image(data=live)], reference=vpb.FaceSample(image=vpb.Image(data=chip)),
+        gate_id="gate-pad", transaction_id=uuid.uuid4().hex, attempt=1), timeout=60)
+
+
+def test_the_pad_score_is_reported_without_deciding_when_no_threshold_is_set(
+    gate_at: dict[float | None, grpc.Channel], photos: dict[str, Path]
+) -> None:
+    answer = _screen(gate_at[None], photos["obama2.jpg"].read_bytes(), photos["obama.jpg"].read_bytes())
+    assert answer.pad_checked and 0.5 < answer.pad_score <= 1.0 and answer.pad_threshold == 0.0
+    assert "PRESENTATION_ATTACK_SUSPECTED" not in answer.reasons
+
+
+def test_a_live_probability_under_the_threshold_is_referred(
+    gate_at: dict[float | None, grpc.Channel], photos: dict[str, Path]
+) -> None:
+    answer = _screen(gate_at[0.9999], photos["obama2.jpg"].read_bytes(), photos["obama.jpg"].read_bytes())
+    assert answer.pad_checked and answer.pad_score < answer.pad_threshold
+    assert answer.decision == pb.REFER and "PRESENTATION_ATTACK_SUSPECTED" in answer.reasons
+
+
+def test_a_pad_threshold_with_a_pack_that_has_no_pad_model_stops_the_start(
+    settings: Settings, engine: FaceEngine
+) -> None:
+    """The operator believes attacks are checked; they would not be."""
+    local = settings.model_copy(deep=True)
+    local.gate.pad_threshold = 0.5
+    with pytest.raises(ModelPackError, match="no liveness model"):
+        GateService(local, build_service(local, engine), None)
