@@ -15,6 +15,7 @@ from verifier.errors import ModelPackError
 from verifier.gate.service import GateService
 from verifier.pipeline import FaceEngine
 from verifier.server.app import build_service
+from verifier.v1 import audit_pb2, audit_pb2_grpc
 from verifier.v1 import gate_pb2 as pb
 from verifier.v1 import gate_pb2_grpc as pb_grpc
 from verifier.v1 import verifier_pb2 as vpb
@@ -39,10 +40,10 @@ def gate_at(legacy_engine: FaceEngine, settings: Settings,
             yield channels
 
 
-def _screen(channel: grpc.Channel, live: bytes, chip: bytes) -> pb.ScreenResponse:
+def _screen(channel: grpc.Channel, live: bytes, chip: bytes, transaction: str = "") -> pb.ScreenResponse:
     return pb_grpc.GateStub(channel).Screen(pb.ScreenRequest(
         frames=[vpb.Image(data=live)], reference=vpb.FaceSample(image=vpb.Image(data=chip)),
-        gate_id="gate-pad", transaction_id=uuid.uuid4().hex, attempt=1), timeout=60)
+        gate_id="gate-pad", transaction_id=transaction or uuid.uuid4().hex, attempt=1), timeout=60)
 
 
 def test_the_pad_score_is_reported_without_deciding_when_no_threshold_is_set(
@@ -56,9 +57,14 @@ def test_the_pad_score_is_reported_without_deciding_when_no_threshold_is_set(
 def test_a_live_probability_under_the_threshold_is_referred(
     gate_at: dict[float | None, grpc.Channel], photos: dict[str, Path]
 ) -> None:
-    answer = _screen(gate_at[0.9999], photos["obama2.jpg"].read_bytes(), photos["obama.jpg"].read_bytes())
+    transaction = uuid.uuid4().hex
+    answer = _screen(gate_at[0.9999], photos["obama2.jpg"].read_bytes(), photos["obama.jpg"].read_bytes(), transaction)
     assert answer.pad_checked and answer.pad_score < answer.pad_threshold
     assert answer.decision == pb.REFER and "PRESENTATION_ATTACK_SUSPECTED" in answer.reasons
+    (record,) = audit_pb2_grpc.AuditStub(gate_at[0.9999]).ListRecords(
+        audit_pb2.ListRecordsRequest(subject=f"transaction:{transaction}"), timeout=10).records
+    assert f"pad_score={answer.pad_score:.4f}; pad_threshold=0.9999" in record.decision
+    assert "PRESENTATION_ATTACK_SUSPECTED" in record.reason
 
 
 def test_a_pad_threshold_with_a_pack_that_has_no_pad_model_stops_the_start(
