@@ -48,3 +48,17 @@ def test_a_pack_without_a_pad_model_or_an_unlabelled_folder_is_an_error(
     (tmp_path / "empty").mkdir()
     assert main(["pad-eval", str(tmp_path / "empty"), "--pack", "fast-legacy"]) == 2
     assert main(["pad-eval", str(folder), "--pack", "fast-legacy", "--threshold", "1.5"]) == 2
+
+
+def test_files_the_service_would_refuse_are_listed_with_their_reason_and_the_rest_scored(
+    tmp_path: Path, photos: dict[str, Path]
+) -> None:
+    folder = _folder(tmp_path / "set", photos)
+    (folder / "bona_fide" / "truncated.jpg").write_bytes(photos["obama.jpg"].read_bytes()[:600])
+    (folder / "bona_fide" / "empty.png").write_bytes(b"")
+    out = tmp_path / "pad.json"
+    assert main(["pad-eval", str(folder), "--pack", "fast-legacy", "--output", str(out)]) == 0
+    bona = next(c for c in json.loads(out.read_text())["classes"] if c["name"] == "bona_fide")
+    assert len(bona["scores"]) == 3
+    assert sorted(bona["not_acquired"]) == ["empty.png: IMAGE_EMPTY", "truncated.jpg: IMAGE_UNDECODABLE"]
+

@@ -8,6 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.conftest import with_pack
+from tests.face.manifests import with_edited_manifest
+from verifier.config import Settings
+from verifier.errors import ModelPackError
 from verifier.pipeline import FaceEngine
 
 
@@ -49,3 +53,16 @@ def test_a_face_at_the_image_edge_gets_a_full_crop_from_inside_the_image(legacy:
     image = np.full((300, 400, 3), 90, np.uint8)
     crop = legacy.liveness.crop(image, np.array([0.0, 0.0, 120.0, 150.0], np.float32))
     assert crop.shape == (128, 128, 3)
+
+
+@pytest.mark.parametrize("old, new", [
+    ("classes = 3, live_class = 0", "classes = 3, live_class = 3"),
+    ("crop_scale = 2.7", "crop_scale = 0.0"),
+])
+def test_a_pad_contract_that_names_no_class_or_no_crop_is_refused_at_load(
+    settings: Settings, tmp_path: Path, old: str, new: str
+) -> None:
+    edited = with_edited_manifest(with_pack(settings, "fast-legacy"), tmp_path, old, new)
+    with pytest.raises(ModelPackError, match="live_class must be a class index and crop_scale positive"):
+        FaceEngine.from_settings(edited)
+

@@ -8,8 +8,11 @@ from pathlib import Path
 
 import grpc
 import pytest
+from pydantic import ValidationError
 
 from tests.conftest import loopback_server, with_pack
+from tests.face.manifests import with_edited_manifest
+from verifier.config import GateSettings
 from verifier.config import Settings
 from verifier.errors import ModelPackError
 from verifier.gate.service import GateService
@@ -18,6 +21,7 @@ from verifier.server.app import build_service
 from verifier.v1 import audit_pb2, audit_pb2_grpc
 from verifier.v1 import gate_pb2 as pb
 from verifier.v1 import gate_pb2_grpc as pb_grpc
+from verifier.v1 import verifier_pb2_grpc as vpb_grpc
 from verifier.v1 import verifier_pb2 as vpb
 
 
@@ -75,3 +79,29 @@ def test_a_pad_threshold_with_a_pack_that_has_no_pad_model_stops_the_start(
     local.gate.pad_threshold = 0.5
     with pytest.raises(ModelPackError, match="no liveness model"):
         GateService(local, build_service(local, engine), None)
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0, 1.5, float("nan")])
+def test_a_nonsense_pad_threshold_is_refused(value: float) -> None:
+    with pytest.raises(ValidationError):
+        GateSettings(pad_threshold=value)
+
+
+def test_a_pad_model_that_fails_refers_the_traveller_and_the_server_goes_on_serving(
+    settings: Settings, photos: dict[str, Path], tmp_path: Path
+) -> None:
+    """A deployer's PAD contract that does not fit its model (64x64 fed to a 128x128
+    graph): ONNX Runtime refuses each run; the gate refers, never accepts."""
+    broken = with_edited_manifest(_legacy(settings, 0.5), tmp_path, "width = 128, height = 128",
+                                  "width = 64, height = 64")
+    engine = FaceEngine.from_settings(broken)
+    with loopback_server(broken, engine, tmp_path / "data", False) as address, \
+            grpc.insecure_channel(address) as channel:
+        for _ in range(2):
+            answer = _screen(channel, photos["obama2.jpg"].read_bytes(), photos["obama.jpg"].read_bytes())
+            assert answer.decision == pb.REFER and "INTERNAL_FAULT" in answer.reasons
+        verified = vpb_grpc.FaceVerifierStub(channel).Verify(vpb.VerifyRequest(
+            probe=vpb.Image(data=photos["obama2.jpg"].read_bytes()),
+            reference=vpb.FaceSample(image=vpb.Image(data=photos["obama.jpg"].read_bytes()))), timeout=60)
+        assert verified.match
+

@@ -25,8 +25,9 @@ import numpy as np
 from tqdm import tqdm
 
 from verifier.config import Settings
-from verifier.errors import ModelPackError, VerifierError
+from verifier.errors import VerifierError
 from verifier.evaluation.datasets import IMAGE_SUFFIXES
+from verifier.face.liveness import LivenessModel
 from verifier.pipeline import FaceEngine
 
 BONA_FIDE = "bona_fide"
@@ -77,10 +78,8 @@ def classes_of(folder: Path, all_bona_fide: bool) -> dict[str, list[Path]]:
     return classes
 
 
-def score_class(engine: FaceEngine, name: str, images: list[Path]) -> ClassScores:
-    """The live probability of the largest face of each image."""
-    if engine.liveness is None:
-        raise ModelPackError(f"pack {engine.settings.models.pack!r} has no liveness model to evaluate")
+def score_class(engine: FaceEngine, liveness: LivenessModel, name: str, images: list[Path]) -> ClassScores:
+    """The live probability by ``liveness`` of the largest face ``engine`` finds in each image."""
     crops, missed = [], []
     for path in tqdm(images, desc=f"pad {name}", unit="image"):
         try:
@@ -91,7 +90,7 @@ def score_class(engine: FaceEngine, name: str, images: list[Path]) -> ClassScore
         crops.append(face.liveness_crop)
     batch = engine.settings.evaluation.batch_size
     scores = [float(s) for start in range(0, len(crops), batch)
-              for s in engine.liveness.live_probability(crops[start:start + batch])]
+              for s in liveness.live_probability(crops[start:start + batch])]
     return ClassScores(name, scores, missed)
 
 
@@ -140,7 +139,8 @@ def _pad_eval(args: argparse.Namespace, settings: Settings) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
     engine = FaceEngine.from_settings(settings)
-    if engine.liveness is None:
+    liveness = engine.liveness
+    if liveness is None:
         print(f"error: pack {settings.models.pack!r} names no liveness model", file=sys.stderr)
         return EXIT_ERROR
     if args.threshold:
@@ -149,9 +149,9 @@ def _pad_eval(args: argparse.Namespace, settings: Settings) -> int:
         thresholds = [(settings.gate.pad_threshold, "gate.pad_threshold")]
     else:
         thresholds = [(t, "fixed") for t in DEFAULT_THRESHOLDS]
-    classes = [score_class(engine, name, images) for name, images in folders.items()]
+    classes = [score_class(engine, liveness, name, images) for name, images in folders.items()]
     points = operating_points(classes, thresholds)
-    print(f"PAD model {engine.liveness.model_id}, pack {settings.models.pack}: {args.folder}")
+    print(f"PAD model {liveness.model_id}, pack {settings.models.pack}: {args.folder}")
     for c in classes:
         print(f"  {c.name}: {len(c.scores)} scored, {len(c.not_acquired)} without a face")
     for p in points:
@@ -161,7 +161,7 @@ def _pad_eval(args: argparse.Namespace, settings: Settings) -> int:
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps({
-            "model_id": engine.liveness.model_id, "pack": settings.models.pack, "folder": str(args.folder),
+            "model_id": liveness.model_id, "pack": settings.models.pack, "folder": str(args.folder),
             "classes": [asdict(c) for c in classes], "operating_points": [asdict(p) for p in points],
         }, indent=1) + "\n")
     return EXIT_OK
