@@ -222,12 +222,11 @@ class GateSettings(BaseModel):
     # Measured on LFW dev (README: `python -m benchmarks.replay`): 0.96 flags
     # about 0.1 % of genuine pairs (some of them one photograph twice).
     replay_threshold: float = Field(default=0.96, gt=0, le=1)
-    # Passive PAD (verifier.face.liveness), where the pack names a liveness
-    # model: a traveller whose live probability is below this is referred
-    # (PRESENTATION_ATTACK_SUSPECTED). None: the model's score is reported and
-    # audited but decides nothing, which is the default because no model here
-    # has a measured APCER (README, Presentation attacks). Set with a pack
-    # without a liveness model, the server refuses to start.
+    # Passive PAD (verifier.face.liveness): the pack's liveness model scores
+    # the traveller, and a live probability below this is referred
+    # (PRESENTATION_ATTACK_SUSPECTED). None: PAD is off, the default because
+    # no model here has a measured APCER (README, Presentation attacks). Set
+    # with a pack without a liveness model, the server refuses to start.
     pad_threshold: float | None = Field(default=None, gt=0, lt=1, allow_inf_nan=False)
     # A reference sent as a template cannot be checked for replay: False
     # refers such a traveller (REPLAY_NOT_CHECKED) instead of accepting.

@@ -220,14 +220,16 @@ class FaceEngine:
             outcomes = self._analyse(images, selection, use)
         return [o if isinstance(o, VerifierError) else o.faces[0] for o in outcomes]
 
-    def analyse_all(self, data: bytes, use: ImageUse = ImageUse.LIVE, zoom: float = 1.0) -> FrameFaces:
+    def analyse_all(self, data: bytes, use: ImageUse = ImageUse.LIVE, zoom: float = 1.0,
+                    liveness: bool = False) -> FrameFaces:
         """Every face of one image at or above the minimum size, largest first,
-        each with its template (and its crop for the pack's PAD model);
-        landmarks and embedder run once over all of them. Raises on bad input
-        or when there is no usable face. ``zoom``: see
-        :meth:`FaceDetector.detect_batch` (a walk-through frame's far face)."""
+        each with its template; landmarks and embedder run once over all of
+        them. Raises on bad input or when there is no usable face. ``zoom``:
+        see :meth:`FaceDetector.detect_batch` (a walk-through frame's far
+        face). ``liveness``: also each face's crop for the pack's PAD model,
+        where it has one."""
         with self.occupancy:
-            (outcome,) = self._analyse([data], None, use, zoom, liveness=True)
+            (outcome,) = self._analyse([data], None, use, zoom, liveness)
         if isinstance(outcome, VerifierError):
             raise outcome
         return outcome

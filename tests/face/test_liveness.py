@@ -23,13 +23,13 @@ def legacy(legacy_engine: FaceEngine) -> FaceEngine:
 
 def test_a_pack_without_a_liveness_model_cuts_no_pad_crop(engine: FaceEngine, photos: dict[str, Path]) -> None:
     assert engine.liveness is None
-    assert engine.analyse_all(photos["obama.jpg"].read_bytes()).faces[0].liveness_crop is None
+    assert engine.analyse_all(photos["obama.jpg"].read_bytes(), liveness=True).faces[0].liveness_crop is None
 
 
 @pytest.mark.parametrize("name", ["obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "32bit.png"])
 def test_real_photos_of_people_score_live(legacy: FaceEngine, photos: dict[str, Path], name: str) -> None:
     """Bona fide captures: a wrong colour order, class index or crop would not score them all live."""
-    face = legacy.analyse_all(photos[name].read_bytes()).faces[0]
+    face = legacy.analyse_all(photos[name].read_bytes(), liveness=True).faces[0]
     assert face.liveness_crop is not None and face.liveness_crop.shape == (128, 128, 3)
     (live,) = legacy.liveness.live_probability([face.liveness_crop])
     assert 0.5 < live <= 1.0

@@ -35,7 +35,7 @@ def _legacy(settings: Settings, pad_threshold: float | None) -> Settings:
 @pytest.fixture(scope="module")
 def gate_at(legacy_engine: FaceEngine, settings: Settings,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[float | None, grpc.Channel]]:
-    """Servers of the fast-legacy pack: PAD reported only, and PAD deciding at a threshold above any photo's score."""
+    """Servers of the fast-legacy pack: PAD off, and PAD deciding at a threshold above any photo's score."""
     channels = {}
     with loopback_server(_legacy(settings, None), legacy_engine, tmp_path_factory.mktemp("pad"), False) as report, \
             loopback_server(_legacy(settings, 0.9999), legacy_engine, tmp_path_factory.mktemp("pad"), False) as strict:
@@ -50,11 +50,21 @@ def _screen(channel: grpc.Channel, live: bytes, chip: bytes, transaction: str = 
         gate_id="gate-pad", transaction_id=transaction or uuid.uuid4().hex, attempt=1), timeout=60)
 
 
-def test_the_pad_score_is_reported_without_deciding_when_no_threshold_is_set(
+def test_without_a_threshold_the_pad_model_is_not_run(
     gate_at: dict[float | None, grpc.Channel], photos: dict[str, Path]
 ) -> None:
     answer = _screen(gate_at[None], photos["obama2.jpg"].read_bytes(), photos["obama.jpg"].read_bytes())
-    assert answer.pad_checked and 0.5 < answer.pad_score <= 1.0 and answer.pad_threshold == 0.0
+    assert not answer.pad_checked and answer.pad_score == 0.0
+    assert "PRESENTATION_ATTACK_SUSPECTED" not in answer.reasons
+
+
+def test_a_live_probability_over_the_threshold_passes(
+    legacy_engine: FaceEngine, settings: Settings, photos: dict[str, Path], tmp_path: Path
+) -> None:
+    with loopback_server(_legacy(settings, 0.5), legacy_engine, tmp_path, False) as address, \
+            grpc.insecure_channel(address) as channel:
+        answer = _screen(channel, photos["obama2.jpg"].read_bytes(), photos["obama.jpg"].read_bytes())
+    assert answer.pad_checked and answer.pad_score > answer.pad_threshold == pytest.approx(0.5)
     assert "PRESENTATION_ATTACK_SUSPECTED" not in answer.reasons
 
 

@@ -83,7 +83,7 @@ def score_class(engine: FaceEngine, liveness: LivenessModel, name: str, images: 
     crops, missed = [], []
     for path in tqdm(images, desc=f"pad {name}", unit="image"):
         try:
-            face = engine.analyse_all(path.read_bytes()).faces[0]
+            face = engine.analyse_all(path.read_bytes(), liveness=True).faces[0]
         except VerifierError as error:  # no face, or an image the service would refuse
             missed.append(f"{path.name}: {error.reason.value}")
             continue

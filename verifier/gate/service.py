@@ -62,7 +62,7 @@ class ScreenOutcome:
     quality: QualityReport | None = None
     replay_score: float | None = None
     replay_threshold: float = 0.0
-    # The PAD model's live probability for the traveller (None: the pack has none).
+    # The PAD model's live probability for the traveller (None: PAD is off).
     pad_score: float | None = None
     pad_threshold: float | None = None
     faces: tuple[FaceResult, ...] = ()
@@ -105,7 +105,9 @@ class GateService:
         self.policy = GatePolicy(settings.gate)
         self.replay = ReplayDetector(self.gate.replay_threshold, self.gate.replay_iterations, self.gate.replay_epsilon)
         self.quality = QualityAssessor.from_settings(settings, self.engine.embedder.utility_members)
-        if self.gate.pad_threshold is not None and self.engine.liveness is None:
+        # Passive PAD runs only where it decides: a score nobody acts on is not worth its cost per traveller.
+        self.pad = self.gate.pad_threshold is not None
+        if self.pad and self.engine.liveness is None:
             raise ModelPackError(f"gate.pad_threshold is set but pack {settings.models.pack!r} has no liveness "
                                  "model: presentation attacks would go unchecked")
 
@@ -125,7 +127,7 @@ class GateService:
             too_small = False
             for index, frame in enumerate(frames):
                 try:
-                    analysed.append((index, self.engine.analyse_all(frame)))
+                    analysed.append((index, self.engine.analyse_all(frame, liveness=self.pad)))
                 except VerifierError as error:
                     if error.reason not in ACQUISITION_FAILURES:
                         raise error.with_detail(field=f"frames[{index}]")
@@ -194,8 +196,8 @@ class GateService:
                              pad_score=pad_score)
 
     def _pad(self, traveller: FaceResult) -> float | None:
-        """The PAD model's live probability for the traveller; None where the pack has no PAD model."""
-        if self.engine.liveness is None:
+        """The PAD model's live probability for the traveller; None where PAD is off."""
+        if not self.pad or self.engine.liveness is None:
             return None
         if traveller.liveness_crop is None:
             raise RuntimeError("the traveller's face has no crop for the PAD model")  # a fault: referred
@@ -279,7 +281,7 @@ class StreamSession:
         if self.reference is None:
             return StreamStep(index, outcome=service._outcome(Findings(reference_unusable=True), clock))
         try:
-            frame = service.engine.analyse_all(data, zoom=service.gate.stream_zoom)
+            frame = service.engine.analyse_all(data, zoom=service.gate.stream_zoom, liveness=service.pad)
         except VerifierError as error:
             if error.reason not in ACQUISITION_FAILURES:
                 raise error.with_detail(field=f"frame {index}")
