@@ -215,6 +215,18 @@ def _unary(channel: grpc.Channel, frame: bytes, chip: bytes, args: argparse.Name
     return results
 
 
+def stream_requests(chip: bytes, frames: list[bytes], sent: list[float],
+                    gate_id: str) -> Iterator[gpb.ScreenStreamRequest]:
+    """A walk-through as a kiosk sends it: the start, then the frames at 10 a
+    second, each one's sending time appended to ``sent``."""
+    yield gpb.ScreenStreamRequest(start=gpb.ScreenStart(
+        reference=pb.FaceSample(image=pb.Image(data=chip)), gate_id=gate_id, transaction_id=uuid.uuid4().hex))
+    for frame in frames:
+        sent.append(time.perf_counter())
+        yield gpb.ScreenStreamRequest(frame=pb.Image(data=frame))
+        time.sleep(FRAME_INTERVAL_S)
+
+
 def _streams(channel: grpc.Channel, chip: bytes, frames: list[bytes], usable: int, count: int) -> dict[str, object]:
     gate = gpb_grpc.GateStub(channel)
     to_decision, decisions, decided_at = [], [], []
@@ -222,17 +234,7 @@ def _streams(channel: grpc.Channel, chip: bytes, frames: list[bytes], usable: in
     cpu_before = sum(process.cpu_times()[:2])
     for _ in range(count):
         sent: list[float] = []
-
-        def requests() -> Iterator[gpb.ScreenStreamRequest]:
-            yield gpb.ScreenStreamRequest(start=gpb.ScreenStart(
-                reference=pb.FaceSample(image=pb.Image(data=chip)), gate_id="bench",
-                transaction_id=uuid.uuid4().hex))
-            for frame in frames:
-                sent.append(time.perf_counter())
-                yield gpb.ScreenStreamRequest(frame=pb.Image(data=frame))
-                time.sleep(FRAME_INTERVAL_S)
-
-        for answer in gate.ScreenStream(requests(), timeout=60):
+        for answer in gate.ScreenStream(stream_requests(chip, frames, sent, "bench"), timeout=60):
             if answer.WhichOneof("item") == "decision":
                 received = time.perf_counter()
                 decisions.append(gpb.GateDecision.Name(answer.decision.decision))

@@ -100,8 +100,12 @@ class ImagingSettings(BaseModel):
     max_concurrent_large_decodes: int = Field(default=2, ge=1)
     large_decode_wait_seconds: float = Field(default=2.0, gt=0)
     # A decoded image whose longer side exceeds this is decoded at a reduced
-    # scale (JPEG, JPEG 2000) or resized: faces at the gate never need more.
-    working_max_side: int = 1280
+    # scale (JPEG, JPEG 2000) or resized. It covers the largest live frame
+    # (4096x3072): the eye-distance floor is in the pixels of the frame as
+    # sent, so a gate camera's frame is looked at in full (a companion at the
+    # back may have eyes 16 px apart in a 4K frame). Only larger enrolment
+    # photos are reduced, where the floor follows (``DetectedFaces``).
+    working_max_side: int = Field(default=4096, ge=320)
 
 
 class DetectorSettings(BaseModel):
@@ -117,6 +121,27 @@ class DetectorSettings(BaseModel):
     # Pad the image to the detector's aspect ratio instead of squashing it
     # (portrait chip photos into a 4:3 input).
     letterbox: bool = True
+    # The fine pass (verifier.face.detector) looks at a frame at the scale
+    # where eyes min_eye_distance_px apart span this many pixels of the
+    # detector's input. Measured with RetinaFace mnet-0.25 on 600 LFW dev
+    # faces pasted into noise (README, Detection): recall 98.2 % at 11 px,
+    # 100 % at 12 px and above.
+    floor_input_eye_px: float = Field(default=12.0, gt=0, allow_inf_nan=False)
+    # Cost bound of one image's fine pass: the detector input pixels it may
+    # use. The default covers a 3840x2160 frame at the floor (0.75 scale:
+    # 4.67 Mpixel); a larger image is looked at more coarsely, so its floor
+    # rises (logged, and reported in the response's faces).
+    max_input_pixels: int = Field(default=4_800_000, ge=76_800)
+    # The second look at each face: its region, this many times the box's
+    # height, is resampled from the full-resolution image to the detector's
+    # input size, and landmarks and the aligned crop come from it. 2.0 shows
+    # a face as LFW's 250x250 portraits do at that size (box about half the
+    # height), where the thresholds were measured.
+    region_context: float = Field(default=2.0, ge=1.2, le=4.0, allow_inf_nan=False)
+    # Looks at each face's region, each centred on the box the last found
+    # (README, Detection: how far a face's score moves with the frame it is
+    # in, for 1, 2 and 3 looks).
+    region_looks: int = Field(default=2, ge=1, le=4)
 
 
 class PipelineSettings(BaseModel):
@@ -255,11 +280,6 @@ class GateSettings(BaseModel):
     # (the safe side); 3 frames (200 ms at 10 a second) let a walk-through
     # decide on its first good frame.
     motion_min_frames: int = Field(default=3, ge=2)
-    # A stream frame in which no face is found is looked at again with its
-    # centre (1/stream_zoom of each side) filling the detector's input: the
-    # far, small face of a traveller entering a walk-through gate (one more
-    # detector run, on faceless frames only). 1: no second look.
-    stream_zoom: float = Field(default=2.0, ge=1.0, le=8.0, allow_inf_nan=False)
     # The traveller's face in one frame continues the track of the last when
     # its centre moved at most this many face sides (else the track restarts).
     track_reach: float = Field(default=1.0, gt=0)

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from verifier.face.embedder import Embedder
 from verifier.face.fusion import FusedEmbedder
 from verifier.face.landmarks import LandmarkModel
 from verifier.face.liveness import LivenessModel
+from verifier.face.region import FaceRegion, cut_region
 from verifier.imaging import DecodedImage, ImageDecoder, ImageUse
 from verifier.modelzoo.fetch import model_path, sha256_of
 from verifier.modelzoo.manifest import ModelSpec, load_manifest
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 STAGES = ("decode", "detect", "landmarks", "align", "embed")
 # Bump when a change to pre- or post-processing changes templates: caches of
 # templates (the evaluation's) key on it, as they key on model ids and settings.
-PIPELINE_REVISION = 5
+PIPELINE_REVISION = 6
 
 
 class Selection(Enum):
@@ -83,6 +84,28 @@ class FrameFaces:
     faces_detected: int
     image_size: tuple[int, int]
     timings_ms: dict[str, float]
+
+
+# A face of the second look is the first look's when their boxes overlap this much.
+_SAME_FACE_IOU = 0.3
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    width = max(0.0, float(min(a[2], b[2]) - max(a[0], b[0])))
+    height = max(0.0, float(min(a[3], b[3]) - max(a[1], b[1])))
+    inter = width * height
+    union = float((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])) - inter
+    return inter / union if union > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Look:
+    """A face's second look: its region, and the box and five points in the region's pixels."""
+
+    region: FaceRegion
+    box: np.ndarray
+    points: np.ndarray | None
+    confirmed: bool
 
 
 class _Stopwatch:
@@ -184,12 +207,48 @@ class FaceEngine:
             liveness,
         )
 
-    def five_points(self, faces: list[tuple[np.ndarray, Detection]]) -> list[np.ndarray]:
-        """Five landmarks per (image, detection): the landmark model's where the
-        pack has one, else the detector's own."""
+    def second_look(self, faces: list[tuple[np.ndarray, Detection]]) -> list[Look]:
+        """Each (image, detection)'s region cut from the image at the detector's
+        input size (verifier.face.region), looked at again there: the box and
+        five points of the face found in it, from the landmark model where the
+        pack has one. The look is repeated ``detector.region_looks`` times, each
+        region centred on the box the last one found: the first look's box
+        depends on the frame (which pass found it, at what scale), and the
+        repetition brings a face to the same region whatever frame it came in.
+        Where a look finds no face overlapping the last (rare: a face at the
+        detection threshold), the last box and points stand, so no face found
+        is ever dropped here."""
+        looks: list[Look] = []
+        for _ in range(self.settings.detector.region_looks):
+            if looks:
+                faces = [(bgr, Detection(look.region.to_image(look.box), detection.score,
+                                         None if look.points is None else look.region.to_image(look.points)))
+                         for (bgr, detection), look in zip(faces, looks)]
+            looks = self._look(faces)
+        return looks
+
+    def _look(self, faces: list[tuple[np.ndarray, Detection]]) -> list[Look]:
+        if not faces:
+            return []
+        context = self.settings.detector.region_context
+        regions = [cut_region(bgr, detection.box, self.detector.input_size, context, self.detector.fill)
+                   for bgr, detection in faces]
+        found = self.detector.detect_inputs([region.pixels for region in regions])
+        looks = []
+        for region, (_, detection), candidates in zip(regions, faces, found):
+            expected = region.from_image(detection.box)
+            overlaps = [(_iou(expected, c.box), c) for c in candidates]
+            best = max(overlaps, key=lambda item: item[0], default=(0.0, None))
+            again = best[1] if best[0] >= _SAME_FACE_IOU else None
+            box = expected if again is None else again.box
+            points = None
+            if self.landmarks is None:
+                points = region.from_image(detection.landmarks) if again is None else again.landmarks
+            looks.append(Look(region, box, points, again is not None))
         if self.landmarks is not None:
-            return self.landmarks.five_points([(bgr, detection.box) for bgr, detection in faces])
-        return [detection.landmarks for _, detection in faces]  # type: ignore[misc]
+            points = self.landmarks.five_points([(look.region.pixels, look.box) for look in looks])
+            looks = [replace(look, points=p) for look, p in zip(looks, points)]
+        return looks
 
     @property
     def model_id(self) -> str:
@@ -220,23 +279,20 @@ class FaceEngine:
             outcomes = self._analyse(images, selection, use)
         return [o if isinstance(o, VerifierError) else o.faces[0] for o in outcomes]
 
-    def analyse_all(self, data: bytes, use: ImageUse = ImageUse.LIVE, zoom: float = 1.0,
-                    liveness: bool = False) -> FrameFaces:
+    def analyse_all(self, data: bytes, use: ImageUse = ImageUse.LIVE, liveness: bool = False) -> FrameFaces:
         """Every face of one image at or above the minimum size, largest first,
         each with its template; landmarks and embedder run once over all of
-        them. Raises on bad input or when there is no usable face. ``zoom``:
-        see :meth:`FaceDetector.detect_batch` (a walk-through frame's far
-        face). ``liveness``: also each face's crop for the pack's PAD model,
-        where it has one."""
+        them. Raises on bad input or when there is no usable face.
+        ``liveness``: also each face's crop for the pack's PAD model, where it
+        has one."""
         with self.occupancy:
-            (outcome,) = self._analyse([data], None, use, zoom, liveness)
+            (outcome,) = self._analyse([data], None, use, liveness)
         if isinstance(outcome, VerifierError):
             raise outcome
         return outcome
 
     def _analyse(
-        self, images: list[bytes], selection: Selection | None, use: ImageUse, zoom: float = 1.0,
-        liveness: bool = False,
+        self, images: list[bytes], selection: Selection | None, use: ImageUse, liveness: bool = False,
     ) -> list[FrameFaces | VerifierError]:
         """``selection`` None: every usable face, largest first; else the one it picks.
         ``liveness``: also cut each face's crop for the pack's PAD model, if it has one."""
@@ -255,7 +311,7 @@ class FaceEngine:
         if order:
             deadlines.check("detect")
         with clock.stage("detect"):
-            found = self.detector.detect_batch([decoded[i].bgr for i in order], zoom) if order else []
+            found = self.detector.detect_batch([decoded[i].bgr for i in order], [decoded[i].scale for i in order])
         # (image, detection) for every face that goes on, and faces usable per image.
         chosen: list[tuple[int, Detection]] = []
         usable_count: dict[int, int] = {}
@@ -272,13 +328,14 @@ class FaceEngine:
             else:
                 chosen.append((i, _choose(usable, decoded[i], selection)))
         with clock.stage("landmarks"):
-            points = self.five_points([(decoded[i].bgr, detection) for i, detection in chosen])
-        aligned: list[tuple[int, Detection, np.ndarray, np.ndarray]] = []
+            looks = self.second_look([(decoded[i].bgr, detection) for i, detection in chosen])
+        aligned: list[tuple[int, Detection, Look, np.ndarray]] = []
         too_small: dict[int, VerifierError] = {}
         floor = self.settings.detector.min_eye_distance_px
         with clock.stage("align"):
-            for (i, detection), face_points in zip(chosen, points):
-                eyes = float(np.linalg.norm(face_points[0] - face_points[1])) / decoded[i].scale
+            for (i, detection), look in zip(chosen, looks):
+                face_points = look.points
+                eyes = float(np.linalg.norm(face_points[0] - face_points[1])) / look.region.scale / decoded[i].scale
                 if eyes < floor:
                     too_small[i] = VerifierError(
                         Reason.FACE_TOO_SMALL,
@@ -288,24 +345,25 @@ class FaceEngine:
                     )
                     continue
                 try:
-                    crop = align(decoded[i].bgr, face_points, self.embedder.input_size)
+                    crop = align(look.region.pixels, face_points, self.embedder.input_size)
                 except VerifierError as exc:
                     if selection is not None:
                         outcomes[i] = exc
                     continue
-                aligned.append((i, detection, face_points, crop))
+                aligned.append((i, detection, look, crop))
         if aligned:
             deadlines.check("embed")
         with clock.stage("embed"):
             vectors, norms = self.embedder.embed_with_utility([crop for *_, crop in aligned])
         faces: dict[int, list[FaceResult]] = {}
-        for (i, detection, face_points, crop), vector, norm in zip(aligned, vectors, norms):
+        for (i, detection, look, crop), vector, norm in zip(aligned, vectors, norms):
             image = decoded[i]
+            box = look.region.to_image(look.box)
             faces.setdefault(i, []).append(FaceResult(
                 face=FaceInfo(
-                    box=image.to_original(detection.box),
+                    box=image.to_original(box),
                     detection_score=detection.score,
-                    landmarks=image.to_original(face_points),
+                    landmarks=image.to_original(look.region.to_image(look.points)),
                 ),
                 faces_detected=usable_count[i],
                 template=Template(model_id=self.model_id, vector=vector),
@@ -313,7 +371,7 @@ class FaceEngine:
                 utility=tuple(float(n) for n in norm),
                 aligned=crop,
                 image_size=(image.original_width, image.original_height),
-                liveness_crop=None if pad is None else pad.crop(image.bgr, detection.box),
+                liveness_crop=None if pad is None else pad.crop(image.bgr, box),
             ))
         for i in usable_count:
             if outcomes[i] is None:

@@ -50,23 +50,28 @@ def test_detector_finds_one_face_with_or_without_letterbox(name: str, settings: 
     assert overlap_x > 0.7 * (boxes[0][2] - boxes[0][0])
 
 
-def test_a_far_face_is_found_in_the_zoomed_centre_in_whole_frame_pixels(
-    engine: FaceEngine, obama: np.ndarray
+@pytest.mark.parametrize("name", DETECTORS)
+def test_a_small_face_in_a_wide_frame_is_found_in_whole_frame_pixels(
+    name: str, settings: Settings, obama: np.ndarray
 ) -> None:
-    """A face a tenth of a 960x720 frame's height, too small for the detector's
-    input when the whole frame is fitted into it, is found when the centre is
-    looked at again, with its box and landmarks where the face was put."""
-    (x1, y1, x2, y2), = [d.box for d in engine.detector.detect_batch([obama])[0]]
-    scale = 0.12
-    centre = np.float32([470.0, 350.0])
+    """A face with eyes 18 px apart in a 1920x1080 frame, far too small for the
+    detector's input when the whole frame is fitted into it, is found by the
+    fine pass (one input where the graph takes any size, tiles where it does
+    not), with its box where the face was put, in the frame's pixels."""
+    detector = _detector(name, settings)
+    (face,) = _detector("retinaface-mnet025", settings).detect_batch([obama])[0]
+    x1, y1, x2, y2 = face.box
+    assert face.landmarks is not None
+    scale = 18.0 / float(np.linalg.norm(face.landmarks[0] - face.landmarks[1]))
+    centre = np.float32([1500.0, 260.0])
     shift = np.float32([[scale, 0, centre[0] - scale * (x1 + x2) / 2], [0, scale, centre[1] - scale * (y1 + y2) / 2]])
-    frame = cv2.warpAffine(obama, shift, (960, 720), flags=cv2.INTER_AREA, borderValue=(100, 100, 100))
-    assert engine.detector.detect_batch([frame]) == [[]]
-    (found,) = engine.detector.detect_batch([frame], zoom=2.0)
-    assert len(found) == 1 and found[0].landmarks is not None
+    frame = cv2.warpAffine(obama, shift, (1920, 1080), flags=cv2.INTER_AREA, borderValue=(100, 100, 100))
+    coarse = detector.settings.model_copy(update={"max_input_pixels": 76_800})
+    assert detector_for(detector.spec, detector.session, coarse).detect_batch([frame]) == [[]]
+    (found,) = detector.detect_batch([frame])
+    assert len(found) == 1
     box = found[0].box
-    assert np.allclose((box[:2] + box[2:]) / 2, centre, atol=0.1 * (box[2] - box[0]) + 2)
-    assert np.all((found[0].landmarks >= box[:2]) & (found[0].landmarks <= box[2:]))
+    assert np.allclose((box[:2] + box[2:]) / 2, centre, atol=0.15 * (box[2] - box[0]) + 2)
 
 
 @pytest.mark.parametrize("name", DETECTORS)
@@ -91,7 +96,8 @@ def test_detector_landmarks_agree_with_the_landmark_model(
         assert np.all((points >= [x1, y1]) & (points <= [x2, y2]))
         assert points[0, 0] < points[1, 0] and points[3, 0] < points[4, 0]
         assert points[:2, 1].max() < points[2, 1] < points[3:, 1].min()
-        reference = legacy.five_points([(image, legacy.detector.detect_batch([image])[0][0])])[0]
+        (look,) = legacy.second_look([(image, legacy.detector.detect_batch([image])[0][0])])
+        reference = look.region.to_image(look.points)
         eyes = float(np.linalg.norm(reference[0] - reference[1]))
         assert float(np.max(np.linalg.norm(points - reference, axis=1))) < 0.25 * eyes, photo
 
@@ -119,8 +125,8 @@ def test_landmarks_batch_equals_single(legacy: FaceEngine, obama: np.ndarray, ph
 
 
 def test_embedder_batches_and_mirrors(engine: FaceEngine, obama: np.ndarray) -> None:
-    face = engine.detector.detect_batch([obama])[0][0]
-    crop = align(obama, engine.five_points([(obama, face)])[0])
+    (look,) = engine.second_look([(obama, engine.detector.detect_batch([obama])[0][0])])
+    crop = align(look.region.pixels, look.points)
     single = engine.embedder.embed([crop])
     double = engine.embedder.embed([crop, crop[:, ::-1].copy()])
     dimension = engine.embedder.dimension

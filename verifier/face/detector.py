@@ -8,7 +8,11 @@ pack built on it needs no separate landmark model.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
 import cv2
 import numpy as np
 
@@ -17,6 +21,8 @@ from verifier.errors import ModelPackError
 from verifier.face.contract import InputContract
 from verifier.modelzoo.manifest import ModelSpec
 from verifier.modelzoo.session import Runnable
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,11 +39,38 @@ class Detection:
         return float(max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1]))
 
 
+def _takes_any_size(session: Runnable, name: str) -> bool:
+    """Whether the graph's input has symbolic height and width (a fully
+    convolutional detector exported for any size), read from the graph itself."""
+    for entry in session.get_inputs():
+        if entry.name == name:
+            return all(not isinstance(dim, int) for dim in entry.shape[2:4])
+    raise ModelPackError(f"the detector graph has no input named {name!r}")
+
+
 class FaceDetector:
-    """What every family shares: letterboxing into the model's input, the
-    score threshold and non-maximum suppression. Subclasses decode outputs."""
+    """What every family shares: the passes over a frame, letterboxing, the
+    score threshold and non-maximum suppression. Subclasses decode outputs
+    for a given input size.
+
+    A frame is looked at twice. The coarse pass fits the whole frame into the
+    model's input and finds the large faces (a traveller at the camera). The
+    fine pass looks at the frame at the scale where a face at the eye-distance
+    floor spans ``floor_input_eye_px`` of the model's input (measured:
+    README, Detection), as one input where the graph takes any size, else as
+    overlapping tiles of the model's own size at that scale and at each
+    halving of it down to the coarse pass's. The fine pass's pixels are
+    bounded by ``max_input_pixels``; candidates of every pass are merged by
+    non-maximum suppression."""
 
     gives_landmarks = False
+    # Where the graph takes any input size, it is padded to a multiple of this
+    # (the largest stride of the detectors here).
+    SIZE_MULTIPLE = 32
+    # Decoding grids kept per input size (frame sizes seen by one server are few).
+    _GRIDS_KEPT = 16
+    # A tile's candidate this close to one of its inner edges is cut by it.
+    _TILE_EDGE_PX = 2.0
 
     def __init__(self, spec: ModelSpec, session: Runnable, settings: DetectorSettings) -> None:
         self.spec = spec
@@ -45,86 +78,184 @@ class FaceDetector:
         self.settings = settings
         self.contract = InputContract.from_manifest(spec.input)
         # The letterbox border is the mean colour, which the model sees as zero.
-        self._pad = tuple(int(round(float(m))) for m in np.resize(self.contract.mean.ravel(), 3))
+        self.fill = tuple(int(round(float(m))) for m in np.resize(self.contract.mean.ravel(), 3))
+        self.any_size = _takes_any_size(session, self.contract.name)
+        self._grids: dict[tuple[int, int], Any] = {}
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.contract.width, self.contract.height
 
     def _fit(self, bgr: np.ndarray) -> tuple[np.ndarray, float, float]:
         """Resize to the input size; returns the canvas and the x, y scales used."""
-        width, height = self.contract.width, self.contract.height
+        width, height = self.input_size
         h, w = bgr.shape[:2]
         if not self.settings.letterbox:
-            return cv2.resize(bgr, (width, height), interpolation=cv2.INTER_LINEAR), width / w, height / h
+            return cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA), width / w, height / h
         scale = min(width / w, height / h)
         new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
         canvas = np.empty((height, width, 3), dtype=np.uint8)
-        canvas[:] = self._pad
-        canvas[:new_h, :new_w] = cv2.resize(bgr, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-        return canvas, scale, scale
+        canvas[:] = self.fill
+        canvas[:new_h, :new_w] = cv2.resize(bgr, (new_w, new_h), interpolation=cv2.INTER_AREA)
+        return canvas, new_w / w, new_h / h
 
-    def _decode(self, outputs: dict[str, np.ndarray], i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Image ``i``'s candidates in canvas pixels: scores (N,), boxes (N, 4) as
-        x1, y1, x2, y2, and landmarks (N, 5, 2) or None."""
+    def _grid(self, size: tuple[int, int], build: Callable[[int, int], Any]) -> Any:
+        """A family's decoding grid for one input size, built once and kept."""
+        grid = self._grids.get(size)
+        if grid is None:
+            if len(self._grids) >= self._GRIDS_KEPT:
+                self._grids.clear()
+            grid = self._grids[size] = build(*size)
+        return grid
+
+    def _decode(self, outputs: dict[str, np.ndarray], i: int,
+                size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Input ``i``'s candidates in input pixels (input of ``size``, width and
+        height): scores (N,), boxes (N, 4) as x1, y1, x2, y2, landmarks (N, 5, 2) or None."""
         raise NotImplementedError
 
-    def detect_batch(self, images: list[np.ndarray], zoom: float = 1.0) -> list[list[Detection]]:
-        """Faces in each image, best first, after score threshold and NMS.
+    def fine_scale(self, shape: tuple[int, ...], image_scale: float = 1.0) -> float | None:
+        """The scale of the fine pass for an image of ``shape``, or None where the
+        coarse pass already sees a face at the floor as large. ``image_scale``:
+        this image's pixels per pixel of the image as sent (the floor is in those)."""
+        h, w = shape[:2]
+        floor = self.settings.min_eye_distance_px * image_scale
+        wanted = 1.0 if floor <= 0 else min(1.0, self.settings.floor_input_eye_px / floor)
+        budget = float(np.sqrt(self.settings.max_input_pixels / (w * h)))
+        if budget < wanted:
+            log.warning("a %dx%d image is looked at %.2f times scaled, not %.2f (detector.max_input_pixels): "
+                        "faces with eyes under %.0f px apart may be missed", w, h, budget, wanted,
+                        self.settings.floor_input_eye_px / budget / image_scale)
+        scale = min(wanted, budget)
+        coarse = min(self.contract.width / w, self.contract.height / h)
+        return scale if scale > coarse else None
 
-        ``zoom`` above 1: an image in which nothing is found is looked at again,
-        its centre (1/zoom of each side) filling the model's input, so a face
-        too small for the whole frame at the model's input size (a traveller
-        still far down a walk-through gate) is found there; the faces found
-        are given in the whole image's pixels. The rest of the frame gets no
-        second look."""
-        found = self._detect(images)
-        if zoom <= 1.0:
-            return found
-        missed = [i for i, faces in enumerate(found) if not faces]
-        centres = []
-        for i in missed:
-            h, w = images[i].shape[:2]
-            crop_w, crop_h = max(1, round(w / zoom)), max(1, round(h / zoom))
-            x0, y0 = (w - crop_w) // 2, (h - crop_h) // 2
-            centres.append((images[i][y0:y0 + crop_h, x0:x0 + crop_w], np.array([x0, y0], dtype=np.float32)))
-        for i, (crop, offset), faces in zip(missed, centres, self._detect([c for c, _ in centres])):
-            found[i] = [
-                Detection(d.box + np.tile(offset, 2), d.score, None if d.landmarks is None else d.landmarks + offset)
-                for d in faces
-            ]
+    def detect_batch(self, images: list[np.ndarray], scales: list[float] | None = None) -> list[list[Detection]]:
+        """Every face in each image, best first, in the image's pixels: the coarse
+        pass over all images in one run, then each image's fine pass. Boxes
+        smaller than ``min_face_px`` are dropped. ``scales``: each image's
+        pixels per pixel of the image as sent (1 where not given)."""
+        coarse = self._coarse(images)
+        found = []
+        for i, bgr in enumerate(images):
+            image_scale = 1.0 if scales is None else scales[i]
+            candidates = [coarse[i]]
+            scale = self.fine_scale(bgr.shape, image_scale)
+            if scale is not None:
+                candidates += self._fine(bgr, scale)
+            found.append(self._merged(candidates, self.settings.min_face_px * image_scale))
         return found
 
-    def _detect(self, images: list[np.ndarray]) -> list[list[Detection]]:
+    def detect_inputs(self, canvases: list[np.ndarray]) -> list[list[Detection]]:
+        """Faces in canvases already at the model's input size (face regions), one run."""
+        return [self._merged([found], 0.0) for found in self._coarse(canvases)]
+
+    def _coarse(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
         if not images:
             return []
-        canvases, scales = [], []
-        for bgr in images:
-            canvas, sx, sy = self._fit(bgr)
-            canvases.append(canvas)
-            scales.append((sx, sy))
+        fitted = [self._fit(bgr) for bgr in images]
+        outputs = self._run([canvas for canvas, _, _ in fitted], self.input_size)
+        return [_scaled(self._kept(outputs, i, self.input_size), 1 / sx, 1 / sy, 0.0, 0.0)
+                for i, (_, sx, sy) in enumerate(fitted)]
+
+    def _fine(self, bgr: np.ndarray, scale: float) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        """Candidates of the fine pass, in image pixels."""
+        h, w = bgr.shape[:2]
+        if self.any_size:
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            padded = tuple(-(-side // self.SIZE_MULTIPLE) * self.SIZE_MULTIPLE for side in size)
+            canvas = np.empty((padded[1], padded[0], 3), dtype=np.uint8)
+            canvas[:] = self.fill
+            canvas[:size[1], :size[0]] = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
+            outputs = self._run([canvas], padded)
+            return [_scaled(self._kept(outputs, 0, padded), w / size[0], h / size[1], 0.0, 0.0)]
+        found = []
+        coarse = min(self.contract.width / w, self.contract.height / h)
+        while scale > coarse:
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            scaled = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
+            tiles = _tiles(size, self.input_size)
+            canvases = []
+            for x, y in tiles:
+                canvas = np.empty((self.contract.height, self.contract.width, 3), dtype=np.uint8)
+                canvas[:] = self.fill
+                piece = scaled[y:y + self.contract.height, x:x + self.contract.width]
+                canvas[:piece.shape[0], :piece.shape[1]] = piece
+                canvases.append(canvas)
+            outputs = self._run(canvases, self.input_size)
+            found += [_scaled(self._whole(self._kept(outputs, k, self.input_size), (x, y), size),
+                              w / size[0], h / size[1], x, y)
+                      for k, (x, y) in enumerate(tiles)]
+            scale /= 2
+        return found
+
+    def _whole(self, candidates: tuple[np.ndarray, np.ndarray, np.ndarray | None], corner: tuple[int, int],
+               size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """A tile's candidates less those cut by one of its edges inside the image:
+        a part of a face (a mouth, an eye) scores like a face, and the whole face
+        lies in a neighbouring tile or is the coarser passes' to find."""
+        scores, boxes, points = candidates
+        x, y = corner
+        width, height = self.input_size
+        inner = np.ones(len(scores), dtype=bool)
+        margin = self._TILE_EDGE_PX
+        if x > 0:
+            inner &= boxes[:, 0] > margin
+        if y > 0:
+            inner &= boxes[:, 1] > margin
+        if x + width < size[0]:
+            inner &= boxes[:, 2] < width - margin
+        if y + height < size[1]:
+            inner &= boxes[:, 3] < height - margin
+        return scores[inner], boxes[inner], None if points is None else points[inner]
+
+    def _run(self, canvases: list[np.ndarray], size: tuple[int, int]) -> dict[str, np.ndarray]:
         names = [out.name for out in self.session.get_outputs()]
-        values = self.session.run(names, {self.contract.name: self.contract.tensor(canvases)})
-        outputs = dict(zip(names, values))
-        results = []
-        for i, (sx, sy) in enumerate(scales):
-            scores, boxes, points = self._decode(outputs, i)
-            keep = scores >= self.settings.min_score
-            if not keep.any():
-                results.append([])
-                continue
-            candidates = boxes[keep] / np.array([sx, sy, sx, sy], dtype=np.float32)
-            confidences = scores[keep]
-            marks = points[keep] / np.array([sx, sy], dtype=np.float32) if points is not None else None
-            xywh = np.column_stack([candidates[:, :2], candidates[:, 2:] - candidates[:, :2]])
-            chosen = cv2.dnn.NMSBoxes(
-                xywh.tolist(), confidences.tolist(), self.settings.min_score, self.settings.nms_iou
-            )
-            results.append([
-                Detection(
-                    candidates[j].astype(np.float32),
-                    float(confidences[j]),
-                    None if marks is None else marks[j].astype(np.float32),
-                )
-                for j in np.ravel(chosen)
-            ])
-        return results
+        values = self.session.run(names, {self.contract.name: self.contract.tensor(canvases, size)})
+        return dict(zip(names, values))
+
+    def _kept(self, outputs: dict[str, np.ndarray], i: int,
+              size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        scores, boxes, points = self._decode(outputs, i, size)
+        keep = scores >= self.settings.min_score
+        return scores[keep], boxes[keep], None if points is None else points[keep]
+
+    def _merged(self, candidates: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
+                min_side: float) -> list[Detection]:
+        """One detection per face of at least ``min_side`` over all passes and tiles, best first."""
+        scores = np.concatenate([c[0] for c in candidates])
+        boxes = np.concatenate([c[1] for c in candidates]).astype(np.float32)
+        marks = None if candidates[0][2] is None else np.concatenate([c[2] for c in candidates]).astype(np.float32)
+        large = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= min_side
+        scores, boxes = scores[large], boxes[large]
+        marks = None if marks is None else marks[large]
+        if not len(scores):
+            return []
+        xywh = np.column_stack([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]])
+        chosen = cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), self.settings.min_score, self.settings.nms_iou)
+        return [Detection(boxes[j], float(scores[j]), None if marks is None else marks[j]) for j in np.ravel(chosen)]
+
+
+def _scaled(candidates: tuple[np.ndarray, np.ndarray, np.ndarray | None], fx: float, fy: float, x: float,
+            y: float) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Candidates of an input whose (0, 0) is (x, y) of an image scaled by 1/fx, 1/fy, in image pixels."""
+    scores, boxes, points = candidates
+    boxes = (boxes + np.array([x, y, x, y], dtype=np.float32)) * np.array([fx, fy, fx, fy], dtype=np.float32)
+    if points is not None:
+        points = (points + np.array([x, y], dtype=np.float32)) * np.array([fx, fy], dtype=np.float32)
+    return scores, boxes, points
+
+
+def _tiles(size: tuple[int, int], tile: tuple[int, int]) -> list[tuple[int, int]]:
+    """Top-left corners of tiles of ``tile`` covering an image of ``size``, each
+    overlapping its neighbours by half a tile: a face smaller than half a tile
+    lies whole in one of them (larger ones are the coarser passes' to find)."""
+    def starts(length: int, span: int) -> list[int]:
+        if length <= span:
+            return [0]
+        step = span // 2
+        return list(range(0, length - span, step)) + [length - span]
+    return [(x, y) for y in starts(size[1], tile[1]) for x in starts(size[0], tile[0])]
 
 
 class UltraLightDetector(FaceDetector):
@@ -135,10 +266,11 @@ class UltraLightDetector(FaceDetector):
         self.scores_name = spec.output["scores"]
         self.boxes_name = spec.output["boxes"]
         self.face_column = int(spec.output["face_column"])
-        self._size = np.array([self.contract.width, self.contract.height] * 2, dtype=np.float32)
 
-    def _decode(self, outputs: dict[str, np.ndarray], i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        return outputs[self.scores_name][i, :, self.face_column], outputs[self.boxes_name][i] * self._size, None
+    def _decode(self, outputs: dict[str, np.ndarray], i: int,
+                size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        scale = np.array([*size, *size], dtype=np.float32)
+        return outputs[self.scores_name][i, :, self.face_column], outputs[self.boxes_name][i] * scale, None
 
 
 class YuNetDetector(FaceDetector):
@@ -151,15 +283,19 @@ class YuNetDetector(FaceDetector):
         super().__init__(spec, session, settings)
         self.strides = [int(s) for s in spec.output["strides"]]
         for stride in self.strides:
-            if self.contract.width % stride or self.contract.height % stride:
+            if self.contract.width % stride or self.contract.height % stride or self.SIZE_MULTIPLE % stride:
                 raise ModelPackError(f"{spec.name}: input {self.contract.width}x{self.contract.height} is not a multiple of {stride}")
-        self._cells: dict[int, np.ndarray] = {}
-        for stride in self.strides:
-            cols, rows = self.contract.width // stride, self.contract.height // stride
-            ys, xs = np.mgrid[0:rows, 0:cols]
-            self._cells[stride] = np.column_stack([xs.ravel(), ys.ravel()]).astype(np.float32)
 
-    def _decode(self, outputs: dict[str, np.ndarray], i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def _cells(self, width: int, height: int) -> dict[int, np.ndarray]:
+        cells = {}
+        for stride in self.strides:
+            ys, xs = np.mgrid[0:height // stride, 0:width // stride]
+            cells[stride] = np.column_stack([xs.ravel(), ys.ravel()]).astype(np.float32)
+        return cells
+
+    def _decode(self, outputs: dict[str, np.ndarray], i: int,
+                size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        grid = self._grid(size, self._cells)
         scores, boxes, points = [], [], []
         for stride in self.strides:
             cls = np.clip(outputs[f"cls_{stride}"][i, :, 0], 0, 1)
@@ -167,13 +303,13 @@ class YuNetDetector(FaceDetector):
             score = np.sqrt(cls * obj)
             # Only cells that pass the score threshold are decoded.
             keep = np.flatnonzero(score >= self.settings.min_score)
-            cells = self._cells[stride][keep]
+            cells = grid[stride][keep]
             bbox = outputs[f"bbox_{stride}"][i, keep]
             kps = outputs[f"kps_{stride}"][i, keep].reshape(-1, 5, 2)
             centre = (cells + bbox[:, :2]) * stride
-            size = np.exp(bbox[:, 2:]) * stride
+            extent = np.exp(bbox[:, 2:]) * stride
             scores.append(score[keep])
-            boxes.append(np.column_stack([centre - size / 2, centre + size / 2]))
+            boxes.append(np.column_stack([centre - extent / 2, centre + extent / 2]))
             points.append((kps + cells[:, None, :]) * stride)
         return np.concatenate(scores), np.concatenate(boxes), np.concatenate(points)
 
@@ -190,28 +326,32 @@ class RetinaFaceDetector(FaceDetector):
         self.scores_name, self.boxes_name, self.points_name = out["scores"], out["boxes"], out["landmarks"]
         self.face_column = int(out["face_column"])
         self.centre_variance, self.size_variance = (float(v) for v in out["variances"])
-        anchors = []
-        for stride, sizes in zip(out["strides"], out["anchor_sizes"]):
-            cols = -(-self.contract.width // int(stride))
-            rows = -(-self.contract.height // int(stride))
-            ys, xs = np.mgrid[0:rows, 0:cols]
-            centres = (np.column_stack([xs.ravel(), ys.ravel()]) + 0.5) * int(stride)
-            for centre in centres:
-                for size in sizes:
-                    anchors.append([centre[0], centre[1], float(size), float(size)])
-        self._anchors = np.asarray(anchors, dtype=np.float32)
+        self.strides = [int(stride) for stride in out["strides"]]
+        self.anchor_sizes = [[float(size) for size in sizes] for sizes in out["anchor_sizes"]]
 
-    def _decode(self, outputs: dict[str, np.ndarray], i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        # Only anchors that pass the score threshold are decoded: a few of 3,160.
+    def _anchors(self, width: int, height: int) -> np.ndarray:
+        """(centre x, centre y, side, side) per anchor: cell by cell, row by row, each cell's sizes in turn."""
+        anchors = []
+        for stride, sizes in zip(self.strides, self.anchor_sizes):
+            ys, xs = np.mgrid[0:-(-height // stride), 0:-(-width // stride)]
+            centres = (np.column_stack([xs.ravel(), ys.ravel()]) + 0.5) * stride
+            sides = np.tile(np.asarray(sizes, dtype=np.float64), len(centres))[:, None]
+            anchors.append(np.column_stack([np.repeat(centres, len(sizes), axis=0), sides, sides]))
+        return np.concatenate(anchors).astype(np.float32)
+
+    def _decode(self, outputs: dict[str, np.ndarray], i: int,
+                size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        anchors = self._grid(size, self._anchors)
+        # Only anchors that pass the score threshold are decoded: a few of thousands.
         scores = outputs[self.scores_name][i, :, self.face_column]
         keep = np.flatnonzero(scores >= self.settings.min_score)
-        centre, size = self._anchors[keep, :2], self._anchors[keep, 2:]
+        centre, side = anchors[keep, :2], anchors[keep, 2:]
         loc = outputs[self.boxes_name][i, keep]
-        box_centre = centre + loc[:, :2] * self.centre_variance * size
-        box_size = size * np.exp(loc[:, 2:] * self.size_variance)
+        box_centre = centre + loc[:, :2] * self.centre_variance * side
+        box_size = side * np.exp(loc[:, 2:] * self.size_variance)
         boxes = np.column_stack([box_centre - box_size / 2, box_centre + box_size / 2])
         marks = outputs[self.points_name][i, keep].reshape(-1, 5, 2)
-        points = centre[:, None, :] + marks * self.centre_variance * size[:, None, :]
+        points = centre[:, None, :] + marks * self.centre_variance * side[:, None, :]
         return scores[keep], boxes, points
 
 

@@ -281,7 +281,7 @@ class StreamSession:
         if self.reference is None:
             return StreamStep(index, outcome=service._outcome(Findings(reference_unusable=True), clock))
         try:
-            frame = service.engine.analyse_all(data, zoom=service.gate.stream_zoom, liveness=service.pad)
+            frame = service.engine.analyse_all(data, liveness=service.pad)
         except VerifierError as error:
             if error.reason not in ACQUISITION_FAILURES:
                 raise error.with_detail(field=f"frame {index}")
