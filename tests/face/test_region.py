@@ -1,0 +1,64 @@
+"""The face region of the second look: its mapping back to the image is exact,
+and a face looks the same in it whatever the size of the image it came from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from verifier.face.region import cut_region
+from verifier.pipeline import FaceEngine
+
+
+def _dots(size: tuple[int, int], points: np.ndarray) -> np.ndarray:
+    image = np.zeros((size[1], size[0], 3), np.uint8)
+    for x, y in points:
+        cv2.circle(image, (int(round(x - 0.5)), int(round(y - 0.5))), 2, (255, 255, 255), -1)
+    return image
+
+
+def _centroids(pixels: np.ndarray) -> np.ndarray:
+    grey = cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    count, labels = cv2.connectedComponents((grey > 40).astype(np.uint8))
+    ys, xs = np.mgrid[0:grey.shape[0], 0:grey.shape[1]]
+    found = []
+    for label in range(1, count):
+        weight = grey * (labels == label)
+        found.append([(weight * xs).sum() / weight.sum() + 0.5, (weight * ys).sum() / weight.sum() + 0.5])
+    return np.array(sorted(found))
+
+
+def test_points_map_back_to_where_they_are_in_the_image_shrunk_or_grown() -> None:
+    points = np.array([[1000.5, 800.5], [1150.5, 800.5], [1075.5, 950.5]], dtype=np.float32)
+    image = _dots((2000, 1500), points)
+    box = np.array([950.0, 700.0, 1200.0, 1000.0], dtype=np.float32)
+    for size in ((320, 240), (1600, 1200)):  # shrunk to 0.4 and grown to 2x
+        region = cut_region(image, box, size, 2.0, (0, 0, 0))
+        assert region.pixels.shape == (size[1], size[0], 3)
+        back = region.to_image(_centroids(region.pixels))
+        assert np.allclose(np.sort(back, axis=0), np.sort(points, axis=0), atol=0.35 / min(region.scale, 1) + 0.3)
+        assert np.allclose(region.from_image(region.to_image(points)), points, atol=1e-3)
+
+
+def test_what_lies_outside_the_image_is_the_fill() -> None:
+    image = np.full((100, 100, 3), 200, np.uint8)
+    region = cut_region(image, np.array([0.0, 0.0, 40.0, 40.0], np.float32), (320, 240), 2.0, (7, 8, 9))
+    assert tuple(region.pixels[0, 0]) == (7, 8, 9) and tuple(region.pixels[-1, -1]) == (200, 200, 200)
+
+
+def test_one_face_gives_one_template_in_a_small_and_a_4k_frame(engine: FaceEngine, photos: dict[str, Path]) -> None:
+    """Obama with eyes 40 px apart in a 720x480 and in a 3840x2160 frame: the
+    regions the second look sees, and so the templates, agree."""
+    obama = cv2.imread(str(photos["obama.jpg"]), cv2.IMREAD_COLOR)
+    face = engine.analyse(cv2.imencode(".png", obama)[1].tobytes()).face
+    scale = 40.0 / float(np.linalg.norm(face.landmarks[0] - face.landmarks[1]))
+    small = cv2.resize(obama, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    templates = []
+    for size, (x, y) in (((720, 480), (150, 40)), ((3840, 2160), (3000, 1500))):
+        frame = np.full((size[1], size[0], 3), 90, np.uint8)
+        frame[y:y + small.shape[0], x:x + small.shape[1]] = small
+        result = engine.analyse(cv2.imencode(".png", frame)[1].tobytes())
+        templates.append(result.template.vector)
+    assert float(templates[0] @ templates[1]) > 0.99
