@@ -5,9 +5,10 @@ tilted) changes the face's position, size and in-plane angle, all of which
 alignment and an affine refinement undo: its aligned crops stay one image. A
 live face changes non-rigidly as the traveller walks in: pose, expression,
 blinks, the light across it. So the track's newest crop is compared with each
-earlier one by the replay measure (affine ECC, then normalised
-cross-correlation); if every comparison stays at or above the static
-threshold, nothing but rigid motion was seen.
+earlier one by the replay measure in the camera's own orientation
+(homography ECC, then normalised cross-correlation of rank-transformed,
+contrast-normalised crops: :mod:`verifier.gate.replay`); if every comparison
+stays at or above the static threshold, nothing but rigid motion was seen.
 
 What this cannot see: a video replay on a screen (it moves non-rigidly), a
 mask, or a traveller who stands perfectly still in even light (flagged: sent
@@ -34,4 +35,4 @@ def static_picture(crops: list[np.ndarray], detector: ReplayDetector, threshold:
         return None
     earlier = crops[:-1]
     picks = sorted({int(round(k)) for k in np.linspace(0, len(earlier) - 1, min(_COMPARED, len(earlier)))})
-    return min(detector.score(crops[-1], earlier[k]) for k in picks) >= threshold
+    return min(detector.same_orientation(crops[-1], earlier[k]) for k in picks) >= threshold
