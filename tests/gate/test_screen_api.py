@@ -72,13 +72,23 @@ def test_another_person_is_referred_no_match(gate_channel: grpc.Channel, photos:
     assert not answer.match
 
 
-@pytest.mark.parametrize("change", ["identical", "re-encoded", "resized"])
+def mirrored_and_turned(bgr: np.ndarray, degrees: float) -> np.ndarray:
+    """``bgr`` flipped left to right (a phone's front camera, a print seen the
+    wrong way round), then turned by ``degrees`` on a grey ground."""
+    h, w = bgr.shape[:2]
+    return cv2.warpAffine(cv2.flip(bgr, 1), cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 0.8), (w, h),
+                          borderValue=(90, 90, 90))
+
+
+@pytest.mark.parametrize("change", ["identical", "re-encoded", "resized", "mirrored", "mirrored and turned 20 deg"])
 def test_the_chip_photo_as_the_live_frame_is_referred(gate_channel: grpc.Channel, photos: dict[str, Path],
                                                      change: str) -> None:
     chip = photos["obama.jpg"].read_bytes()
     live = {"identical": chip, "re-encoded": _jpeg(_read(photos["obama.jpg"]), 55),
             "resized": _jpeg(cv2.resize(_read(photos["obama.jpg"]), None, fx=0.6, fy=0.6,
-                                        interpolation=cv2.INTER_AREA))}[change]
+                                        interpolation=cv2.INTER_AREA)),
+            "mirrored": _jpeg(cv2.flip(_read(photos["obama.jpg"]), 1)),
+            "mirrored and turned 20 deg": _jpeg(mirrored_and_turned(_read(photos["obama.jpg"]), 20.0))}[change]
     answer = _screen(gate_channel, [live], chip)
     assert answer.decision == pb.REFER and "LIVE_IS_DOCUMENT_PHOTO" in answer.reasons
     assert answer.match  # the embedding alone would have let it through

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import grpc
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.gate.test_cli import _wait_for_watchlists
+from tests.gate.test_screen_api import mirrored_and_turned
 from verifier.config import Settings
 from verifier.errors import Reason, VerifierError
 from verifier.pipeline import FaceEngine
@@ -149,9 +151,16 @@ def test_a_live_capture_of_another_person_is_refused(stub: rg_grpc.RegistryStub,
     assert meta["verifier-reason"] == "REGISTRATION_REFUSED" and "NO_MATCH" in meta["causes"].split(",")
 
 
-def test_a_replayed_chip_photo_registers_no_one(stub: rg_grpc.RegistryStub, photos: dict[str, Path]) -> None:
+@pytest.mark.parametrize("change", ["identical", "mirrored", "mirrored and turned 20 deg"])
+def test_a_replayed_chip_photo_registers_no_one(stub: rg_grpc.RegistryStub, photos: dict[str, Path],
+                                                change: str) -> None:
     chip = photos["obama.jpg"].read_bytes()
-    code, meta = _refusal(lambda: _register(stub, "t-5", "D2", chip, chip))
+    bgr = cv2.imread(str(photos["obama.jpg"]), cv2.IMREAD_COLOR)
+    live = {"identical": chip, "mirrored": cv2.flip(bgr, 1),
+            "mirrored and turned 20 deg": mirrored_and_turned(bgr, 20.0)}[change]
+    if not isinstance(live, bytes):
+        live = cv2.imencode(".jpg", live, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    code, meta = _refusal(lambda: _register(stub, "t-5", "D2", chip, live))
     assert meta["verifier-reason"] == "REGISTRATION_REFUSED" and "LIVE_IS_DOCUMENT_PHOTO" in meta["causes"]
 
 
