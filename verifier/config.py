@@ -134,7 +134,7 @@ class DetectorSettings(BaseModel):
     max_input_pixels: int = Field(default=4_800_000, ge=76_800)
     # The second look at each face: its region, this many times the box's
     # height, is resampled from the full-resolution image to the detector's
-    # input size, and landmarks and the aligned crop come from it. 2.0 shows
+    # input size, and the five landmarks come from it. 2.0 shows
     # a face as LFW's 250x250 portraits do at that size (box about half the
     # height), where the thresholds were measured.
     region_context: float = Field(default=2.0, ge=1.2, le=4.0, allow_inf_nan=False)

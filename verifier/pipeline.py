@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 STAGES = ("decode", "detect", "landmarks", "align", "embed")
 # Bump when a change to pre- or post-processing changes templates: caches of
 # templates (the evaluation's) key on it, as they key on model ids and settings.
-PIPELINE_REVISION = 6
+PIPELINE_REVISION = 7
 
 
 class Selection(Enum):
@@ -345,7 +345,7 @@ class FaceEngine:
                     )
                     continue
                 try:
-                    crop = align(look.region.pixels, face_points, self.embedder.input_size)
+                    crop = align(decoded[i].bgr, look.region.to_image(face_points), self.embedder.input_size)
                 except VerifierError as exc:
                     if selection is not None:
                         outcomes[i] = exc

@@ -4,13 +4,15 @@ The detector finds faces in a whole frame, where a companion at the back of
 a walk-through gate may be a few dozen pixels wide and a traveller at the
 front several hundred. Landmarks and alignment taken from that whole-frame
 view would depend on the frame's size: the same face gives another template
-in a 640x480 frame than in a 3840x2160 one. So every face gets a second look:
-its neighbourhood (the box grown about its centre) is resampled from the
-image as sent to one canvas size, area-averaged when it shrinks and
-interpolated when it grows, and landmarks and the aligned crop come from
-that canvas. A face then looks the same to the later stages whatever frame
-it came in; with the default context the canvas shows it as LFW's portraits
-do (box height about half the canvas), where the thresholds were measured.
+in a 640x480 frame than in a 3840x2160 one.
+So every face gets a second look: its neighbourhood (the box grown about
+its centre) is resampled from the image as sent to one canvas size,
+area-averaged when it shrinks and interpolated when it grows, and the
+landmarks come from that canvas. A face then looks the same to the landmark
+stage whatever frame it came in; with the default context the canvas shows
+it as LFW's portraits do (box height about half the canvas), where the
+thresholds were measured. The aligned crop is then cut from the image's own
+pixels at those landmarks (verifier.face.align).
 """
 
 from __future__ import annotations
