@@ -123,10 +123,13 @@ class DetectorSettings(BaseModel):
     letterbox: bool = True
     # The fine pass (verifier.face.detector) looks at a frame at the scale
     # where eyes min_eye_distance_px apart span this many pixels of the
-    # detector's input. Measured with RetinaFace mnet-0.25 on 600 LFW dev
-    # faces pasted into noise (README, Detection): recall 98.2 % at 11 px,
-    # 100 % at 12 px and above.
+    # detector's input, and keeps candidates scoring at least
+    # candidate_min_score, each confirmed at min_score by the second look.
+    # Measured with RetinaFace mnet-0.25 on 600 LFW dev heads pasted into
+    # generated backgrounds (`python -m benchmarks.detector_floor`, README):
+    # at 12 px 97.7 % found at score 0.7, 99.5 % at 0.3.
     floor_input_eye_px: float = Field(default=12.0, gt=0, allow_inf_nan=False)
+    candidate_min_score: float = Field(default=0.3, gt=0.0, lt=1.0, allow_inf_nan=False)
     # Cost bound of one image's fine pass: the detector input pixels it may
     # use. The default covers a 3840x2160 frame at the floor (0.75 scale:
     # 4.67 Mpixel); a larger image is looked at more coarsely, so its floor

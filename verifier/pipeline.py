@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 STAGES = ("decode", "detect", "landmarks", "align", "embed")
 # Bump when a change to pre- or post-processing changes templates: caches of
 # templates (the evaluation's) key on it, as they key on model ids and settings.
-PIPELINE_REVISION = 7
+PIPELINE_REVISION = 8
 
 
 class Selection(Enum):
@@ -100,7 +100,8 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class Look:
-    """A face's second look: its region, and the box and five points in the region's pixels."""
+    """A face's second look: its region, the box and five points in the region's
+    pixels, and whether a look found the face there at ``detector.min_score``."""
 
     region: FaceRegion
     box: np.ndarray
@@ -224,7 +225,9 @@ class FaceEngine:
                 faces = [(bgr, Detection(look.region.to_image(look.box), detection.score,
                                          None if look.points is None else look.region.to_image(look.points)))
                          for (bgr, detection), look in zip(faces, looks)]
-            looks = self._look(faces)
+            again = self._look(faces)
+            looks = [replace(new, confirmed=new.confirmed or old.confirmed) for new, old in zip(again, looks)] \
+                if looks else again
         return looks
 
     def _look(self, faces: list[tuple[np.ndarray, Detection]]) -> list[Look]:
@@ -326,7 +329,8 @@ class FaceEngine:
             if selection is None:
                 chosen += [(i, d) for d in sorted(usable, key=lambda d: d.area, reverse=True)]
             else:
-                chosen.append((i, _choose(usable, decoded[i], selection)))
+                sure = [d for d in usable if d.score >= self.settings.detector.min_score]
+                chosen.append((i, _choose(sure or usable, decoded[i], selection)))
         with clock.stage("landmarks"):
             looks = self.second_look([(decoded[i].bgr, detection) for i, detection in chosen])
         aligned: list[tuple[int, Detection, Look, np.ndarray]] = []
@@ -334,6 +338,9 @@ class FaceEngine:
         floor = self.settings.detector.min_eye_distance_px
         with clock.stage("align"):
             for (i, detection), look in zip(chosen, looks):
+                if not look.confirmed and detection.score < self.settings.detector.min_score:
+                    usable_count[i] -= 1  # a fine-pass candidate the second look did not find: no face
+                    continue
                 face_points = look.points
                 eyes = float(np.linalg.norm(face_points[0] - face_points[1])) / look.region.scale / decoded[i].scale
                 if eyes < floor:
@@ -378,6 +385,8 @@ class FaceEngine:
                 if i in faces:
                     size = faces[i][0].image_size
                     outcomes[i] = FrameFaces(faces[i], usable_count[i], size, dict(clock.ms))
+                elif usable_count[i] == 0:
+                    outcomes[i] = VerifierError(Reason.NO_FACE, "no face found in the image", faces_detected=0)
                 else:
                     outcomes[i] = too_small.get(i) or VerifierError(
                         Reason.NO_FACE, "no face could be aligned", faces_detected=usable_count[i]

@@ -60,8 +60,11 @@ class FaceDetector:
     README, Detection), as one input where the graph takes any size, else as
     overlapping tiles of the model's own size at that scale and at each
     halving of it down to the coarse pass's. The fine pass's pixels are
-    bounded by ``max_input_pixels``; candidates of every pass are merged by
-    non-maximum suppression."""
+    bounded by ``max_input_pixels``. The fine pass keeps candidates down to
+    ``candidate_min_score``: a face at the floor scores lower there than the
+    same face seen large, and the pipeline's second look (verifier.pipeline)
+    keeps such a candidate only where it finds the face at ``min_score``.
+    Candidates of every pass are merged by non-maximum suppression."""
 
     gives_landmarks = False
     # Where the graph takes any input size, it is padded to a multiple of this
@@ -80,6 +83,8 @@ class FaceDetector:
         # The letterbox border is the mean colour, which the model sees as zero.
         self.fill = tuple(int(round(float(m))) for m in np.resize(self.contract.mean.ravel(), 3))
         self.any_size = _takes_any_size(session, self.contract.name)
+        # Candidates are decoded down to the fine pass's threshold.
+        self.lowest_score = min(settings.min_score, settings.candidate_min_score)
         self._grids: dict[tuple[int, int], Any] = {}
 
     @property
@@ -168,7 +173,8 @@ class FaceDetector:
             canvas[:] = self.fill
             canvas[:size[1], :size[0]] = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
             outputs = self._run([canvas], padded)
-            return [_scaled(self._kept(outputs, 0, padded), w / size[0], h / size[1], 0.0, 0.0)]
+            candidates = self._kept(outputs, 0, padded, self.settings.candidate_min_score)
+            return [_scaled(candidates, w / size[0], h / size[1], 0.0, 0.0)]
         found = []
         coarse = min(self.contract.width / w, self.contract.height / h)
         while scale > coarse:
@@ -183,7 +189,8 @@ class FaceDetector:
                 canvas[:piece.shape[0], :piece.shape[1]] = piece
                 canvases.append(canvas)
             outputs = self._run(canvases, self.input_size)
-            found += [_scaled(self._whole(self._kept(outputs, k, self.input_size), (x, y), size),
+            found += [_scaled(self._whole(self._kept(outputs, k, self.input_size, self.settings.candidate_min_score),
+                                          (x, y), size),
                               w / size[0], h / size[1], x, y)
                       for k, (x, y) in enumerate(tiles)]
             scale /= 2
@@ -214,10 +221,11 @@ class FaceDetector:
         values = self.session.run(names, {self.contract.name: self.contract.tensor(canvases, size)})
         return dict(zip(names, values))
 
-    def _kept(self, outputs: dict[str, np.ndarray], i: int,
-              size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def _kept(self, outputs: dict[str, np.ndarray], i: int, size: tuple[int, int],
+              threshold: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Input ``i``'s candidates at or above ``threshold`` (``min_score`` unless given)."""
         scores, boxes, points = self._decode(outputs, i, size)
-        keep = scores >= self.settings.min_score
+        keep = scores >= (self.settings.min_score if threshold is None else threshold)
         return scores[keep], boxes[keep], None if points is None else points[keep]
 
     def _merged(self, candidates: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
@@ -232,7 +240,7 @@ class FaceDetector:
         if not len(scores):
             return []
         xywh = np.column_stack([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]])
-        chosen = cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), self.settings.min_score, self.settings.nms_iou)
+        chosen = cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), self.lowest_score, self.settings.nms_iou)
         return [Detection(boxes[j], float(scores[j]), None if marks is None else marks[j]) for j in np.ravel(chosen)]
 
 
@@ -302,7 +310,7 @@ class YuNetDetector(FaceDetector):
             obj = np.clip(outputs[f"obj_{stride}"][i, :, 0], 0, 1)
             score = np.sqrt(cls * obj)
             # Only cells that pass the score threshold are decoded.
-            keep = np.flatnonzero(score >= self.settings.min_score)
+            keep = np.flatnonzero(score >= self.lowest_score)
             cells = grid[stride][keep]
             bbox = outputs[f"bbox_{stride}"][i, keep]
             kps = outputs[f"kps_{stride}"][i, keep].reshape(-1, 5, 2)
@@ -344,7 +352,7 @@ class RetinaFaceDetector(FaceDetector):
         anchors = self._grid(size, self._anchors)
         # Only anchors that pass the score threshold are decoded: a few of thousands.
         scores = outputs[self.scores_name][i, :, self.face_column]
-        keep = np.flatnonzero(scores >= self.settings.min_score)
+        keep = np.flatnonzero(scores >= self.lowest_score)
         centre, side = anchors[keep, :2], anchors[keep, 2:]
         loc = outputs[self.boxes_name][i, keep]
         box_centre = centre + loc[:, :2] * self.centre_variance * side
