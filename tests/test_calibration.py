@@ -6,10 +6,12 @@ from pathlib import Path
 import pytest
 
 from verifier.calibration import (
+    UNCALIBRATED_FLOOR,
     IdentificationThresholds,
     calibration_path,
     identification_thresholds,
     load_table,
+    scored_models,
     serving_threshold,
 )
 from verifier.config import Settings
@@ -58,14 +60,28 @@ def test_a_table_made_for_another_model_is_refused(settings: Settings, engine: F
         serving_threshold(local, engine.model_id)
 
 
-def test_a_pack_without_a_table_decides_at_the_configured_default(
+def test_a_pack_without_a_table_serves_only_when_allowed_and_never_below_the_floor(
     settings: Settings, engine: FaceEngine, tmp_path: Path
 ) -> None:
     local = _local(settings)
     local.matching.calibration_dir = tmp_path
+    with pytest.raises(ModelPackError, match="ALLOW_UNCALIBRATED"):
+        serving_threshold(local, engine.model_id)
+    local.matching.allow_uncalibrated = True
     threshold = serving_threshold(local, engine.model_id)
-    assert threshold.value == local.matching.default_threshold
+    assert threshold.value == local.matching.default_threshold >= UNCALIBRATED_FLOOR
     assert "configured default" in threshold.source
+    local.matching.default_threshold = UNCALIBRATED_FLOOR - 0.01
+    with pytest.raises(ModelPackError, match="matching.default_threshold"):
+        serving_threshold(local, engine.model_id)
+
+
+def test_the_shipped_tables_record_the_models_they_were_measured_on(settings: Settings) -> None:
+    """Fails when a model is re-prepared without recalibrating: run `verifier eval --calibrate`."""
+    for pack in ("default", "fast-legacy", "research", "fusion"):
+        local = _local(settings)
+        local.models.pack = pack
+        assert load_table(calibration_path(local)).models == scored_models(local), pack
 
 
 def test_a_named_table_that_is_absent_is_an_error(settings: Settings, engine: FaceEngine, tmp_path: Path) -> None:
@@ -77,7 +93,7 @@ def test_a_named_table_that_is_absent_is_an_error(settings: Settings, engine: Fa
 
 def test_a_malformed_table_is_refused(settings: Settings, engine: FaceEngine, tmp_path: Path) -> None:
     broken = tmp_path / "broken.json"
-    broken.write_text('{"schema": 1, "model_id": "x"}')
+    broken.write_text('{"schema": 1, "model_id": "x", "models": {"x": ""}}')
     local = _local(settings)
     local.matching.calibration_file = broken
     with pytest.raises(ModelPackError, match="cannot read calibration table"):

@@ -18,12 +18,23 @@ at or above the number of templates searched; a gallery larger than any
 measured takes the largest measured one, with a warning, since its real FPIR
 is higher than stated. Only a table without 1:N rows leaves the watch-list at
 its configured threshold.
+
+Every number in a table decides who passes, so none is trusted: a value that
+is not finite or is out of range, or thresholds that get laxer as the target
+gets stricter, stop the start naming the file and the key. A table records the
+prepared sha256 of the models whose scores it measured (``models``), and a
+table for other models stops the start: a re-prepared model has scores on
+another scale. A pack without a table serves only where
+``matching.allow_uncalibrated`` says so, and then never below
+:data:`UNCALIBRATED_FLOOR`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,10 +42,23 @@ from pathlib import Path
 from verifier.config import Settings, WatchlistSettings
 from verifier.errors import ModelPackError
 from verifier.matching import Threshold, default_threshold
+from verifier.modelzoo.manifest import load_manifest
 
 log = logging.getLogger(__name__)
 
 CALIBRATION_SCHEMA = 1
+
+# The laxest threshold served without a measured one (matching.allow_uncalibrated,
+# or watchlist.threshold for a table without 1:N rows). Every pack measured on
+# LFW dev (README, Accuracy) holds FMR 1e-5 at or below it: the strictest,
+# fast-legacy, needs 0.5913 there, and its 1:N threshold at FPIR 1 % on 774
+# people is 0.5999. A pack never measured may use another score scale, so this
+# bounds the damage rather than stating a rate.
+UNCALIBRATED_FLOOR = 0.6
+
+# Tasks whose models shape a comparison score; the liveness model decides
+# nothing a calibration table measures, so changing it does not void one.
+SCORED_TASKS = ("detector", "landmarks", "embedder")
 
 
 @dataclass(frozen=True)
@@ -79,6 +103,9 @@ class CalibrationTable:
     alignment: str
     created: str
     rows: tuple[CalibrationRow, ...]
+    # Model name -> prepared sha256 (models/manifest.toml) of every model whose
+    # output the scores depend on, as loaded when the table was measured.
+    models: dict[str, str]
     schema: int = CALIBRATION_SCHEMA
     identification: tuple[IdentificationRow, ...] = ()
 
@@ -112,16 +139,80 @@ class CalibrationTable:
             )
 
 
+    def require_models(self, models: dict[str, str], path: Path) -> None:
+        """Refuse a table measured on other prepared models than the ones loaded."""
+        if self.models != models:
+            differ = sorted(name for name in models.keys() | self.models.keys()
+                            if self.models.get(name) != models.get(name))
+            raise ModelPackError(
+                f"calibration table {path}: key models.{differ[0]} records "
+                f"{self.models.get(differ[0], 'nothing')}, the loaded pack has {models.get(differ[0], 'nothing')} "
+                f"(differing: {', '.join(differ)}): the scores were measured on other models; "
+                "run `verifier eval --calibrate` for these models"
+            )
+
+
+def scored_models(settings: Settings) -> dict[str, str]:
+    """The prepared sha256 of each model of the configured pack that shapes a
+    score. The server refuses a model file whose hash differs from the
+    manifest's, so these are the hashes of the models it runs."""
+    members = load_manifest(settings.models.manifest).members(settings.models.pack)
+    return {spec.name: spec.prepared_sha256 for task in SCORED_TASKS for spec in members.get(task, ())}
+
+
+def _check_number(path: Path, key: str, value: object, low: float, high: float, *, open_low: bool = False) -> None:
+    """Stop on a value that is not a finite number in [low, high] (or (low, high])."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value < low or value > high or (open_low and value == low):
+        bound = f"{'(' if open_low else '['}{low:g}, {high:g}]"
+        raise ModelPackError(f"calibration table {path}: key {key} = {value!r} is not a finite number in {bound}")
+
+
+def _check_values(table: CalibrationTable, path: Path) -> None:
+    """Every number of the table in its range. A threshold must be above 0: for
+    unrelated faces cosine scores centre near 0, so a threshold at or below it
+    accepts about half of all impostors whatever FMR the row claims."""
+    _check_number(path, "failure_to_acquire", table.failure_to_acquire, 0.0, 1.0)
+    for i, row in enumerate(table.rows):
+        key = f"rows[{i}]"
+        _check_number(path, f"{key}.target_fmr", row.target_fmr, 0.0, 1.0, open_low=True)
+        _check_number(path, f"{key}.threshold", row.threshold, 0.0, 1.0, open_low=True)
+        for name in ("measured_fmr", "fnmr", "fnmr_low", "fnmr_high"):
+            _check_number(path, f"{key}.{name}", getattr(row, name), 0.0, 1.0)
+    for i, ident in enumerate(table.identification):
+        key = f"identification[{i}]"
+        _check_number(path, f"{key}.target_fpir", ident.target_fpir, 0.0, 1.0, open_low=True)
+        _check_number(path, f"{key}.threshold", ident.threshold, 0.0, 1.0, open_low=True)
+        _check_number(path, f"{key}.measured_fpir", ident.measured_fpir, 0.0, 1.0)
+        _check_number(path, f"{key}.fnir", ident.fnir, 0.0, 1.0)
+        if isinstance(ident.gallery_size, bool) or not isinstance(ident.gallery_size, int) or ident.gallery_size < 1:
+            raise ModelPackError(f"calibration table {path}: key {key}.gallery_size = {ident.gallery_size!r} "
+                                 "is not a positive whole number")
+    ordered = sorted(enumerate(table.rows), key=lambda item: -item[1].target_fmr)
+    for (_, laxer), (i, stricter) in zip(ordered, ordered[1:]):
+        if stricter.threshold < laxer.threshold:
+            raise ModelPackError(f"calibration table {path}: key rows[{i}].threshold = {stricter.threshold!r} is "
+                                 f"below the threshold of the laxer FMR {laxer.target_fmr:g} ({laxer.threshold!r})")
+    for name, digest in table.models.items():
+        if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ModelPackError(f"calibration table {path}: key models.{name} = {digest!r} is not a sha256")
+
+
 def write_table(table: CalibrationTable, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(asdict(table), indent=2) + "\n")
 
 
 def load_table(path: Path) -> CalibrationTable:
+    """The table at ``path``, every value checked; any fault is a ModelPackError
+    naming the file and the key."""
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_bytes())
         if raw.get("schema") != CALIBRATION_SCHEMA:
             raise ModelPackError(f"calibration table {path} has schema {raw.get('schema')}, expected {CALIBRATION_SCHEMA}")
+        if not isinstance(raw.get("models"), dict) or not raw["models"]:
+            raise ModelPackError(f"calibration table {path}: key models is missing: it must record the prepared "
+                                 "sha256 of the models it was measured on (run `verifier eval --calibrate`)")
         rows = tuple(CalibrationRow(**row) for row in raw.pop("rows"))
         identification = tuple(IdentificationRow(**row) for row in raw.pop("identification", ()))
         table = CalibrationTable(**raw, rows=rows, identification=identification)
@@ -129,6 +220,18 @@ def load_table(path: Path) -> CalibrationTable:
         raise ModelPackError(f"cannot read calibration table {path}: {exc}") from exc
     if not table.rows:
         raise ModelPackError(f"calibration table {path} has no rows")
+    _check_values(table, path)
+    return table
+
+
+def _served_table(settings: Settings, model_id: str, path: Path) -> CalibrationTable:
+    """The table at ``path``, refused unless measured on the loaded models; its own
+    sha256 is logged, so the log says exactly which numbers were served."""
+    table = load_table(path)
+    table.require_model(model_id, path)
+    table.require_models(scored_models(settings), path)
+    log.info("calibration table %s sha256 %s (measured %s on %s)", path,
+             hashlib.sha256(path.read_bytes()).hexdigest(), table.created, table.dataset)
     return table
 
 
@@ -137,17 +240,34 @@ def calibration_path(settings: Settings) -> Path:
 
 
 def serving_threshold(settings: Settings, model_id: str) -> Threshold:
-    """The threshold the service decides at: from the pack's calibration table, or the
-    configured default where the pack has none (a named table that is absent is an error)."""
+    """The threshold the service decides at: from the pack's calibration table. Where
+    the pack has none, the configured default, but only with
+    ``matching.allow_uncalibrated`` and never below :data:`UNCALIBRATED_FLOOR`
+    (a named table that is absent is always an error)."""
     path = calibration_path(settings)
     if not path.exists():
         if settings.matching.calibration_file is not None:
             raise ModelPackError(f"calibration table {path} (matching.calibration_file) does not exist")
-        log.warning("no calibration table at %s; deciding at the configured default threshold", path)
+        if not settings.matching.allow_uncalibrated:
+            raise ModelPackError(
+                f"no calibration table {path} for pack {settings.models.pack!r}: run `verifier eval --calibrate`, "
+                "or serve uncalibrated on purpose with VERIFIER_MATCHING__ALLOW_UNCALIBRATED=true "
+                f"(at matching.default_threshold, at least {UNCALIBRATED_FLOOR})"
+            )
+        _require_floor("matching.default_threshold", settings.matching.default_threshold, path)
+        log.warning("no calibration table at %s; deciding at the configured default threshold %.4f "
+                    "(matching.allow_uncalibrated)", path, settings.matching.default_threshold)
         return default_threshold(settings.matching)
-    table = load_table(path)
-    table.require_model(model_id, path)
-    return table.threshold_for(settings.matching.target_fmr, path)
+    return _served_table(settings, model_id, path).threshold_for(settings.matching.target_fmr, path)
+
+
+def _require_floor(setting: str, value: float, path: Path) -> None:
+    """Refuse to serve an unmeasured threshold laxer than the floor."""
+    if value < UNCALIBRATED_FLOOR:
+        raise ModelPackError(
+            f"{setting} = {value!r} would be served without a measured threshold ({path} has none): "
+            f"uncalibrated thresholds must be at least {UNCALIBRATED_FLOOR} (README, Security)"
+        )
 
 
 @dataclass(frozen=True)
@@ -248,7 +368,12 @@ def identification_thresholds(settings: Settings, model_id: str) -> Identificati
     if not path.exists():
         if settings.matching.calibration_file is not None:
             raise ModelPackError(f"calibration table {path} (matching.calibration_file) does not exist")
+        if not settings.matching.allow_uncalibrated:
+            raise ModelPackError(f"no calibration table {path} for pack {settings.models.pack!r}: run "
+                                 "`verifier eval --calibrate`, or set VERIFIER_MATCHING__ALLOW_UNCALIBRATED=true")
+        _require_floor("watchlist.threshold", fallback.value, path)
         return IdentificationThresholds.fixed(fallback)
-    table = load_table(path)
-    table.require_model(model_id, path)
+    table = _served_table(settings, model_id, path)
+    if not table.identification:
+        _require_floor("watchlist.threshold", fallback.value, path)
     return IdentificationThresholds.from_table(table, path, settings.watchlist.target_fpir, fallback)

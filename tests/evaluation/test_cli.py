@@ -6,7 +6,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from verifier.calibration import load_table
+from verifier.calibration import load_table, scored_models
 from verifier.cli import EXIT_ERROR, build_parser
 from verifier.config import Settings
 from verifier.pipeline import FaceEngine
@@ -35,6 +35,7 @@ def test_eval_calibrate_writes_the_report_and_the_table(
     assert document["dataset"]["listed_pairs"] == 80 and len(document["protocol"]["accuracies"]) == 2
     table = load_table(local.matching.calibration_dir / "default.json")
     assert table.model_id == engine.model_id and table.dataset == "mini" and table.alignment == "detected"
+    assert table.models == scored_models(local)
     points = {p["target_fmr"]: p["threshold"] for p in document["verification"]["points"]}
     assert {row.target_fmr: row.threshold for row in table.rows} == points
     # 1:N rows from real searches of the people of its images/ folder.

@@ -24,6 +24,7 @@ from verifier.calibration import (
     CalibrationTable,
     IdentificationRow,
     calibration_path,
+    scored_models,
     serving_threshold,
     write_table,
 )
@@ -249,14 +250,16 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
             print("no 1:N rows: the set has no person with two images and none with one "
                   "(the server keeps watchlist.threshold)")
         path = calibration_path(settings)
-        write_table(_calibration_table(result, pack, tuple(identification)), path)
+        write_table(_calibration_table(result, pack, tuple(identification), scored_models(settings)), path)
         print(f"calibration table: {path}")
     return EXIT_OK
 
 
 def _calibration_table(
-    result: EvaluationResult, pack: str, identification: tuple[IdentificationRow, ...]
+    result: EvaluationResult, pack: str, identification: tuple[IdentificationRow, ...], models: dict[str, str]
 ) -> CalibrationTable:
+    """The table of one run, with the prepared sha256 of the models measured (the
+    server refuses it for any other)."""
     verification = result.verification
     if verification is None:
         raise ValueError("a calibration table needs 1:1 comparisons")
@@ -287,5 +290,6 @@ def _calibration_table(
         alignment=result.alignment,
         created=datetime.now(UTC).date().isoformat(),
         rows=tuple(rows),
+        models=models,
         identification=identification,
     )
