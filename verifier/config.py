@@ -306,7 +306,13 @@ class ServerSettings(BaseModel):
     workers: int = Field(default=8, ge=1)
     max_message_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     grace_seconds: float = Field(default=5.0, ge=0)
+    # Prometheus metrics over plain, unauthenticated HTTP (no TLS, no roles:
+    # README, Security) on this port; None: not served.
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    # Where the metrics listen: loopback, whatever `host` is, so that a server
+    # on 0.0.0.0 with mutual TLS does not open a plaintext port beside it. A
+    # scraper elsewhere needs an explicit address here (logged as a warning).
+    metrics_host: str = "127.0.0.1"
 
 
 class AdmissionSettings(BaseModel):

@@ -27,7 +27,9 @@ def test_watchlist_import_is_audited(photos: dict[str, Path], settings: Settings
     trail = settings.audit.file(data)
     assert verify_chain(trail).intact
     records = [(r.rpc.rsplit("/", 1)[-1], r.targets, r.outcome, r.reason) for r in read_records(trail, RecordFilter())]
+    store = str(settings.watchlist.store_file(data))
     assert records == [
+        ("CreateStore", (store,), "STARTED", ""), ("CreateStore", (store,), "OK", ""),  # `watchlist init`
         ("CreateWatchlist", ("wanted",), "STARTED", ""), ("CreateWatchlist", ("wanted",), "OK", ""),
         ("EnrollSubject", ("wanted/nobody",), "STARTED", ""), ("EnrollSubject", ("wanted/nobody",), "FAILED", "NO_FACE"),
         ("EnrollSubject", ("wanted/obama",), "STARTED", ""), ("EnrollSubject", ("wanted/obama",), "OK", ""),

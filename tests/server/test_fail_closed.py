@@ -93,6 +93,8 @@ def test_a_file_that_is_not_a_store_takes_out_only_the_watchlists(
     store = tmp_path / "watchlist" / "store.sqlite3"
     store.parent.mkdir()
     store.write_bytes(b"\x00garbage, not SQLite" * 500)
+    # A file at the store's path without a trail beside it is served only once a trail is begun on purpose.
+    assert cli(tmp_path, "audit", "begin", "--reason", "a damaged disk, ticket 1").returncode == 0
     with serving(tmp_path, FAST_RETRY) as server, grpc.insecure_channel(server.address) as channel:
         server.wait_health(channel, WATCHLIST, NOT_SERVING)
         assert server.health(channel, FACE_VERIFIER) == SERVING

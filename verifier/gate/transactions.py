@@ -15,6 +15,7 @@ the stored answer, or the right (and duty) to :meth:`store` one.
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import threading
 import time
@@ -50,10 +51,12 @@ class TransactionStore:
     """Thread-safe; one per server process."""
 
     def __init__(self, path: Path, retention_seconds: float, max_entries: int) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Owner-only (README, Security); SQLite gives its WAL the file's mode.
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.retention = retention_seconds
         self.max_entries = max_entries
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        os.chmod(path, 0o600)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()

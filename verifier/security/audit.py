@@ -31,6 +31,7 @@ import getpass
 import hashlib
 import json
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -165,10 +166,12 @@ class AuditLog:
     """The writer of one audit trail; thread-safe; one per process."""
 
     def __init__(self, path: Path, commit_window_seconds: float, busy_timeout_seconds: float) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Owner-only (README, Security); SQLite gives its WAL the file's mode.
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = path
         self.window = commit_window_seconds
         self._db = sqlite3.connect(path, timeout=busy_timeout_seconds, isolation_level=None, check_same_thread=False)
+        os.chmod(path, 0o600)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)

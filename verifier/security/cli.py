@@ -47,6 +47,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--subject", default="", help="only records naming this subject or target id")
     export.add_argument("--outcome", default="", help="only this outcome (OK, STARTED, PERMISSION_DENIED, ...)")
     export.set_defaults(handler=_audit_export)
+    begin = audit_commands.add_parser(
+        "begin", help="begin a new, empty trail on purpose where none is (server stopped); the reason is its first record")
+    begin.add_argument("--reason", required=True,
+                       help="why the trail starts afresh (for example: the old one was lost with disk 2, ticket 4711)")
+    begin.set_defaults(handler=_audit_begin)
 
 
 def _moment(text: str) -> datetime:
@@ -102,4 +107,34 @@ def _audit_export(args: argparse.Namespace, settings: Settings) -> int:
         if out is not sys.stdout:
             out.close()
     print(f"{count} records exported", file=sys.stderr)
+    return EXIT_OK
+
+
+def _audit_begin(args: argparse.Namespace, settings: Settings) -> int:
+    """A new trail, begun by an operator who says why: the only way a server
+    serves an existing store without its old trail (README, Security)."""
+    from verifier.errors import VerifierError
+    from verifier.security.audit import CHANGE, AuditLog, Entry, local_operator
+    from verifier.validation import text
+
+    path = settings.audit.file(settings.data_dir)
+    try:
+        reason = text(args.reason, "reason").strip()
+    except VerifierError as error:
+        print(f"error: --reason: {error.message}", file=sys.stderr)
+        return EXIT_ERROR
+    if not reason:
+        print("error: --reason must say why the trail starts afresh", file=sys.stderr)
+        return EXIT_ERROR
+    if path.exists():
+        print(f"error: {path} exists: a new trail is begun only where there is none", file=sys.stderr)
+        return EXIT_ERROR
+    identity, role = local_operator()
+    audit = AuditLog(path, settings.audit.commit_window_seconds, settings.audit.busy_timeout_seconds)
+    try:
+        audit.append_change(Entry(identity=identity, role=role, rpc="cli:audit begin", kind=CHANGE, outcome="OK",
+                                  targets=(str(path),), decision=f"new audit trail begun: {reason}"))
+    finally:
+        audit.close()
+    print(f"began a new audit trail at {path}: {reason}")
     return EXIT_OK

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -28,7 +29,15 @@ from verifier.server.admission import AdmissionInterceptor
 from verifier.server.audit import AuditServicer
 from verifier.server.bundles_servicer import BundlesServicer
 from verifier.server.decoding import RequestDecodingInterceptor
-from verifier.server.edge import Edge, build_edge, replica_credentials
+from verifier.security.files import SERVICE_UMASK, tighten
+from verifier.server.edge import (
+    Edge,
+    EdgeConfigError,
+    build_edge,
+    is_loopback,
+    replica_credentials,
+    require_audit_trail,
+)
 from verifier.server.gate_servicer import GateServicer
 from verifier.server.interceptors import MetricsInterceptor
 from verifier.server.registry_servicer import RegistryServicer
@@ -236,9 +245,21 @@ def start_server(
 
 
 def serve(settings: Settings) -> None:
-    """Run until SIGINT or SIGTERM, then drain in-flight calls."""
+    """Run until SIGINT or SIGTERM, then drain in-flight calls. Before anything
+    is opened: owner-only data (umask 077; looser modes found are tightened) and
+    an audit trail beside any existing store."""
+    os.umask(SERVICE_UMASK)
+    try:
+        tighten(settings)
+    except OSError as error:
+        raise EdgeConfigError(f"cannot make the data folder owner-only: {error}") from error
+    require_audit_trail(settings)
     if settings.server.metrics_port is not None:
-        start_http_server(settings.server.metrics_port, addr=settings.server.host)
+        host = settings.server.metrics_host
+        if not is_loopback(host):
+            log.warning("metrics served on %s:%d: plaintext, unauthenticated HTTP (request counts and latencies by "
+                        "method, watch-list names, replica state)", host, settings.server.metrics_port)
+        start_http_server(settings.server.metrics_port, addr=host)
     running = start_server(settings)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -49,7 +49,9 @@ class Edge:
             self.audit.close()
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback interface only (anyone
+    who reaches it is already on the machine)."""
     if host == "localhost":
         return True
     try:
@@ -65,7 +67,7 @@ def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
         raise EdgeConfigError(str(error)) from error
     if files is None:
         host = settings.server.host
-        if not _is_loopback(host):
+        if not is_loopback(host):
             if not settings.security.allow_insecure:
                 raise EdgeConfigError(
                     f"refusing to serve {host} without TLS: set VERIFIER_SECURITY__TLS_DIR (see `verifier certs "
@@ -100,6 +102,19 @@ def replica_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
         )
     except OSError as error:
         raise EdgeConfigError(f"cannot read the replica's TLS file {error.filename}: {error.strerror}") from error
+
+
+def require_audit_trail(settings: Settings) -> None:
+    """Refuse to serve a store whose audit trail is gone: a server that began a
+    new trail by itself would hide whatever was done while the old one was
+    lost. Restore it from backup, or begin a new one on purpose with
+    `verifier audit begin --reason TEXT`, which records why as its first record."""
+    store, trail = settings.watchlist.store_file(settings.data_dir), settings.audit.file(settings.data_dir)
+    if settings.audit.enabled and store.exists() and not trail.exists():
+        raise EdgeConfigError(
+            f"the watch-list store {store} exists but its audit trail {trail} does not: restore the trail from "
+            "backup, or begin a new one on purpose with `verifier audit begin --reason TEXT` (recorded in it)"
+        )
 
 
 def build_edge(settings: Settings) -> Edge:

@@ -104,19 +104,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _init(args: argparse.Namespace, settings: Settings) -> int:
-    from verifier.watchlist.service import initialise_store
-
-    folder = settings.watchlist.store_file(settings.data_dir).parent
+    store = settings.watchlist.store_file(settings.data_dir)
+    folder = store.parent
     if args.first_run and folder.exists():
         print(f"{folder} exists: not a first run, no store created")
         return EXIT_OK
+    if store.exists():
+        # Before the trail is touched: a refused init must not begin a trail
+        # beside a store whose own trail was lost (README, Security).
+        print(f"error: {store} exists; a store is created once", file=sys.stderr)
+        return EXIT_ERROR
     try:
-        path = initialise_store(settings)
+        path = _created_on_the_trail(settings, store)
     except (StoreError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     print(f"created an empty watch-list store at {path}")
     return EXIT_OK
+
+
+def _created_on_the_trail(settings: Settings, store: Path) -> Path:
+    """Create the store, recorded on the audit trail (begun here on a first run),
+    so that a store never exists without the trail the server requires beside it."""
+    from verifier.security.audit import AuditLog
+    from verifier.watchlist.service import initialise_store
+
+    if not settings.audit.enabled:
+        return initialise_store(settings)
+    audit = AuditLog.for_settings(settings)
+    try:
+        return _audited(audit, "init", "CreateStore", str(store), lambda: initialise_store(settings))
+    finally:
+        audit.close()
 
 
 def _expiry(text: str) -> datetime | None:
