@@ -415,6 +415,15 @@ class WatchlistSettings(BaseModel):
     # a score scale is the model's own, so another pack needs its own value.
     threshold: float = Field(default=0.601, ge=-1.0, le=1.0, allow_inf_nan=False)
     threshold_fpir: float = Field(default=0.01, gt=0.0, le=1.0, allow_inf_nan=False)
+    # Most watch-lists one store may hold: CreateWatchlist beyond it is refused
+    # TOO_MANY_WATCHLISTS. Agencies keep a few dozen; the cap stops a careless or
+    # hostile admin from filling the store (11,000 lists once broke listing).
+    max_watchlists: int = Field(default=1000, ge=1)
+    # ListWatchlists pages: the default and the most one page holds. A list is
+    # at most about 1.2 KiB on the wire (a 128-byte name, a 1 KiB description,
+    # counts), so 500 stay near 0.6 MiB, under gRPC's default 4 MiB client limit.
+    list_page_size: int = Field(default=100, ge=1)
+    max_list_page_size: int = Field(default=500, ge=1, le=2000)
     # While the store is missing or failing, how often to try to reopen it and
     # rebuild the index (the watch-lists stay out of service until it works).
     store_retry_seconds: float = Field(default=5.0, gt=0)

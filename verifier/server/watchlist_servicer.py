@@ -48,7 +48,8 @@ class WatchlistServicer(wl_grpc.WatchlistServicer):
     def ListWatchlists(
         self, request: wl.ListWatchlistsRequest, context: grpc.ServicerContext
     ) -> wl.ListWatchlistsResponse:
-        return wl.ListWatchlistsResponse(watchlists=[watchlist_to_pb(w) for w in self.service.watchlists()])
+        page, next_token = self.service.watchlists_page(request.page_size, request.page_token)
+        return wl.ListWatchlistsResponse(watchlists=[watchlist_to_pb(w) for w in page], next_page_token=next_token)
 
     @mapped
     def EnrollSubject(

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from verifier.v1 import verifier_pb2 as verifier_dot_v1_dot_verifier__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bverifier/v1/watchlist.proto\x12\x0bverifier.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1averifier/v1/verifier.proto\"\x8e\x01\n\rWatchlistInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12+\n\x07\x63reated\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rsubject_count\x18\x04 \x01(\r\x12\x16\n\x0etemplate_count\x18\x05 \x01(\r\"\xf8\x01\n\x07Subject\x12\x11\n\twatchlist\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x1a\n\x12\x65xternal_reference\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x15\n\rsource_agency\x18\x05 \x01(\t\x12+\n\x07\x65xpires\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x63reated\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0etemplate_count\x18\x08 \x01(\r\x12\x11\n\tmodel_ids\x18\t \x03(\t\";\n\x16\x43reateWatchlistRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"H\n\x17\x43reateWatchlistResponse\x12-\n\twatchlist\x18\x01 \x01(\x0b\x32\x1a.verifier.v1.WatchlistInfo\"5\n\x16\x44\x65leteWatchlistRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"H\n\x17\x44\x65leteWatchlistResponse\x12-\n\twatchlist\x18\x01 \x01(\x0b\x32\x1a.verifier.v1.WatchlistInfo\"\x17\n\x15ListWatchlistsRequest\"H\n\x16ListWatchlistsResponse\x12.\n\nwatchlists\x18\x01 \x03(\x0b\x32\x1a.verifier.v1.WatchlistInfo\"~\n\x14\x45nrollSubjectRequest\x12%\n\x07subject\x18\x01 \x01(\x0b\x32\x14.verifier.v1.Subject\x12(\n\x07samples\x18\x02 \x03(\x0b\x32\x17.verifier.v1.FaceSample\x12\x15\n\rallow_partial\x18\x03 \x01(\x08\"`\n\x0cSampleResult\x12\r\n\x05index\x18\x01 \x01(\r\x12\x10\n\x08\x65nrolled\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x1f\n\x04\x66\x61\x63\x65\x18\x04 \x01(\x0b\x32\x11.verifier.v1.Face\"\x95\x01\n\x15\x45nrollSubjectResponse\x12%\n\x07subject\x18\x01 \x01(\x0b\x32\x14.verifier.v1.Subject\x12*\n\x07samples\x18\x02 \x03(\x0b\x32\x19.verifier.v1.SampleResult\x12)\n\x07timings\x18\x03 \x03(\x0b\x32\x18.verifier.v1.StageTiming\"=\n\x14RemoveSubjectRequest\x12\x11\n\twatchlist\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\">\n\x15RemoveSubjectResponse\x12%\n\x07subject\x18\x01 \x01(\x0b\x32\x14.verifier.v1.Subject\":\n\x11GetSubjectRequest\x12\x11\n\twatchlist\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\";\n\x12GetSubjectResponse\x12%\n\x07subject\x18\x01 \x01(\x0b\x32\x14.verifier.v1.Subject\"\\\n\x0fIdentifyRequest\x12&\n\x05probe\x18\x01 \x01(\x0b\x32\x17.verifier.v1.FaceSample\x12\x12\n\nwatchlists\x18\x02 \x03(\t\x12\r\n\x05top_k\x18\x03 \x01(\r\"\xbf\x01\n\tCandidate\x12\x0c\n\x04rank\x18\x01 \x01(\r\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x11\n\twatchlist\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x15\n\rsource_agency\x18\x05 \x01(\t\x12\x1a\n\x12\x65xternal_reference\x18\x06 \x01(\t\x12\r\n\x05score\x18\x07 \x01(\x02\x12+\n\nprovenance\x18\x08 \x01(\x0b\x32\x17.verifier.v1.Provenance\"\xb9\x01\n\nProvenance\x12\x16\n\x0eissuing_agency\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x17\n\x0f\x62undle_sequence\x18\x03 \x01(\x04\x12+\n\x07\x63reated\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x65xpires\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08model_id\x18\x06 \x01(\t\"\xc1\x02\n\x10IdentifyResponse\x12*\n\ncandidates\x18\x01 \x03(\x0b\x32\x16.verifier.v1.Candidate\x12\x11\n\tthreshold\x18\x02 \x01(\x02\x12*\n\"false_positive_identification_rate\x18\x03 \x01(\x01\x12\x18\n\x10threshold_source\x18\x04 \x01(\t\x12%\n\nprobe_face\x18\x05 \x01(\x0b\x32\x11.verifier.v1.Face\x12)\n\x07timings\x18\x06 \x03(\x0b\x32\x18.verifier.v1.StageTiming\x12\x10\n\x08model_id\x18\x07 \x01(\t\x12\x14\n\x0cgallery_size\x18\x08 \x01(\r\x12.\n\ndata_as_of\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xea\x04\n\tWatchlist\x12\\\n\x0f\x43reateWatchlist\x12#.verifier.v1.CreateWatchlistRequest\x1a$.verifier.v1.CreateWatchlistResponse\x12Y\n\x0eListWatchlists\x12\".verifier.v1.ListWatchlistsRequest\x1a#.verifier.v1.ListWatchlistsResponse\x12\\\n\x0f\x44\x65leteWatchlist\x12#.verifier.v1.DeleteWatchlistRequest\x1a$.verifier.v1.DeleteWatchlistResponse\x12V\n\rEnrollSubject\x12!.verifier.v1.EnrollSubjectRequest\x1a\".verifier.v1.EnrollSubjectResponse\x12V\n\rRemoveSubject\x12!.verifier.v1.RemoveSubjectRequest\x1a\".verifier.v1.RemoveSubjectResponse\x12M\n\nGetSubject\x12\x1e.verifier.v1.GetSubjectRequest\x1a\x1f.verifier.v1.GetSubjectResponse\x12G\n\x08Identify\x12\x1c.verifier.v1.IdentifyRequest\x1a\x1d.verifier.v1.IdentifyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bverifier/v1/watchlist.proto\x12\x0bverifier.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1averifier/v1/verifier.proto\"\x8e\x01\n\rWatchlistInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12+\n\x07\x63reated\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rsubject_count\x18\x04 \x01(\r\x12\x16\n\x0etemplate_count\x18\x05 \x01(\r\"\xf8\x01\n\x07Subject\x12\x11\n\twatchlist\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x1a\n\x12\x65xternal_reference\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x15\n\rsource_agency\x18\x05 \x01(\t\x12+\n\x07\x65xpires\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x63reated\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0etemplate_count\x18\x08 \x01(\r\x12\x11\n\tmodel_ids\x18\t \x03(\t\";\n\x16\x43reateWatchlistRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"H\n\x17\x43reateWatchlistResponse\x12-\n\twatchlist\x18\x01 \x01(\x0b\x32\x1a.verifier.v1.WatchlistInfo\"5\n\x16\x44\x65leteWatchlistRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"H\n\x17\x44\x65leteWatchlistResponse\x12-\n\twatchlist\x18\x01 \x01(\x0b\x32\x1a.verifier.v1.WatchlistInfo\">\n\x15ListWatchlistsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"a\n\x16ListWatchlistsResponse\x12.\n\nwatchlists\x18\x01 \x03(\x0b\x32\x1a.verifier.v1.WatchlistInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"~\n\x14\x45nrollSubjectRequest\x12%\n\x07subject\x18\x01 \x01(\x0b\x32\x14.verifier.v1.Subject\x12(\n\x07samples\x18\x02 \x03(\x0b\x32\x17.verifier.v1.FaceSample\x12\x15\n\rallow_partial\x18\x03 \x01(\x08\"`\n\x0cSampleResult\x12\r\n\x05index\x18\x01 \x01(\r\x12\x10\n\x08\x65nrolled\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x1f\n\x04\x66\x61\x63\x65\x18\x04 \x01(\x0b\x32\x11.verifier.v1.Face\"\x95\x01\n\x15\x45nrollSubjectResponse\x12%\n\x07subject\x18\x01 \x01(\x0b\x32\x14.verifier.v1.Subject\x12*\n\x07samples\x18\x02 \x03(\x0b\x32\x19.verifier.v1.SampleResult\x12)\n\x07timings\x18\x03 \x03(\x0b\x32\x18.verifier.v1.StageTiming\"=\n\x14RemoveSubjectRequest\x12\x11\n\twatchlist\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\">\n\x15RemoveSubjectResponse\x12%\n\x07subject\x18\x01 \x01(\x0b\x32\x14.verifier.v1.Subject\":\n\x11GetSubjectRequest\x12\x11\n\twatchlist\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\";\n\x12GetSubjectResponse\x12%\n\x07subject\x18\x01 \x01(\x0b\x32\x14.verifier.v1.Subject\"\\\n\x0fIdentifyRequest\x12&\n\x05probe\x18\x01 \x01(\x0b\x32\x17.verifier.v1.FaceSample\x12\x12\n\nwatchlists\x18\x02 \x03(\t\x12\r\n\x05top_k\x18\x03 \x01(\r\"\xbf\x01\n\tCandidate\x12\x0c\n\x04rank\x18\x01 \x01(\r\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x11\n\twatchlist\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x15\n\rsource_agency\x18\x05 \x01(\t\x12\x1a\n\x12\x65xternal_reference\x18\x06 \x01(\t\x12\r\n\x05score\x18\x07 \x01(\x02\x12+\n\nprovenance\x18\x08 \x01(\x0b\x32\x17.verifier.v1.Provenance\"\xb9\x01\n\nProvenance\x12\x16\n\x0eissuing_agency\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x17\n\x0f\x62undle_sequence\x18\x03 \x01(\x04\x12+\n\x07\x63reated\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x65xpires\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08model_id\x18\x06 \x01(\t\"\xc1\x02\n\x10IdentifyResponse\x12*\n\ncandidates\x18\x01 \x03(\x0b\x32\x16.verifier.v1.Candidate\x12\x11\n\tthreshold\x18\x02 \x01(\x02\x12*\n\"false_positive_identification_rate\x18\x03 \x01(\x01\x12\x18\n\x10threshold_source\x18\x04 \x01(\t\x12%\n\nprobe_face\x18\x05 \x01(\x0b\x32\x11.verifier.v1.Face\x12)\n\x07timings\x18\x06 \x03(\x0b\x32\x18.verifier.v1.StageTiming\x12\x10\n\x08model_id\x18\x07 \x01(\t\x12\x14\n\x0cgallery_size\x18\x08 \x01(\r\x12.\n\ndata_as_of\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xea\x04\n\tWatchlist\x12\\\n\x0f\x43reateWatchlist\x12#.verifier.v1.CreateWatchlistRequest\x1a$.verifier.v1.CreateWatchlistResponse\x12Y\n\x0eListWatchlists\x12\".verifier.v1.ListWatchlistsRequest\x1a#.verifier.v1.ListWatchlistsResponse\x12\\\n\x0f\x44\x65leteWatchlist\x12#.verifier.v1.DeleteWatchlistRequest\x1a$.verifier.v1.DeleteWatchlistResponse\x12V\n\rEnrollSubject\x12!.verifier.v1.EnrollSubjectRequest\x1a\".verifier.v1.EnrollSubjectResponse\x12V\n\rRemoveSubject\x12!.verifier.v1.RemoveSubjectRequest\x1a\".verifier.v1.RemoveSubjectResponse\x12M\n\nGetSubject\x12\x1e.verifier.v1.GetSubjectRequest\x1a\x1f.verifier.v1.GetSubjectResponse\x12G\n\x08Identify\x12\x1c.verifier.v1.IdentifyRequest\x1a\x1d.verifier.v1.IdentifyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,31 +46,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEWATCHLISTRESPONSE']._serialized_start=691
   _globals['_DELETEWATCHLISTRESPONSE']._serialized_end=763
   _globals['_LISTWATCHLISTSREQUEST']._serialized_start=765
-  _globals['_LISTWATCHLISTSREQUEST']._serialized_end=788
-  _globals['_LISTWATCHLISTSRESPONSE']._serialized_start=790
-  _globals['_LISTWATCHLISTSRESPONSE']._serialized_end=862
-  _globals['_ENROLLSUBJECTREQUEST']._serialized_start=864
-  _globals['_ENROLLSUBJECTREQUEST']._serialized_end=990
-  _globals['_SAMPLERESULT']._serialized_start=992
-  _globals['_SAMPLERESULT']._serialized_end=1088
-  _globals['_ENROLLSUBJECTRESPONSE']._serialized_start=1091
-  _globals['_ENROLLSUBJECTRESPONSE']._serialized_end=1240
-  _globals['_REMOVESUBJECTREQUEST']._serialized_start=1242
-  _globals['_REMOVESUBJECTREQUEST']._serialized_end=1303
-  _globals['_REMOVESUBJECTRESPONSE']._serialized_start=1305
-  _globals['_REMOVESUBJECTRESPONSE']._serialized_end=1367
-  _globals['_GETSUBJECTREQUEST']._serialized_start=1369
-  _globals['_GETSUBJECTREQUEST']._serialized_end=1427
-  _globals['_GETSUBJECTRESPONSE']._serialized_start=1429
-  _globals['_GETSUBJECTRESPONSE']._serialized_end=1488
-  _globals['_IDENTIFYREQUEST']._serialized_start=1490
-  _globals['_IDENTIFYREQUEST']._serialized_end=1582
-  _globals['_CANDIDATE']._serialized_start=1585
-  _globals['_CANDIDATE']._serialized_end=1776
-  _globals['_PROVENANCE']._serialized_start=1779
-  _globals['_PROVENANCE']._serialized_end=1964
-  _globals['_IDENTIFYRESPONSE']._serialized_start=1967
-  _globals['_IDENTIFYRESPONSE']._serialized_end=2288
-  _globals['_WATCHLIST']._serialized_start=2291
-  _globals['_WATCHLIST']._serialized_end=2909
+  _globals['_LISTWATCHLISTSREQUEST']._serialized_end=827
+  _globals['_LISTWATCHLISTSRESPONSE']._serialized_start=829
+  _globals['_LISTWATCHLISTSRESPONSE']._serialized_end=926
+  _globals['_ENROLLSUBJECTREQUEST']._serialized_start=928
+  _globals['_ENROLLSUBJECTREQUEST']._serialized_end=1054
+  _globals['_SAMPLERESULT']._serialized_start=1056
+  _globals['_SAMPLERESULT']._serialized_end=1152
+  _globals['_ENROLLSUBJECTRESPONSE']._serialized_start=1155
+  _globals['_ENROLLSUBJECTRESPONSE']._serialized_end=1304
+  _globals['_REMOVESUBJECTREQUEST']._serialized_start=1306
+  _globals['_REMOVESUBJECTREQUEST']._serialized_end=1367
+  _globals['_REMOVESUBJECTRESPONSE']._serialized_start=1369
+  _globals['_REMOVESUBJECTRESPONSE']._serialized_end=1431
+  _globals['_GETSUBJECTREQUEST']._serialized_start=1433
+  _globals['_GETSUBJECTREQUEST']._serialized_end=1491
+  _globals['_GETSUBJECTRESPONSE']._serialized_start=1493
+  _globals['_GETSUBJECTRESPONSE']._serialized_end=1552
+  _globals['_IDENTIFYREQUEST']._serialized_start=1554
+  _globals['_IDENTIFYREQUEST']._serialized_end=1646
+  _globals['_CANDIDATE']._serialized_start=1649
+  _globals['_CANDIDATE']._serialized_end=1840
+  _globals['_PROVENANCE']._serialized_start=1843
+  _globals['_PROVENANCE']._serialized_end=2028
+  _globals['_IDENTIFYRESPONSE']._serialized_start=2031
+  _globals['_IDENTIFYRESPONSE']._serialized_end=2352
+  _globals['_WATCHLIST']._serialized_start=2355
+  _globals['_WATCHLIST']._serialized_end=2973
 # @@protoc_insertion_point(module_scope)

@@ -75,14 +75,20 @@ class DeleteWatchlistResponse(_message.Message):
     def __init__(self, watchlist: _Optional[_Union[WatchlistInfo, _Mapping]] = ...) -> None: ...
 
 class ListWatchlistsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListWatchlistsResponse(_message.Message):
-    __slots__ = ("watchlists",)
+    __slots__ = ("watchlists", "next_page_token")
     WATCHLISTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     watchlists: _containers.RepeatedCompositeFieldContainer[WatchlistInfo]
-    def __init__(self, watchlists: _Optional[_Iterable[_Union[WatchlistInfo, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, watchlists: _Optional[_Iterable[_Union[WatchlistInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class EnrollSubjectRequest(_message.Message):
     __slots__ = ("subject", "samples", "allow_partial")

@@ -42,6 +42,7 @@ then waits for a replica's acknowledgement before it is answered).
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import threading
@@ -488,6 +489,11 @@ class WatchlistService:
         self.require_writable()
         with self._writes, self._store_faults():
             index = self._ready_index()
+            limit = self.settings.max_watchlists
+            if self.store.watchlist_count() >= limit:
+                raise VerifierError(Reason.TOO_MANY_WATCHLISTS,
+                                    f"the store holds {limit} watch-lists, the most allowed (watchlist.max_watchlists)",
+                                    watchlist=name, limit=limit)
             created = self.store.create_watchlist(name, description)
             index.add_watchlist(name)
             seq = self.store.last_seq
@@ -512,6 +518,26 @@ class WatchlistService:
     def watchlists(self) -> list[Watchlist]:
         with self._store_faults():
             return self._open_store().watchlists()
+
+    def watchlists_page(self, page_size: int, page_token: str) -> tuple[list[Watchlist], str]:
+        """One page of the watch-lists by name, and the token of the next ('' on
+        the last): ``page_size`` 0 is the configured default, and no page is larger
+        than ``watchlist.max_list_page_size``. The token is the last name listed,
+        base64url-encoded; one this service could not have returned is FIELD_INVALID."""
+        size = min(page_size or self.settings.list_page_size, self.settings.max_list_page_size)
+        after = ""
+        if page_token:
+            try:
+                after = base64.urlsafe_b64decode(page_token.encode("ascii")).decode("utf-8")
+                identifier(after, "page_token")
+            except (ValueError, VerifierError) as exc:
+                raise VerifierError(Reason.FIELD_INVALID, "page_token is not one this service returned",
+                                    field="page_token") from exc
+        with self._store_faults():
+            page = self._open_store().watchlists_after(after, size + 1)
+        more = len(page) > size
+        page = page[:size]
+        return page, base64.urlsafe_b64encode(page[-1].name.encode()).decode("ascii") if more else ""
 
     def subject(self, watchlist: str, subject_id: str) -> Subject:
         identifier(watchlist, "watchlist")

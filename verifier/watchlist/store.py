@@ -1113,6 +1113,18 @@ class WatchlistStore:
             rows = conn.execute(_WATCHLIST_QUERY + " ORDER BY w.name").fetchall()
         return [_watchlist(row) for row in rows]
 
+    def watchlists_after(self, after: str, limit: int) -> list[Watchlist]:
+        """At most ``limit`` watch-lists whose names sort after ``after``, by name:
+        one page of a listing that no number of lists can make too large."""
+        with self._reading() as conn:
+            rows = conn.execute(_WATCHLIST_QUERY + " WHERE w.name > ? ORDER BY w.name LIMIT ?",
+                                (after, limit)).fetchall()
+        return [_watchlist(row) for row in rows]
+
+    def watchlist_count(self) -> int:
+        with self._reading() as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM watchlists").fetchone()[0])
+
     def watchlist(self, name: str) -> Watchlist:
         with self._reading() as conn:
             return self._watchlist_in(conn, name)
