@@ -39,10 +39,15 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from verifier.config import Settings, WatchlistSettings
 from verifier.errors import ModelPackError
 from verifier.matching import Threshold, default_threshold
 from verifier.modelzoo.manifest import load_manifest
+
+if TYPE_CHECKING:
+    from verifier.face.quality import UtilityCalibration
 
 log = logging.getLogger(__name__)
 
@@ -377,3 +382,25 @@ def identification_thresholds(settings: Settings, model_id: str) -> Identificati
     if not table.identification:
         _require_floor("watchlist.threshold", fallback.value, path)
     return IdentificationThresholds.from_table(table, path, settings.watchlist.target_fpir, fallback)
+
+
+def check_utility_calibration(calibration: "UtilityCalibration | None", path: Path, points: int) -> None:
+    """Refuse a utility table (``<pack>-quality.json``) whose norm quantiles are
+    not ``points`` finite, positive, non-decreasing numbers per model: the
+    quality policy's LOW_UTILITY decides by them, and a NaN quantile makes every
+    percentile NaN, which no bound refuses. Logs the table's sha256."""
+    if calibration is None:
+        return
+    if isinstance(calibration.images, bool) or not isinstance(calibration.images, int) or calibration.images < 1:
+        raise ModelPackError(f"utility table {path}: key images = {calibration.images!r} is not a positive number")
+    for model_id, quantiles in calibration.members.items():
+        key = f"members.{model_id}"
+        if not isinstance(quantiles, list) or len(quantiles) != points:
+            raise ModelPackError(f"utility table {path}: key {key} is not a list of {points} quantiles")
+        for i, value in enumerate(quantiles):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value <= 0 or (i and value < quantiles[i - 1]):
+                raise ModelPackError(f"utility table {path}: key {key}[{i}] = {value!r} is not a finite positive "
+                                     "norm at or above the quantile before it")
+    log.info("utility table %s sha256 %s (measured %s on %s)", path, hashlib.sha256(path.read_bytes()).hexdigest(),
+             calibration.created, calibration.dataset)

@@ -101,3 +101,22 @@ def test_the_served_tables_own_sha256_is_logged(tmp_path: Path, settings: Settin
     path = calibration_path(settings)
     with serving(tmp_path) as server:
         assert f"calibration table {path} sha256 {hashlib.sha256(path.read_bytes()).hexdigest()}" in server.log
+        utility = settings.matching.calibration_dir / f"{settings.models.pack}-quality.json"
+        assert f"utility table {utility} sha256 {hashlib.sha256(utility.read_bytes()).hexdigest()}" in server.log
+
+
+@pytest.mark.parametrize(("value", "at"), [(math.nan, 50), (-1.0, 0), (1e9, 3)])
+def test_a_utility_table_with_a_quantile_that_must_not_serve_stops_the_start(
+    tmp_path: Path, settings: Settings, value: float, at: int
+) -> None:
+    shipped = settings.matching.calibration_dir / f"{settings.models.pack}-quality.json"
+    raw = json.loads(shipped.read_text())
+    (model_id,) = raw["members"]
+    raw["members"][model_id][at] = value  # 1e9 early: the quantiles after it fall
+    table = tmp_path / "quality.json"
+    table.write_text(json.dumps(raw))
+    result = cli(tmp_path, "serve", env={"VERIFIER_QUALITY__CALIBRATION_FILE": str(table)})
+    assert result.returncode == 2, result.stderr
+    key = f"members.{model_id}[{at + 1 if value == 1e9 else at}]"
+    assert str(table) in result.stderr and key in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and SERVED not in result.stderr

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from verifier import deadlines
+from verifier.calibration import check_utility_calibration
 from verifier.config import Settings
 from verifier.errors import ACQUISITION_FAILURES, Kind, ModelPackError, Reason, VerifierError
-from verifier.face.quality import QualityAssessor, QualityReport
+from verifier.face.quality import PERCENTILES, QualityAssessor, QualityReport, quality_path
 from verifier.gate.motion import static_picture
 from verifier.gate.policy import MOVE_CLOSER, NO_FACE, Findings, GateDecision, GatePolicy, Verdict
 from verifier.gate.replay import ReplayDetector
@@ -105,6 +106,7 @@ class GateService:
         self.policy = GatePolicy(settings.gate)
         self.replay = ReplayDetector(self.gate.replay_threshold, self.gate.replay_iterations, self.gate.replay_epsilon)
         self.quality = QualityAssessor.from_settings(settings, self.engine.embedder.utility_members)
+        check_utility_calibration(self.quality.calibration, quality_path(settings), len(PERCENTILES))
         # Passive PAD runs only where it decides: a score nobody acts on is not worth its cost per traveller.
         self.pad = self.gate.pad_threshold is not None
         if self.pad and self.engine.liveness is None:
