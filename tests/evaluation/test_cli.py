@@ -116,8 +116,9 @@ def test_a_set_where_every_image_fails_reports_full_failure_to_acquire(
 
 
 def test_a_condition_reports_the_served_threshold_on_it(
-    local: Settings, mini_lfw: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    local: Settings, settings: Settings, mini_lfw: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    local.matching.calibration_dir = settings.matching.calibration_dir  # the shipped table: the one served
     assert _run(["eval", str(mini_lfw), "--condition", "downscale-24px", "--output", str(tmp_path)], local) == 0
     printed = capsys.readouterr().out
     assert "downscale-24px" in printed and "served threshold" in printed and "x the target" in printed
