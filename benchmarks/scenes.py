@@ -239,9 +239,9 @@ def _template(engine: FaceEngine, photo: Photo) -> Template:
     return _TEMPLATES[photo.key]
 
 
-def _tight(frame: np.ndarray, truth: Placed) -> bytes:
+def _tight(frame: np.ndarray, truth: Placed, span: float) -> bytes:
     centre = truth.points.mean(axis=0)
-    half = TIGHT_SPAN * truth.eyes / 2
+    half = span * truth.eyes / 2
     h, w = frame.shape[:2]
     x0, y0 = int(max(0, centre[0] - half)), int(max(0, centre[1] - half))
     x1, y1 = int(min(w, centre[0] + half)), int(min(h, centre[1] + half))
@@ -272,7 +272,7 @@ def cases(photos: dict[str, list[Photo]], per_size: int, seed: int = SEED) -> li
     return generated
 
 
-def _detection(engine: FaceEngine, generated: list[SceneCase], floor: float) -> dict[str, object]:
+def _detection(engine: FaceEngine, generated: list[SceneCase], floor: float, span: float) -> dict[str, object]:
     """Recall and score deltas per frame size, through the engine (no transport)."""
     rows: dict[str, dict[str, object]] = {}
     for size in FRAME_SIZES:
@@ -303,7 +303,7 @@ def _detection(engine: FaceEngine, generated: list[SceneCase], floor: float) -> 
                     continue
                 chip = _template(engine, person[1]).vector
                 try:
-                    tight = engine.analyse(_tight(frame, truth), Selection.CENTRE).template.vector
+                    tight = engine.analyse(_tight(frame, truth, span), Selection.CENTRE).template.vector
                 except VerifierError:
                     continue
                 deltas.append(float(face.template.vector @ chip) - float(tight @ chip))
@@ -492,6 +492,8 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=200, help="scenes per frame size")
     parser.add_argument("--streams", type=int, default=20, help="walk-through sequences")
     parser.add_argument("--requests", type=int, default=60, help="Screen calls per frame size for the timings")
+    parser.add_argument("--tight-span", type=float, default=TIGHT_SPAN,
+                        help="side of the tight crop the frame's score is compared with, in eye distances")
     parser.add_argument("--skip", nargs="*", default=[], choices=["detection", "hits", "streams", "timings"])
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -503,9 +505,9 @@ def main() -> None:
     photos = load_photos(args.dataset)
     generated = cases(photos, args.scenes)
     report: dict[str, object] = {"provenance": provenance(), "dataset": str(args.dataset), "scenes_per_size": args.scenes,
-                                 "floor_eye_px": floor}
+                                 "floor_eye_px": floor, "tight_span_eyes": args.tight_span}
     if "detection" not in args.skip:
-        report["detection"] = _detection(engine, generated, floor)
+        report["detection"] = _detection(engine, generated, floor, args.tight_span)
     companions = {p.photo.person: photos[p.photo.person] for c in generated for p in c.placed[1:]}
     enrolled = {"same": [(person, _template(engine, shots[0])) for person, shots in companions.items()],
                 "other": [(person, _template(engine, shots[1])) for person, shots in companions.items()]}
