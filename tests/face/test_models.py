@@ -136,3 +136,21 @@ def test_embedder_batches_and_mirrors(engine: FaceEngine, obama: np.ndarray) -> 
     assert np.allclose(double[0], single[0], atol=1e-5)
     assert 0.7 < float(double[0] @ double[1]) < 0.9999
     assert engine.embedder.embed([]).shape == (0, dimension)
+
+
+def test_the_fine_pass_is_bounded_and_says_where_its_floor_rises(
+    engine: FaceEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 640x480 frame is looked at where eyes 16 px apart span 12 input px; a
+    portrait the coarse pass already sees large enough gets no fine pass; a
+    4096x3072 frame would need more than ``max_input_pixels`` and is looked at
+    more coarsely, once logged with the eye distance still promised."""
+    detector = engine.detector
+    assert detector.fine_scale((480, 640)) == pytest.approx(0.75)
+    assert detector.fine_scale((250, 250)) is None
+    with caplog.at_level("WARNING"):
+        scale = detector.fine_scale((3072, 4096))
+        detector.fine_scale((3072, 4096))
+    assert scale == pytest.approx(np.sqrt(detector.settings.max_input_pixels / (4096 * 3072)))
+    warned = [r.getMessage() for r in caplog.records if "max_input_pixels" in r.getMessage()]
+    assert len(warned) == 1 and "19 px" in warned[0], warned

@@ -86,6 +86,8 @@ class FaceDetector:
         # Candidates are decoded down to the fine pass's threshold.
         self.lowest_score = min(settings.min_score, settings.candidate_min_score)
         self._grids: dict[tuple[int, int], Any] = {}
+        # Image sizes already reported as looked at below the floor (once each).
+        self._warned: set[tuple[int, int]] = set()
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -127,7 +129,8 @@ class FaceDetector:
         floor = self.settings.min_eye_distance_px * image_scale
         wanted = 1.0 if floor <= 0 else min(1.0, self.settings.floor_input_eye_px / floor)
         budget = float(np.sqrt(self.settings.max_input_pixels / (w * h)))
-        if budget < wanted:
+        if budget < wanted and (w, h) not in self._warned:
+            self._warned.add((w, h))
             log.warning("a %dx%d image is looked at %.2f times scaled, not %.2f (detector.max_input_pixels): "
                         "faces with eyes under %.0f px apart may be missed", w, h, budget, wanted,
                         self.settings.floor_input_eye_px / budget / image_scale)
