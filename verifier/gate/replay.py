@@ -17,7 +17,11 @@ a screen or a printer does to a photo:
 - **Turning, cropping, rescaling** are undone by alignment itself; what is
   left, and a print or screen tilted away from the camera (a keystone no
   affine warp undoes), by a homography found by enhanced correlation
-  coefficient maximisation (OpenCV's ``findTransformECC``, MOTION_HOMOGRAPHY).
+  coefficient maximisation (OpenCV's ``findTransformECC``, MOTION_HOMOGRAPHY),
+  coarse to fine: first at half the compared size, where a strong keystone
+  (a print tilted 25-40 degrees) is within ECC's reach from the identity,
+  then refined at the compared size from there (from the identity alone it
+  stalls short of such a tilt).
 - **Re-lighting** (gamma, gain, offset, a lamp's fall-off): each crop's
   histogram is equalised (a rank transform, blind to any monotone change of
   intensity such as gamma, which normalised correlation alone is not) and
@@ -54,6 +58,8 @@ _LOCAL_SIGMA = 4.0
 _VARIANCE_FLOOR = 25.0
 # ECC's Gaussian pre-filter size for its gradients.
 _ECC_GAUSS = 5
+# The coarse level of the homography search, relative to the compared size.
+_COARSE = 0.5
 
 
 def _prepare(crop: np.ndarray) -> np.ndarray:
@@ -65,6 +71,11 @@ def _prepare(crop: np.ndarray) -> np.ndarray:
     detail = smooth - cv2.GaussianBlur(smooth, (0, 0), _LOCAL_SIGMA)
     variance = cv2.GaussianBlur(detail * detail, (0, 0), _LOCAL_SIGMA)
     return detail / np.sqrt(variance + _VARIANCE_FLOOR)
+
+
+def _halved(prepared: np.ndarray) -> np.ndarray:
+    """The coarse level of the homography search (56 -> 28 px)."""
+    return cv2.resize(prepared, None, fx=_COARSE, fy=_COARSE, interpolation=cv2.INTER_AREA)
 
 
 def _ncc(a: np.ndarray, b: np.ndarray) -> float:
@@ -93,20 +104,27 @@ class ReplayDetector:
         return self._refined(_prepare(reference), _prepare(live))
 
     def _refined(self, target: np.ndarray, moving: np.ndarray) -> float:
-        """Correlation of the central regions after the homography refinement;
-        without it when ECC does not converge (the crops are then too unlike
-        for a copy, and the plain correlation says so)."""
-        warp = np.eye(3, dtype=np.float32)
-        try:
-            cv2.findTransformECC(target, moving, warp, cv2.MOTION_HOMOGRAPHY, self.criteria, None, _ECC_GAUSS)
-            moving = cv2.warpPerspective(moving, warp, target.shape[::-1],
-                                         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                         borderMode=cv2.BORDER_REPLICATE)
-        except cv2.error:
-            pass
+        """Correlation of the central regions after the coarse-to-fine
+        homography refinement. A level where ECC does not converge keeps the
+        warp it started from (the crops are then too unlike for a copy, and
+        the plain correlation says so)."""
+        half = np.diag([_COARSE, _COARSE, 1.0]).astype(np.float32)
+        coarse = self._ecc(_halved(target), _halved(moving), np.eye(3, dtype=np.float32))
+        warp = self._ecc(target, moving, np.linalg.inv(half) @ coarse @ half)
+        moving = cv2.warpPerspective(moving, warp, target.shape[::-1], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                     borderMode=cv2.BORDER_REPLICATE)
         h, w = target.shape
         dy, dx = int(h * _BORDER), int(w * _BORDER)
         return _ncc(target[dy:h - dy, dx:w - dx], moving[dy:h - dy, dx:w - dx])
+
+    def _ecc(self, target: np.ndarray, moving: np.ndarray, start: np.ndarray) -> np.ndarray:
+        """The homography ECC reaches from ``start``; ``start`` where it does not converge."""
+        warp = np.ascontiguousarray(start, dtype=np.float32)
+        try:
+            return cv2.findTransformECC(target, moving, warp.copy(), cv2.MOTION_HOMOGRAPHY, self.criteria, None,
+                                        _ECC_GAUSS)[1]
+        except cv2.error:
+            return warp
 
     def is_replay(self, score: float) -> bool:
         return score >= self.threshold
