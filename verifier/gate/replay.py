@@ -31,7 +31,7 @@ a screen or a printer does to a photo:
   detail: the crops are compared at half the aligned resolution after a
   Gaussian blur, where that detail has been averaged away but eyes, mouth and
   hair strands that tell two photographs apart remain. Half resolution also
-  makes the homography search cheap (both orientations ~6 ms on 2 cores).
+  makes the homography search cheap (both orientations, both levels ~8 ms on 2 cores).
 
 The score is the normalised cross-correlation of the central regions of the
 prepared crops after the warp; at or above the threshold measured on genuine
