@@ -24,6 +24,9 @@ from verifier.modelzoo.session import Runnable
 
 log = logging.getLogger(__name__)
 
+# The smallest scale the fine pass reaches by bilinear resizing.
+_LINEAR_DOWN_TO = 0.5
+
 
 @dataclass(frozen=True)
 class Detection:
@@ -174,7 +177,7 @@ class FaceDetector:
             padded = tuple(-(-side // self.SIZE_MULTIPLE) * self.SIZE_MULTIPLE for side in size)
             canvas = np.empty((padded[1], padded[0], 3), dtype=np.uint8)
             canvas[:] = self.fill
-            canvas[:size[1], :size[0]] = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
+            canvas[:size[1], :size[0]] = cv2.resize(bgr, size, interpolation=_shrinking(scale))
             outputs = self._run([canvas], padded)
             candidates = self._kept(outputs, 0, padded, self.settings.candidate_min_score)
             return [_scaled(candidates, w / size[0], h / size[1], 0.0, 0.0)]
@@ -182,7 +185,7 @@ class FaceDetector:
         coarse = min(self.contract.width / w, self.contract.height / h)
         while scale > coarse:
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            scaled = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
+            scaled = cv2.resize(bgr, size, interpolation=_shrinking(scale))
             tiles = _tiles(size, self.input_size)
             canvases = []
             for x, y in tiles:
@@ -245,6 +248,13 @@ class FaceDetector:
         xywh = np.column_stack([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]])
         chosen = cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), self.lowest_score, self.settings.nms_iou)
         return [Detection(boxes[j], float(scores[j]), None if marks is None else marks[j]) for j in np.ravel(chosen)]
+
+
+def _shrinking(scale: float) -> int:
+    """Interpolation for the fine pass's resize: bilinear down to half size (an
+    area average at a non-integer ratio cost 7.8 ms against 1.5 ms for a
+    1080p frame to 0.75, and the detector does not need it), area below."""
+    return cv2.INTER_LINEAR if scale >= _LINEAR_DOWN_TO else cv2.INTER_AREA
 
 
 def _scaled(candidates: tuple[np.ndarray, np.ndarray, np.ndarray | None], fx: float, fy: float, x: float,
