@@ -13,6 +13,7 @@ import numpy as np
 
 from verifier.config import Settings
 from verifier.pipeline import FaceEngine
+from verifier.security.audit import AuditLog
 from verifier.templates import Template
 from verifier.watchlist.service import initialise_store
 
@@ -28,9 +29,12 @@ def templates_of(engine: FaceEngine, count: int, seed: int) -> list[Template]:
 
 def local_settings(settings: Settings, data_dir: Path) -> Settings:
     """The settings with their data in ``data_dir``, where a watch-list store is
-    created (the explicit `verifier watchlist init` step) unless one is there."""
+    created with its audit trail beside it (what `verifier watchlist init`
+    leaves: a server refuses a store without its trail) unless one is there."""
     local = settings.model_copy(deep=True)
     local.data_dir = data_dir
     if not local.watchlist.store_file(data_dir).exists():
         initialise_store(local)
+        if local.audit.enabled:
+            AuditLog.for_settings(local).close()
     return local
