@@ -217,8 +217,9 @@ class FaceEngine:
         depends on the frame (which pass found it, at what scale), and the
         repetition brings a face to the same region whatever frame it came in.
         Where a look finds no face overlapping the last (rare: a face at the
-        detection threshold), the last box and points stand, so no face found
-        is ever dropped here."""
+        detection threshold), the last box and points stand and ``confirmed``
+        stays False: the caller drops such a face only where the detector
+        itself scored it under ``min_score`` (a fine-pass candidate)."""
         looks: list[Look] = []
         for _ in range(self.settings.detector.region_looks):
             if looks:
