@@ -27,6 +27,13 @@ table for other models stops the start: a re-prepared model has scores on
 another scale. A pack without a table serves only where
 ``matching.allow_uncalibrated`` says so, and then never below
 :data:`UNCALIBRATED_FLOOR`.
+
+Tables are per operating point (verifier.modelzoo.runtime): the runtime and
+precision the scores were measured at, since bf16 moves scores enough to move a
+threshold. ``<pack>.json`` is ONNX Runtime f32 (the tables made before there was
+a choice), ``<pack>.<runtime>-<precision>.json`` any other point, and a table
+records its own point. ``models.precision = "auto"`` takes bf16 only where the
+pack has a bf16 table; an explicit point without a table is refused.
 """
 
 from __future__ import annotations
@@ -45,6 +52,10 @@ from verifier.config import Settings, WatchlistSettings
 from verifier.errors import ModelPackError
 from verifier.matching import Threshold, default_threshold
 from verifier.modelzoo.manifest import load_manifest
+from verifier.modelzoo.runtime import (
+    BF16, DEFAULT_POINT, F32, ONNXRUNTIME, OPENVINO, OperatingPoint, candidate_points,
+)
+from verifier.modelzoo.session import CUDA, providers_for
 
 if TYPE_CHECKING:
     from verifier.face.quality import UtilityCalibration
@@ -113,6 +124,13 @@ class CalibrationTable:
     models: dict[str, str]
     schema: int = CALIBRATION_SCHEMA
     identification: tuple[IdentificationRow, ...] = ()
+    # The operating point the scores were measured at.
+    runtime: str = ONNXRUNTIME
+    precision: str = F32
+
+    @property
+    def point(self) -> OperatingPoint:
+        return OperatingPoint(self.runtime, self.precision)
 
     def row_for(self, target_fmr: float) -> CalibrationRow:
         """The row with the largest FMR at or below ``target_fmr``."""
@@ -177,6 +195,9 @@ def _check_values(table: CalibrationTable, path: Path) -> None:
     """Every number of the table in its range. A threshold must be above 0: for
     unrelated faces cosine scores centre near 0, so a threshold at or below it
     accepts about half of all impostors whatever FMR the row claims."""
+    if table.runtime not in (ONNXRUNTIME, OPENVINO) or table.precision not in (F32, BF16):
+        raise ModelPackError(f"calibration table {path}: runtime {table.runtime!r} and precision "
+                             f"{table.precision!r} are not an operating point this service runs")
     _check_number(path, "failure_to_acquire", table.failure_to_acquire, 0.0, 1.0)
     for i, row in enumerate(table.rows):
         key = f"rows[{i}]"
@@ -235,13 +256,45 @@ def _served_table(settings: Settings, model_id: str, path: Path) -> CalibrationT
     table = load_table(path)
     table.require_model(model_id, path)
     table.require_models(scored_models(settings), path)
+    point = operating_point(settings)
+    if table.point != point:
+        raise ModelPackError(f"calibration table {path} was measured at {table.point}, the models run at {point}: "
+                             f"{calibrate_command(point)} makes a table for {point}")
     log.info("calibration table %s sha256 %s (measured %s on %s)", path,
              hashlib.sha256(path.read_bytes()).hexdigest(), table.created, table.dataset)
     return table
 
 
+def _table_path(settings: Settings, point: OperatingPoint) -> Path:
+    name = settings.models.pack if point == DEFAULT_POINT else f"{settings.models.pack}.{point.key}"
+    return settings.matching.calibration_dir / f"{name}.json"
+
+
+def calibrate_command(point: OperatingPoint) -> str:
+    """The command that measures a table for ``point`` on the development set."""
+    return (f"VERIFIER_MODELS__RUNTIME={point.runtime} VERIFIER_MODELS__PRECISION={point.precision} "
+            "verifier eval ../shared/data/lfw-dev --calibrate")
+
+
+def operating_point(settings: Settings) -> OperatingPoint:
+    """The runtime and precision the pack's models run at: the fastest the
+    settings allow that has a calibration table (the named table's own point
+    where ``matching.calibration_file`` is set), else the last allowed, whose
+    missing table then stops the start (unless serving uncalibrated on purpose)."""
+    cuda = providers_for(settings.models.execution_provider)[0] == CUDA
+    candidates = candidate_points(settings.models, cuda)
+    if settings.matching.calibration_file is not None and settings.matching.calibration_file.exists():
+        named = load_table(settings.matching.calibration_file).point
+        if named not in candidates:
+            raise ModelPackError(f"calibration table {settings.matching.calibration_file} (matching.calibration_file) "
+                                 f"was measured at {named}; the settings allow {', '.join(map(str, candidates))}")
+        return named
+    return next((point for point in candidates if _table_path(settings, point).exists()), candidates[-1])
+
+
 def calibration_path(settings: Settings) -> Path:
-    return settings.matching.calibration_file or settings.matching.calibration_dir / f"{settings.models.pack}.json"
+    """The table for the pack at the operating point it runs at."""
+    return settings.matching.calibration_file or _table_path(settings, operating_point(settings))
 
 
 def serving_threshold(settings: Settings, model_id: str) -> Threshold:
@@ -255,8 +308,8 @@ def serving_threshold(settings: Settings, model_id: str) -> Threshold:
             raise ModelPackError(f"calibration table {path} (matching.calibration_file) does not exist")
         if not settings.matching.allow_uncalibrated:
             raise ModelPackError(
-                f"no calibration table {path} for pack {settings.models.pack!r}: run `verifier eval --calibrate`, "
-                "or serve uncalibrated on purpose with VERIFIER_MATCHING__ALLOW_UNCALIBRATED=true "
+                f"no calibration table {path} for pack {settings.models.pack!r} at {operating_point(settings)}: "
+                f"run `{calibrate_command(operating_point(settings))}`, or serve uncalibrated on purpose with VERIFIER_MATCHING__ALLOW_UNCALIBRATED=true "
                 f"(at matching.default_threshold, at least {UNCALIBRATED_FLOOR})"
             )
         _require_floor("matching.default_threshold", settings.matching.default_threshold, path)

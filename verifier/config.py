@@ -26,6 +26,15 @@ class ModelSettings(BaseModel):
     # "cpu", "cuda" (refused at start when ONNX Runtime has no CUDA provider) or
     # "auto" (CUDA when present, else CPU).
     execution_provider: Literal["cpu", "cuda", "auto"] = "auto"
+    # Which runtime runs the models on the CPU (verifier.modelzoo.runtime):
+    # "openvino", "onnxruntime", or "auto": OpenVINO on the CPU, ONNX Runtime
+    # where the CUDA provider runs them (README, Speed: why OpenVINO is the default).
+    runtime: Literal["auto", "onnxruntime", "openvino"] = "auto"
+    # The precision OpenVINO computes in: "f32", "bf16" (refused on a CPU
+    # without bf16 instructions), or "auto": bf16 where the CPU has it and the
+    # pack has a calibration table for it, else f32. Each runtime and precision
+    # is its own operating point, served only with its own calibration table.
+    precision: Literal["auto", "f32", "bf16"] = "auto"
     # Threads inside one inference while other requests are in flight: they
     # already keep every core busy, so one thread each serves best (README:
     # two threads for every inference cost 12 % of the throughput).

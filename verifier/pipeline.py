@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from verifier import deadlines
+from verifier.calibration import operating_point
 from verifier.config import Settings
 from verifier.errors import ModelPackError, Reason, VerifierError
 from verifier.face.align import align
@@ -30,6 +31,7 @@ from verifier.face.region import FaceRegion, cut_region
 from verifier.imaging import DecodedImage, ImageDecoder, ImageUse
 from verifier.modelzoo.fetch import model_path, sha256_of
 from verifier.modelzoo.manifest import ModelSpec, load_manifest
+from verifier.modelzoo.runtime import DEFAULT_POINT, OperatingPoint, cpu_features
 from verifier.modelzoo.session import ModelRunner, Occupancy
 from verifier.templates import Template, TemplateSpec
 
@@ -166,6 +168,7 @@ class FaceEngine:
         embedder: Embedder | FusedEmbedder,
         occupancy: Occupancy | None = None,
         liveness: LivenessModel | None = None,
+        operating_point: OperatingPoint | None = None,
     ) -> None:
         if landmarks is None and not detector.gives_landmarks:
             raise ModelPackError(f"detector {detector.spec.name} gives no landmarks and the pack names no landmark model")
@@ -175,6 +178,7 @@ class FaceEngine:
         self.embedder = embedder
         self.liveness = liveness
         self.occupancy = occupancy or Occupancy()
+        self.operating_point = operating_point or DEFAULT_POINT
         self.decoder = ImageDecoder(settings.imaging)
 
     @classmethod
@@ -186,9 +190,11 @@ class FaceEngine:
         (detector,) = members["detector"]
 
         occupancy = Occupancy()
+        point = operating_point(settings)
+        log.info("models run on %s (processor features: %s)", point, " ".join(cpu_features()) or "none found")
 
         def session(spec: ModelSpec) -> ModelRunner:
-            return ModelRunner(_verified_model(spec, settings), settings.models, occupancy)
+            return ModelRunner(_verified_model(spec, settings), settings.models, occupancy, point)
 
         landmarks = None
         if "landmarks" in members:
@@ -206,6 +212,7 @@ class FaceEngine:
             embedders[0] if len(embedders) == 1 else FusedEmbedder(embedders),
             occupancy,
             liveness,
+            point,
         )
 
     def second_look(self, faces: list[tuple[np.ndarray, Detection]]) -> list[Look]:

@@ -47,6 +47,9 @@ def cache_identity(engine: FaceEngine, selection: Selection, landmarks_file: Pat
         # input size or normalisation gives other templates.
         "embedder_inputs": [part.spec.input for part in embedders],
         "pipeline_revision": PIPELINE_REVISION,
+        # bf16 moves templates enough to move a threshold; ONNX Runtime and OpenVINO
+        # f32 agree to 1e-5, but a cache is exact about what made it.
+        "operating_point": engine.operating_point.key,
         "imaging": settings.imaging.model_dump(mode="json"),
         "pipeline": settings.pipeline.model_dump(mode="json"),
     }

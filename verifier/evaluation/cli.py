@@ -15,6 +15,7 @@ import argparse
 import math
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -250,7 +251,9 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
             print("no 1:N rows: the set has no person with two images and none with one "
                   "(the server keeps watchlist.threshold)")
         path = calibration_path(settings)
-        write_table(_calibration_table(result, pack, tuple(identification), scored_models(settings)), path)
+        table = _calibration_table(result, pack, tuple(identification), scored_models(settings))
+        write_table(replace(table, runtime=engine.operating_point.runtime, precision=engine.operating_point.precision),
+                    path)
         print(f"calibration table: {path}")
     return EXIT_OK
 

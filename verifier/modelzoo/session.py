@@ -1,4 +1,5 @@
-"""ONNX Runtime sessions, built one way for every model."""
+"""Model sessions, built one way for every model: ONNX Runtime, or OpenVINO
+(verifier.modelzoo.runtime) at the operating point the pipeline chose."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import onnxruntime as ort
 
 from verifier.config import ModelSettings
 from verifier.errors import ModelPackError
+from verifier.modelzoo.runtime import DEFAULT_POINT, OPENVINO, OpenVINOModel, OperatingPoint
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -79,20 +81,33 @@ class Occupancy:
         return self._running <= 1
 
 
+def open_model(
+    path: Path, settings: ModelSettings, point: OperatingPoint, threads: int | None = None, spinning: bool = True
+) -> "ort.InferenceSession | OpenVINOModel":
+    """The model at ``path`` ready to run at ``point``."""
+    if point.runtime == OPENVINO:
+        if not path.exists():
+            raise ModelPackError(f"model file {path} is missing: run `verifier models fetch`")
+        return OpenVINOModel(path, point.precision, threads or settings.intra_op_threads)
+    return create_session(path, settings, threads, spinning)
+
+
 class ModelRunner:
     """One model's sessions: single-threaded for a busy server, where concurrent
     requests already fill the cores, and multi-threaded for a request that has
     the machine to itself. Runs like an ``InferenceSession``."""
 
-    def __init__(self, path: Path, settings: ModelSettings, occupancy: Occupancy) -> None:
-        self.busy = create_session(path, settings)
-        self.idle: ort.InferenceSession | None = None
-        on_cpu = self.busy.get_providers()[0] == CPU
+    def __init__(
+        self, path: Path, settings: ModelSettings, occupancy: Occupancy, point: OperatingPoint = DEFAULT_POINT
+    ) -> None:
+        self.busy = open_model(path, settings, point)
+        self.idle: ort.InferenceSession | OpenVINOModel | None = None
+        on_cpu = self.busy.get_providers()[0] != CUDA
         if on_cpu and settings.idle_intra_op_threads > settings.intra_op_threads:
-            self.idle = create_session(path, settings, settings.idle_intra_op_threads, settings.idle_allow_spinning)
+            self.idle = open_model(path, settings, point, settings.idle_intra_op_threads, settings.idle_allow_spinning)
         self.occupancy = occupancy
 
-    def current(self) -> ort.InferenceSession:
+    def current(self) -> "ort.InferenceSession | OpenVINOModel":
         """The session that fits the load right now."""
         return self.idle if self.idle is not None and self.occupancy.alone else self.busy
 
