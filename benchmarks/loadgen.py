@@ -778,6 +778,12 @@ def measure(
     return runs
 
 
+def _operating_point(server_log: Path) -> str:
+    """The server's own line saying which runtime and precision its models run at."""
+    said = [line for line in server_log.read_text(errors="replace").splitlines() if "models run on" in line]
+    return said[-1].split(": ", 1)[-1] if said else "the server log does not say which runtime it ran"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -787,6 +793,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         with started_server(out / "server.log", parse_env(args.server_env)) as (address, server):
             results = run(args, address, server, out)
+        print(_operating_point(out / "server.log"))
+    print(f"CPU: {results['provenance']['cpu']}; features: {' '.join(results['provenance']['cpu_features'])}")
     print(table(results["runs"], results["targets"]))
     print(f"results: {out}")
     return 0

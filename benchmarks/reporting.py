@@ -12,8 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime
+import openvino
 
 from verifier.config import REPO_ROOT
+from verifier.modelzoo.runtime import cpu_features
 
 RESULTS_ROOT = REPO_ROOT / "benchmarks" / "results"
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99.9": 99.9}
@@ -48,7 +51,7 @@ def _git(*args: str) -> str:
         return ""
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
         for line in cpuinfo.read_text().splitlines():
@@ -65,7 +68,11 @@ def provenance() -> dict[str, Any]:
         "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
         "host": platform.node(),
         "cpu_count": os.cpu_count(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
+        # What decides which operating points run fast (verifier.modelzoo.runtime).
+        "cpu_features": list(cpu_features()),
+        "onnxruntime": onnxruntime.__version__,
+        "openvino": openvino.get_version(),
         "python": platform.python_version(),
         "load_average": list(os.getloadavg()),
         "verifier_env": {k: v for k, v in os.environ.items() if k.startswith("VERIFIER_")},

@@ -1,7 +1,10 @@
 """Median time of each pipeline stage for a 640x480 JPEG on one thread, for
-several packs side by side (by default the served pack and the old one).
+several packs and operating points side by side (by default the served pack at
+every runtime and precision this CPU runs, and the old pack on ONNX Runtime).
 
-    .venv/bin/python -m benchmarks.stages [--runs 200] [--packs default fast-legacy]
+    .venv/bin/python -m benchmarks.stages [--runs 200] [--columns default@openvino-bf16 fast-legacy@onnxruntime-f32]
+
+A column is ``pack@runtime-precision`` (verifier.modelzoo.runtime).
 
 Each stage is timed on its own, many times, after a warm-up; the printout is
 the median and p90 in milliseconds, and the models alone (the session run
@@ -19,13 +22,17 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+import onnxruntime
+import openvino
 
+from benchmarks.reporting import cpu_model
 from benchmarks.samples import capture_jpeg
 from verifier.config import get_settings
 from verifier.face.align import align
 from verifier.imaging import ImageUse
 from verifier.modelzoo.fetch import fetch_asset
 from verifier.modelzoo.manifest import load_manifest
+from verifier.modelzoo.runtime import cpu_features, openvino_has_bf16
 from verifier.pipeline import FaceEngine
 
 
@@ -40,9 +47,13 @@ def _time(fn: Callable[[], object], runs: int, warmup: int = 10) -> list[float]:
     return samples
 
 
-def _engine(pack: str) -> FaceEngine:
+def _engine(column: str) -> FaceEngine:
+    pack, _, point = column.partition("@")
+    runtime, _, precision = point.partition("-")
     settings = get_settings().model_copy(deep=True)
     settings.models.pack = pack
+    settings.models.runtime = runtime  # type: ignore[assignment]
+    settings.models.precision = precision  # type: ignore[assignment]
     settings.models.intra_op_threads = 1
     settings.models.idle_intra_op_threads = 1
     return FaceEngine.from_settings(settings)
@@ -105,13 +116,18 @@ def _sum(first: Callable[[], object] | None, second: Callable[[], object]) -> Ca
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--packs", nargs="+", default=[get_settings().models.pack, "fast-legacy"])
+    served = get_settings().models.pack
+    points = ["onnxruntime-f32", "openvino-f32"] + (["openvino-bf16"] if openvino_has_bf16() else [])
+    parser.add_argument("--columns", nargs="+",
+                        default=[f"{served}@{point}" for point in points] + ["fast-legacy@onnxruntime-f32"])
     args = parser.parse_args()
-    packs = list(dict.fromkeys(args.packs))
+    packs = list(dict.fromkeys(args.columns))
     engines = {pack: _engine(pack) for pack in packs}
     data = _capture(engines[packs[0]])
     results = {pack: _pack_stages(engine, data, args.runs) for pack, engine in engines.items()}
     print(f"640x480 JPEG ({len(data)} bytes), one thread, {args.runs} runs per stage; median (p90) ms, [model alone]")
+    print(f"CPU: {cpu_model()}; features: {' '.join(cpu_features())}; "
+          f"onnxruntime {onnxruntime.__version__}, openvino {openvino.get_version()}")
     for pack, engine in engines.items():
         print(f"  {pack}: {engine.model_id}")
     print(f"{'stage':16s}" + "".join(f"{pack:>28s}" for pack in packs))
