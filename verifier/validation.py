@@ -9,11 +9,15 @@ The limits are the service's contract (README, API), not tuning knobs.
 
 from __future__ import annotations
 
+import logging
+import math
 import re
 import unicodedata
 from datetime import UTC, datetime, timedelta
 
 from verifier.errors import Reason, VerifierError
+
+log = logging.getLogger(__name__)
 
 MAX_ID_BYTES = 128
 MAX_TEXT_BYTES = 1024
@@ -23,6 +27,11 @@ _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]*\Z")
 MIN_EPOCH_SECONDS = -62_135_596_800
 MAX_EPOCH_SECONDS = 253_402_300_799
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = _EPOCH + timedelta(seconds=MAX_EPOCH_SECONDS)
+_EARLIEST = _EPOCH + timedelta(seconds=MIN_EPOCH_SECONDS)
+# Stored times outside the range are logged once each, up to this many.
+_OUT_OF_RANGE_LOGGED = 100
+_logged_out_of_range: set[str] = set()
 
 
 def _invalid(field: str, message: str, reason: Reason) -> VerifierError:
@@ -55,9 +64,36 @@ def text(value: str, field: str, max_bytes: int = MAX_TEXT_BYTES) -> str:
     return value
 
 
+def in_range(value: object) -> bool:
+    """Whether ``value`` is a finite number of epoch seconds a timestamp may hold."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and MIN_EPOCH_SECONDS <= value < MAX_EPOCH_SECONDS + 1)
+
+
+def epoch_seconds(value: object, field: str) -> float:
+    """``value`` if it is a number of epoch seconds a timestamp may hold (what
+    :func:`utc_moment` accepts of a local request), as a float."""
+    if not in_range(value):
+        raise _invalid(field, f"{value!r} is not a time between 0001-01-01 and 9999-12-31 (epoch seconds "
+                       f"{MIN_EPOCH_SECONDS} to {MAX_EPOCH_SECONDS})", Reason.FIELD_INVALID)
+    return float(value)  # type: ignore[arg-type]
+
+
 def moment(epoch_seconds: float) -> datetime:
-    """Epoch seconds as an aware UTC datetime, for any value :func:`utc_moment` accepts."""
-    return _EPOCH + timedelta(seconds=epoch_seconds)
+    """Stored epoch seconds as an aware UTC datetime. Every value written since
+    times are checked is in range; one that is not (an older store, a damaged
+    disk) must not make a read fail, so it is shown at the nearer end of the
+    range (the latest for one that is not a number: a subject stays listed)
+    and logged, and `verifier watchlist stats` lists the subjects holding one."""
+    if in_range(epoch_seconds):
+        return _EPOCH + timedelta(seconds=epoch_seconds)
+    shown = _EARLIEST if isinstance(epoch_seconds, (int, float)) and epoch_seconds < 0 else _LATEST
+    key = repr(epoch_seconds)[:64]
+    if key not in _logged_out_of_range and len(_logged_out_of_range) < _OUT_OF_RANGE_LOGGED:
+        _logged_out_of_range.add(key)
+        log.warning("a stored time %s is outside what a timestamp can hold: shown as %s (see `verifier watchlist "
+                    "stats`; re-enrol or re-import the record)", key, shown.isoformat())
+    return shown
 
 
 def utc_moment(seconds: int, nanos: int, field: str) -> datetime:

@@ -129,6 +129,7 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
     from verifier.pipeline import FaceEngine
     from verifier.security.audit import CHANGE, AuditLog, Entry, local_operator, recorded_change
     from verifier.watchlist.bundles import import_bundle, trusted_keys
+    from verifier.watchlist.service import require_room
     from verifier.watchlist.store import StoreError, WatchlistStore
 
     config = settings.watchlist
@@ -141,11 +142,15 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
     identity, role = local_operator()
     entry = Entry(identity=identity, role=role, rpc="cli:bundle import", kind=CHANGE, outcome="",
                   targets=(str(args.file),))
+
+    def replace(name: str, description: str, provenance: dict, subjects: list[dict]) -> object:
+        require_room(store, name, config.max_watchlists)
+        return store.replace_partner_list(name, description, provenance, subjects)
+
     try:
         bundle, subjects = recorded_change(audit, entry, lambda: import_bundle(
             args.file.read_bytes(), trusted_keys(settings.bundles.trusted_keys_dir), settings.bundles.max_bytes,
-            FaceEngine.from_settings(settings), store.partner_sequence,
-            lambda *parts: store.replace_partner_list(*parts),
+            FaceEngine.from_settings(settings), store.partner_sequence, replace, config.max_templates_per_subject,
         ))
     except VerifierError as error:
         cause = error.details.get("cause", "")

@@ -26,6 +26,7 @@ class BundlesServicer(rp_grpc.BundlesServicer):
         bundle, subjects = import_bundle(
             request.bundle, trusted_keys(self.settings.trusted_keys_dir), self.settings.max_bytes,
             self.service.engine, self.service.store.partner_sequence, self.service.replace_partner_list,
+            self.service.settings.max_templates_per_subject,
         )
         return rp.ImportBundleResponse(watchlist=bundle.target, issuing_agency=bundle.issuer,
                                        bundle_sequence=bundle.sequence, subjects=subjects)

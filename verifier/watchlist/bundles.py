@@ -17,6 +17,17 @@ from that issuer (a replay), or a subject has no template of the served model
 and no image to make one from. Accepted, the bundle replaces the list
 ``<issuer>:<list>`` in one transaction (a change on the feed, so replicas get
 it whole), and hits on it carry its provenance.
+
+A signature says who sent the content, not that it is sound: every signed
+field is checked as a local enrolment's is (ids from the safe alphabet, text
+of at most 1 KiB without control characters, times finite and within what a
+timestamp holds, sequence within what the store holds, templates of the
+served model sound and of its dimension, at most
+``watchlist.max_templates_per_subject`` of them and of images per subject,
+images within the enrolment limits, each subject id once). One bad field
+refuses the whole bundle (cause ``field_invalid``), naming it:
+``subjects[3].expires_at``. A new partner list counts against
+``watchlist.max_watchlists``.
 """
 
 from __future__ import annotations
@@ -27,7 +38,8 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,10 +47,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from verifier.config import WatchlistSettings
 from verifier.errors import Reason, VerifierError
+from verifier.imaging import ImageUse
 from verifier.pipeline import FaceEngine, Selection
-from verifier.templates import Template
-from verifier.validation import identifier
+from verifier.templates import Template, TemplateSpec
+from verifier.validation import epoch_seconds, identifier, moment, text
 from verifier.watchlist.service import check_entry
 from verifier.watchlist.store import (
     Subject,
@@ -51,6 +65,9 @@ from verifier.watchlist.store import (
 )
 
 FORMAT = "verifier-bundle-1"
+# The largest sequence number the store holds (SQLite INTEGER).
+MAX_SEQUENCE = 2**63 - 1
+MAX_TEMPLATES_PER_SUBJECT = WatchlistSettings().max_templates_per_subject
 
 
 def refused(cause: str, message: str, **details: object) -> VerifierError:
@@ -179,56 +196,174 @@ def open_bundle(data: bytes, trusted: dict[str, TrustedKey], max_bytes: int, now
                       key_id=claimed) from exc
     try:
         content = json.loads(payload)
-        bundle = Bundle(
-            issuer=str(content["issuer"]), key_id=str(content["key_id"]), sequence=int(content["sequence"]),
-            created_at=float(content["created_at"]), expires_at=float(content["expires_at"]),
-            model_id=str(content["model_id"]), watchlist=identifier(str(content["watchlist"]), "watchlist"),
-            description=str(content["description"]), subjects=list(content["subjects"]),
-        )
-    except (ValueError, KeyError, TypeError) as exc:
+    except ValueError as exc:
         raise refused("malformed", "the signed content is not a bundle this program reads") from exc
+    if not isinstance(content, dict):
+        raise refused("malformed", "the signed content is not a bundle this program reads")
+    bundle = _checked_bundle(content)
     if bundle.key_id != claimed or bundle.issuer != trust.issuer:
         raise refused("issuer_mismatch", f"the bundle names issuer {bundle.issuer!r}; its key is "
                       f"{trust.issuer!r}'s", key_id=claimed)
-    identifier(bundle.target, "watchlist")
+    with _naming_the_field():
+        identifier(bundle.target, "watchlist")
     if bundle.expires_at <= now:
         raise refused("expired", f"the bundle expired at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(bundle.expires_at))}",
                       issuer=bundle.issuer, sequence=bundle.sequence)
     return bundle
 
 
-def usable_subjects(bundle: Bundle, engine: FaceEngine) -> list[dict]:
-    """The bundle's subjects with templates of the served model: its own where
-    it has them, else made from its images; a subject with neither refuses the
-    whole bundle (a partial list would be a silent no-hit)."""
-    spec = engine.template_spec
-    usable = []
-    for number, record in enumerate(bundle.subjects):
-        entry = SubjectEntry(bundle.target, str(record["subject_id"]), str(record["reason"]),
-                             str(record["source_agency"]), str(record["external_ref"]))
-        check_entry(entry)
-        templates: list[Template] = []
-        for stored in record.get("templates", []):
-            template = template_of_record(stored)
+def _invalid(field: str, message: str, **details: object) -> VerifierError:
+    return refused("field_invalid", f"{field}: {message}; nothing was imported", field=field, **details)
+
+
+@contextmanager
+def _naming_the_field() -> Iterator[None]:
+    """Turns a validator's refusal (FIELD_INVALID naming the field) into the
+    bundle's refusal naming the same field."""
+    try:
+        yield
+    except VerifierError as error:
+        if error.reason is Reason.BUNDLE_REFUSED:
+            raise
+        field = str(error.details.get("field", ""))
+        message = error.message.removeprefix(f"{field}: ") if field else error.message
+        raise _invalid(field or "bundle", message, refused_as=error.reason.value) from error
+
+
+def _get(record: dict, key: str, kind: type | tuple[type, ...], field: str, default: object = ...) -> object:
+    """``record[key]`` if it is of ``kind`` (never a bool for a number); absent, ``default`` or a refusal."""
+    if key not in record:
+        if default is ...:
+            raise _invalid(field, "is required")
+        return default
+    value, kinds = record[key], kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise _invalid(field, f"is {type(value).__name__}, not {' or '.join(k.__name__ for k in kinds)}")
+    return value
+
+
+def _time(record: dict, key: str, field: str, optional: bool = False) -> float | None:
+    value = _get(record, key, (int, float, type(None)) if optional else (int, float), field,
+                 None if optional else ...)
+    if value is None:
+        return None
+    with _naming_the_field():
+        return epoch_seconds(value, field)
+
+
+def _checked_bundle(content: dict) -> Bundle:
+    """The signed content's own fields, each checked as a local request's would be."""
+    with _naming_the_field():
+        issuer = identifier(_get(content, "issuer", str, "issuer"), "issuer")  # type: ignore[arg-type]
+        model_id = text(_get(content, "model_id", str, "model_id"), "model_id")  # type: ignore[arg-type]
+        watchlist = identifier(_get(content, "watchlist", str, "watchlist"), "watchlist")  # type: ignore[arg-type]
+        description = text(_get(content, "description", str, "description", ""), "description")  # type: ignore[arg-type]
+    sequence = _get(content, "sequence", int, "sequence")
+    if not 0 <= sequence <= MAX_SEQUENCE:  # type: ignore[operator]
+        raise _invalid("sequence", f"{sequence} is outside 0 to {MAX_SEQUENCE}")
+    created_at, expires_at = _time(content, "created_at", "created_at"), _time(content, "expires_at", "expires_at")
+    return Bundle(issuer=issuer, key_id=str(_get(content, "key_id", str, "key_id")), sequence=sequence,  # type: ignore[arg-type]
+                  created_at=created_at, expires_at=expires_at, model_id=model_id, watchlist=watchlist,  # type: ignore[arg-type]
+                  description=description, subjects=_get(content, "subjects", list, "subjects"))  # type: ignore[arg-type]
+
+
+def _decoded(value: object, field: str) -> bytes:
+    if not isinstance(value, str):
+        raise _invalid(field, f"is {type(value).__name__}, not base64 text")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise _invalid(field, "is not base64") from exc
+
+
+def _checked_templates(record: dict, where: str, spec: TemplateSpec) -> list[Template]:
+    """The subject's templates of the served model; every template must be sound
+    (those of other models are not stored, but they too must be well formed)."""
+    served: list[Template] = []
+    for number, stored in enumerate(_get(record, "templates", list, f"{where}.templates", [])):  # type: ignore[arg-type]
+        field = f"{where}.templates[{number}]"
+        if not isinstance(stored, dict):
+            raise _invalid(field, f"is {type(stored).__name__}, not a template")
+        model_id = _get(stored, "model_id", str, f"{field}.model_id")
+        version = _get(stored, "version", int, f"{field}.version")
+        data = _decoded(stored.get("vector"), f"{field}.vector")
+        if len(data) % 4:
+            raise _invalid(f"{field}.vector", f"{len(data)} bytes are not whole float32 values")
+        try:
+            template = Template.from_parts(model_id, version, len(data) // 4, data)  # type: ignore[arg-type]
             if template.model_id == spec.model_id:
                 template.require(spec)
-                templates.append(template)
-        if not templates:
-            for image in record.get("images", []):
-                templates.append(engine.analyse(base64.b64decode(image, validate=True), Selection.LARGEST).template)
-        if not templates:
-            raise refused("model_unusable", f"subject {entry.subject_id!r} has no template of model {spec.model_id} "
-                          f"(the bundle's are {bundle.model_id}) and no image to make one from",
-                          subject_id=entry.subject_id, bundle_model=bundle.model_id, model=spec.model_id)
-        usable.append({**{k: record[k] for k in ("subject_id", "external_ref", "reason", "source_agency",
-                                                   "created_at", "expires_at")},
-                       "templates": [template_record(t) for t in templates]})
+                served.append(template)
+        except VerifierError as error:
+            raise _invalid(field, error.message, refused_as=error.reason.value) from error
+    return served
+
+
+def _checked_subject(
+    number: int, record: object, bundle: Bundle, engine: FaceEngine, max_templates: int
+) -> dict:
+    """One subject record checked as a local enrolment is, with templates of the
+    served model (its own, else made from its images); refuses naming the field."""
+    where = f"subjects[{number}]"
+    if not isinstance(record, dict):
+        raise _invalid(where, f"is {type(record).__name__}, not a subject")
+    listed = _get(record, "watchlist", str, f"{where}.watchlist", bundle.watchlist)
+    if listed != bundle.watchlist:
+        raise _invalid(f"{where}.watchlist", f"{listed!r} is not the bundle's list {bundle.watchlist!r}")
+    created_at = _time(record, "created_at", f"{where}.created_at")
+    expires_at = _time(record, "expires_at", f"{where}.expires_at", optional=True)
+    entry = SubjectEntry(
+        bundle.target, _get(record, "subject_id", str, f"{where}.subject_id"),  # type: ignore[arg-type]
+        _get(record, "reason", str, f"{where}.reason", ""), _get(record, "source_agency", str,  # type: ignore[arg-type]
+                                                                 f"{where}.source_agency", ""),
+        _get(record, "external_ref", str, f"{where}.external_ref", ""),  # type: ignore[arg-type]
+        None if expires_at is None else moment(expires_at),
+    )
+    with _naming_the_field():
+        check_entry(entry, where, "external_ref")
+    spec = engine.template_spec
+    templates = _checked_templates(record, where, spec)
+    images = [_decoded(image, f"{where}.images[{i}]")
+              for i, image in enumerate(_get(record, "images", list, f"{where}.images", []))]  # type: ignore[arg-type]
+    for field, count in ((f"{where}.templates", len(templates)), (f"{where}.images", len(images))):
+        if count > max_templates:
+            raise _invalid(field, f"{count} (of the served model), at most {max_templates} per subject "
+                           "(watchlist.max_templates_per_subject)")
+    if not templates:
+        for i, image in enumerate(images):
+            try:
+                templates.append(engine.analyse(image, Selection.LARGEST, ImageUse.ENROLMENT).template)
+            except VerifierError as error:
+                raise _invalid(f"{where}.images[{i}]", error.message, refused_as=error.reason.value) from error
+    if not templates:
+        raise refused("model_unusable", f"subject {entry.subject_id!r} has no template of model {spec.model_id} "
+                      f"(the bundle's are {bundle.model_id}) and no image to make one from",
+                      field=where, subject_id=entry.subject_id, bundle_model=bundle.model_id, model=spec.model_id)
+    return {"subject_id": entry.subject_id, "external_ref": entry.external_ref, "reason": entry.reason,
+            "source_agency": entry.source_agency, "created_at": created_at, "expires_at": expires_at,
+            "templates": [template_record(t) for t in templates]}
+
+
+def usable_subjects(bundle: Bundle, engine: FaceEngine, max_templates: int = MAX_TEMPLATES_PER_SUBJECT) -> list[dict]:
+    """The bundle's subjects, each checked as a local enrolment is, with
+    templates of the served model: its own where it has them, else made from
+    its images. Any bad subject, or one with neither, refuses the whole bundle
+    (a partial list would be a silent no-hit)."""
+    usable, seen = [], {}
+    for number, record in enumerate(bundle.subjects):
+        subject = _checked_subject(number, record, bundle, engine, max_templates)
+        first = seen.setdefault(subject["subject_id"], number)
+        if first != number:
+            raise _invalid(f"subjects[{number}].subject_id", f"{subject['subject_id']!r} is listed twice (first as "
+                           f"subjects[{first}])")
+        usable.append(subject)
     return usable
 
 
 def import_bundle(
     data: bytes, trusted: dict[str, TrustedKey], max_bytes: int, engine: FaceEngine,
     last_sequence: Callable[[str], int | None], replace: Callable[[str, str, dict, list[dict]], object],
+    max_templates: int = MAX_TEMPLATES_PER_SUBJECT,
 ) -> tuple[Bundle, int]:
     """Check a bundle and replace the partner's list with it; returns the bundle
     and how many subjects it holds. Any refusal changes nothing."""
@@ -237,6 +372,6 @@ def import_bundle(
     if last is not None and bundle.sequence <= last:
         raise refused("replayed", f"bundle {bundle.sequence} of {bundle.issuer} is not newer than {last}, the last "
                       "imported: a replay", issuer=bundle.issuer, sequence=bundle.sequence)
-    subjects = usable_subjects(bundle, engine)
+    subjects = usable_subjects(bundle, engine, max_templates)
     replace(bundle.target, bundle.description, bundle.provenance(), subjects)
     return bundle, len(subjects)

@@ -369,10 +369,40 @@ def _stats(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{w.name:24s} {w.subjects:9d} {expired[w.name]:8d} {w.templates:10d}  {w.description}")
         for model, count in sorted(store.template_models().items()):
             print(f"templates of {model}: {count}")
+        _print_times_out_of_range(store)
         _print_quarantine(settings, store)
         _print_unmigrated(settings, store)
         print(_snapshot_state(settings, store))
     return EXIT_OK
+
+
+def _print_times_out_of_range(store: WatchlistStore) -> None:
+    """Stored times no timestamp can hold (an older store, a damaged disk): read
+    and answered as the nearer end of the range (9999-12-31 for one that is not
+    a number, so a subject stays listed); listed here to be put right."""
+    from verifier.validation import MAX_EPOCH_SECONDS, MIN_EPOCH_SECONDS
+
+    bad = ("NOT (typeof({0}) IN ('integer', 'real') AND {0} >= :low AND {0} < :high)")
+    queries = (
+        ("subject", "SELECT watchlist || '/' || subject_id, created_at, expires_at FROM subjects WHERE "
+                    f"{bad.format('created_at')} OR (expires_at IS NOT NULL AND {bad.format('expires_at')})"),
+        ("watch-list", f"SELECT name, created_at, NULL FROM watchlists WHERE {bad.format('created_at')}"),
+        ("partner list", "SELECT watchlist, created_at, expires_at FROM partner_lists WHERE "
+                         f"{bad.format('created_at')} OR {bad.format('expires_at')}"),
+    )
+    limits = {"low": MIN_EPOCH_SECONDS, "high": MAX_EPOCH_SECONDS + 1}
+    found = []
+    with store.reading() as conn:
+        for kind, sql in queries:
+            found += [(kind, *row) for row in conn.execute(sql, limits).fetchall()]
+    if not found:
+        return
+    print(f"TIMES OUT OF RANGE: {len(found)} records hold a time no timestamp can hold (shown as 0001-01-01 or "
+          "9999-12-31; re-enrol the subject or re-import the partner's bundle):")
+    for kind, name, created, expires in found[:FAILURES_LISTED]:
+        print(f"  {kind} {name}: created {str(created)[:40]}, expires {str(expires)[:40]}")
+    if len(found) > FAILURES_LISTED:
+        print(f"  ... and {len(found) - FAILURES_LISTED} more")
 
 
 def _print_quarantine(settings: Settings, store: WatchlistStore) -> None:

@@ -64,7 +64,7 @@ from verifier.imaging import ImageUse
 from verifier.pipeline import FaceEngine, FaceResult, Selection
 from verifier.watchlist import metrics
 from verifier.templates import Template
-from verifier.validation import identifier, text
+from verifier.validation import epoch_seconds, identifier, text
 from verifier.watchlist.index import (
     LoadedIndex,
     SerializedIndex,
@@ -174,13 +174,33 @@ class Consistency:
         return not self.missing and not self.extra
 
 
-def check_entry(entry: SubjectEntry) -> None:
-    """Refuse a subject whose ids or text fields could not be stored and shown safely."""
-    identifier(entry.watchlist, "subject.watchlist")
-    identifier(entry.subject_id, "subject.subject_id")
-    text(entry.reason, "subject.reason")
-    text(entry.source_agency, "subject.source_agency")
-    text(entry.external_ref, "subject.external_reference")
+def check_entry(entry: SubjectEntry, prefix: str = "subject", external_ref: str = "external_reference") -> None:
+    """Refuse a subject whose ids, text fields or expiry could not be stored and
+    shown safely, naming the field as ``<prefix>.<field>`` (a partner bundle's
+    subjects are checked here too, under their own names)."""
+    identifier(entry.watchlist, f"{prefix}.watchlist")
+    identifier(entry.subject_id, f"{prefix}.subject_id")
+    text(entry.reason, f"{prefix}.reason")
+    text(entry.source_agency, f"{prefix}.source_agency")
+    text(entry.external_ref, f"{prefix}.{external_ref}")
+    if entry.expires_at is not None:
+        epoch_seconds(entry.expires_at.timestamp(), f"{prefix}.expires")
+
+
+def require_room(store: WatchlistStore, name: str, limit: int) -> None:
+    """Refuse a change that would add watch-list ``name`` to a store already
+    holding ``limit`` lists (watchlist.max_watchlists); replacing one is no growth."""
+    if store.watchlist_count() < limit:
+        return
+    try:
+        store.watchlist(name)
+        return
+    except VerifierError as error:
+        if error.reason is not Reason.WATCHLIST_NOT_FOUND:
+            raise
+    raise VerifierError(Reason.TOO_MANY_WATCHLISTS,
+                        f"the store holds {limit} watch-lists, the most allowed (watchlist.max_watchlists)",
+                        watchlist=name, limit=limit)
 
 
 def initialise_store(settings: Settings) -> Path:
@@ -368,7 +388,7 @@ class WatchlistService:
                 rows, positions = template_rows(index.left_out)
                 quarantined = self.store.still_quarantined(
                     self.engine.template_spec, list(zip(rows.tolist(), positions.tolist())))
-            index.set_expiries(self.store.expiries())
+            index.set_expiries(_numeric_expiries(self.store.expiries()))
             index.sweep(time.time())
             self._set_unmigrated(self.store.unmigrated(self.model_id))
             self._index = index
@@ -489,11 +509,7 @@ class WatchlistService:
         self.require_writable()
         with self._writes, self._store_faults():
             index = self._ready_index()
-            limit = self.settings.max_watchlists
-            if self.store.watchlist_count() >= limit:
-                raise VerifierError(Reason.TOO_MANY_WATCHLISTS,
-                                    f"the store holds {limit} watch-lists, the most allowed (watchlist.max_watchlists)",
-                                    watchlist=name, limit=limit)
+            require_room(self.store, name, self.settings.max_watchlists)
             created = self.store.create_watchlist(name, description)
             index.add_watchlist(name)
             seq = self.store.last_seq
@@ -630,11 +646,13 @@ class WatchlistService:
         self, name: str, description: str, provenance: dict, subjects: list[dict]
     ) -> int:
         """Replace a partner's list wholly (one transaction; searches see the old
-        list or the new one); returns the change's sequence number."""
+        list or the new one); returns the change's sequence number. A new
+        partner list counts against watchlist.max_watchlists like any other."""
         identifier(name, "watchlist")
         self.require_writable()
         with self._writes, self._store_faults():
             index = self._ready_index()
+            require_room(self.store, name, self.settings.max_watchlists)
             _, rows = self.store.replace_partner_list(name, description, provenance, subjects)
             index.drop_watchlist(name)
             index.add_watchlist(name)
@@ -830,3 +848,16 @@ def subject_templates(subject: dict) -> list[Template]:
 
 def _epoch(entry: SubjectEntry) -> float | None:
     return None if entry.expires_at is None else entry.expires_at.timestamp()
+
+
+def _numeric_expiries(expiries: dict[int, object]) -> dict[int, float]:
+    """The stored expiries the index can compare: a value that is not a number
+    (a damaged row) is logged and left out, so that subject stays searchable."""
+    kept: dict[int, float] = {}
+    for row, when in expiries.items():
+        if isinstance(when, (int, float)) and when == when:
+            kept[row] = float(when)
+        else:
+            log.warning("subject row %d has a stored expiry %r that is not a time: it is searched as never expiring "
+                        "(see `verifier watchlist stats`)", row, str(when)[:64])
+    return kept
