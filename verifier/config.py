@@ -436,6 +436,11 @@ class WatchlistSettings(BaseModel):
     # While the store is missing or failing, how often to try to reopen it and
     # rebuild the index (the watch-lists stay out of service until it works).
     store_retry_seconds: float = Field(default=5.0, gt=0)
+    # While serving, how often the store is checked to still be the file it
+    # opened (not removed, moved or replaced; its store id unchanged): a store
+    # gone from under the server takes the watch-lists out (STORE_MISSING)
+    # within this time. Every write and read also checks, by stat.
+    store_watch_seconds: float = Field(default=1.0, gt=0, le=60)
     # Quarantined templates named one by one in the log at load; the rest are counted.
     quarantine_log_limit: int = Field(default=50, ge=0)
 

@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import wraps
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,7 @@ from verifier.validation import identifier, text
 from verifier.vectors.base import IndexTag, VectorIndex
 from verifier.vectors.faiss_index import FaissIndex
 from verifier.watchlist.index import TEMPLATE_BITS, template_ids
-from verifier.watchlist.service import WatchlistService
+from verifier.watchlist.service import Availability, WatchlistService
 from verifier.watchlist.store import Applied, private_directory, private_file
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,19 @@ def build_index(settings: Settings, dimension: int, source: RegistryStore | None
     )
 
 
+def _store_faults(method: Callable) -> Callable:
+    """A use case whose store fault (the store gone, the disk failing) takes the
+    store's services out of service and is answered with its reason, as the
+    watch-lists' are (one store: verifier.watchlist.service)."""
+
+    @wraps(method)
+    def guarded(self: "RegistryService", *args: object, **kwargs: object) -> object:
+        with self.watchlists.store_faults():
+            return method(self, *args, **kwargs)
+
+    return guarded
+
+
 class RegistryService:
     def __init__(self, settings: Settings, gate: GateService, watchlists: WatchlistService,
                  audit: AuditLog | None = None) -> None:
@@ -155,7 +169,15 @@ class RegistryService:
         # Verifications not yet written: traveller row to the time of its last use.
         self._uses: dict[int, float] = {}
         self._uses_lock = threading.Lock()
+        # Set when the store went missing: the store that comes back may be an
+        # older copy, so the index is built again from it (see supervise).
+        self._stale = False
         watchlists.on_applied(self._follow)
+        watchlists.on_availability(self._store_availability)
+
+    def _store_availability(self, availability: Availability) -> None:
+        if availability.reason is Reason.STORE_MISSING:
+            self._stale = True
 
     @property
     def model_id(self) -> str:
@@ -167,17 +189,17 @@ class RegistryService:
 
     @property
     def ready(self) -> bool:
-        return self._index is not None and self._registry is not None
+        return self._index is not None and self._registry is not None and not self._stale
 
     @property
     def store(self) -> RegistryStore:
-        found = self.watchlists.store  # refused with the store's reason while it is out of service
+        found = self.watchlists.serving_store()  # refused with the store's reason while it is out of service
         if self._registry is None or self._registry.store is not found:
             self._registry = RegistryStore(found)
         return self._registry
 
     def _ready_index(self) -> VectorIndex:
-        if self._index is None:
+        if self._index is None or self._stale:
             raise VerifierError(Reason.INDEX_NOT_READY, "the registry index is loading; try again shortly")
         return self._index
 
@@ -283,6 +305,7 @@ class RegistryService:
 
     # --- use cases ------------------------------------------------------------------------------------------
 
+    @_store_faults
     def register(self, traveller_id: str, document_number: str, chip: bytes, live: bytes, consent_gate: str,
                  consent_text_version: str, consent_at: float | None = None) -> Registration:
         self.watchlists.require_writable()  # a replica refuses before any face work
@@ -320,6 +343,7 @@ class RegistryService:
     def _unindex(self, row: int, count: int) -> None:
         self._ready_index().remove(template_ids(np.full(count, row), np.arange(count)))
 
+    @_store_faults
     def verify(self, traveller_id: str, live: bytes) -> TravellerCheck:
         """The live capture against the traveller's enrolled templates (1:1, best of them).
 
@@ -346,6 +370,7 @@ class RegistryService:
                 self._uses[traveller.row] = time.time()
         return TravellerCheck(traveller_id, decision, face, timings)
 
+    @_store_faults
     def update(self, traveller_id: str, chip: bytes, live: bytes, document_number: str = "") -> Registration:
         """New passport or refreshed template: the new captures pass the gate's
         checks, the new live capture matches the enrolled templates, and no other
@@ -376,6 +401,7 @@ class RegistryService:
         self.watchlists.announce(seq)
         return Registration(self.store.traveller(traveller_id), match, quality, replay, nearest)
 
+    @_store_faults
     def erase(self, traveller_id: str) -> Traveller:
         """Gone from store (rows overwritten, feed scrubbed, log truncated), index and snapshot."""
         self.watchlists.require_writable()
@@ -397,6 +423,7 @@ class RegistryService:
         if self.snapshot is not None and self.snapshot.exists():
             os.unlink(self.snapshot)
 
+    @_store_faults
     def traveller(self, traveller_id: str) -> Traveller:
         identifier(traveller_id, "traveller_id")
         return self.store.traveller(traveller_id)
@@ -450,19 +477,16 @@ class RegistryService:
     def supervise(self, stop: threading.Event, on_ready: Callable[[], None] = lambda: None) -> None:
         """Load the index once the store serves (then call ``on_ready``: health
         reports the registry serving), then sweep every retention_sweep_seconds."""
-        while not stop.is_set() and self._index is None:
-            try:
-                if self.watchlists.availability.serving:
-                    self.load()
-                    on_ready()
-                    break
-            except Exception:  # noqa: BLE001 - retried; the registry stays refused meanwhile
-                log.exception("registry index not loaded; retrying")
-            stop.wait(0.2)
         next_sweep = time.monotonic() + self.config.retention_sweep_seconds
-        while not stop.wait(max(0.0, min(self.config.last_used_flush_seconds, next_sweep - time.monotonic()))):
-            if self.watchlists.read_only_for is not None:
+        next_flush = time.monotonic() + self.config.last_used_flush_seconds
+        while not stop.wait(0.2):
+            if self._index is None or self._stale:
+                if self.watchlists.availability.serving:
+                    self._reload(on_ready)
+                continue
+            if self.watchlists.read_only_for is not None or time.monotonic() < next_flush:
                 continue  # a replica erases what its primary erases, and writes nothing of its own
+            next_flush = time.monotonic() + self.config.last_used_flush_seconds
             try:
                 self.flush_uses()
             except Exception:  # noqa: BLE001 - kept for the next round
@@ -473,6 +497,22 @@ class RegistryService:
                     self.sweep()
                 except Exception:  # noqa: BLE001 - the next round tries again
                     log.exception("registry retention sweep failed")
+
+    def _reload(self, on_ready: Callable[[], None]) -> None:
+        """(Re)load the index from the store now serving; retried by the supervisor on failure."""
+        try:
+            if self._stale:
+                self._stale = False
+                with self._writes:
+                    stale, self._index = self._index, None
+                if stale is not None:
+                    log.warning("the store went missing: the registry index is built again from the store now served")
+                    stale.close()
+                on_ready()
+            self.load()
+            on_ready()
+        except Exception:  # noqa: BLE001 - retried; the registry stays refused meanwhile
+            log.exception("registry index not loaded; retrying")
 
     def _follow(self, applied: Applied) -> None:
         """A replica's index follows the registry changes applied from the feed."""

@@ -18,7 +18,11 @@ is missing (STORE_MISSING) or fails underneath a call (STORE_UNAVAILABLE: disk
 full, read-only, corrupt) puts it out of service with that reason: every call
 is refused with it, never answered "no hit" from a half-working store, and
 :meth:`WatchlistService.supervise` keeps trying to reopen the store and
-rebuild the index until it works again. Nothing here touches 1:1 verification.
+rebuild the index until it works again. While serving, the supervisor also
+checks every ``store_watch_seconds`` that the store is still the file it
+opened (see :meth:`WatchlistStore.check_identity`): a store removed, moved or
+replaced under the server is STORE_MISSING, and the index in memory, built
+from a store that no longer exists, is not searched. Nothing here touches 1:1 verification.
 Templates stored on disk that fail the template checks are quarantined at load
 (left out of the index, logged and counted) while the rest of the list serves.
 
@@ -49,7 +53,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -233,6 +237,9 @@ class WatchlistService:
         self._unmigrated: dict[str, Unmigrated] = {}
         # A replica's index, loaded from its snapshot while the store was still arriving.
         self._preloaded: Future[LoadedIndex | None] | None = None
+        # The id of the store last served: after a fault, only that store (the
+        # file put back, or a restore of its backup) is taken up again by itself.
+        self._served_id: str | None = None
         self._listeners: list[Callable[[Availability], None]] = []
         self._commit_listeners: list[Callable[[int], None]] = []
         self._applied_listeners: list[Callable[[Applied], None]] = []
@@ -355,6 +362,14 @@ class WatchlistService:
         except StoreError as error:
             raise self._fail(error) from error
 
+    def store_faults(self) -> AbstractContextManager[None]:
+        """The same, for another service keeping its tables in this store (the registry)."""
+        return self._store_faults()
+
+    def serving_store(self) -> WatchlistStore:
+        """The store, refused with the reason while it is out of service (for the registry)."""
+        return self._open_store()
+
     def _tag(self) -> SnapshotTag:
         return SnapshotTag(self.store.store_id, self.store.change_seq(), self.model_id, self.engine.embedder.dimension)
 
@@ -392,6 +407,7 @@ class WatchlistService:
             index.sweep(time.time())
             self._set_unmigrated(self.store.unmigrated(self.model_id))
             self._index = index
+            self._served_id = tag.store_id
             self._quarantined = tuple(quarantined)
         metrics.QUARANTINED.set(len(quarantined))
         for bad in quarantined[: self.settings.quarantine_log_limit]:
@@ -440,10 +456,30 @@ class WatchlistService:
         """Bring the watch-lists into service and keep them there: open the store and
         load the index, and whenever that fails or a store fault takes the service
         out, try again every ``store_retry_seconds`` until ``stop`` is set."""
+        retry_at = 0.0
         while not stop.is_set():
-            if not self._availability.serving and not self._closed:
-                self._recover()
-            stop.wait(self.settings.store_retry_seconds)
+            try:
+                if self._availability.serving:
+                    self._watch()
+                elif not self._closed and time.monotonic() >= retry_at:
+                    retry_at = time.monotonic() + self.settings.store_retry_seconds
+                    self._recover()
+            except Exception:  # noqa: BLE001 - the supervisor must outlive any fault it meets
+                log.exception("watch-list supervisor: unexpected failure; trying again")
+            stop.wait(min(self.settings.store_watch_seconds, self.settings.store_retry_seconds))
+
+    def _watch(self) -> None:
+        """Take the watch-lists out of service if the store is no longer the file
+        it opened (STORE_MISSING) or cannot be read afresh (STORE_UNAVAILABLE)."""
+        store = self._store
+        if store is None:
+            return
+        try:
+            store.check_identity(deep=True)
+        except StoreError as error:
+            with self._writes:
+                if self._store is store and self._availability.serving and not self._closed:
+                    self._fail(error)
 
     def _recover(self) -> None:
         # The supervisor and a replica's follower may both find the service
@@ -465,7 +501,15 @@ class WatchlistService:
                 store = WatchlistStore.open(self.store_path, self.settings.busy_timeout_seconds)
                 self._store = store
                 store.check_writable()
+                if self._served_id is not None and store.store_id != self._served_id:
+                    raise StoreMissing(
+                        f"{self.store_path} is another store (id {store.store_id}) than the one this server served "
+                        f"(id {self._served_id}): it is not taken up while serving; restart the server to serve it"
+                    )
             except StoreError as error:
+                if isinstance(error, StoreMissing) and self._store is not None:
+                    self._store.close()
+                    self._store = None
                 self._fail(error)
                 return
         try:
@@ -730,6 +774,7 @@ class WatchlistService:
         installed store, and rebuilds otherwise."""
         with self._writes:
             self._preloaded = preloaded
+            self._served_id = None  # the primary's store, put in place on purpose
             if self._store is not None:
                 self._store.close()
                 self._store = None
@@ -794,6 +839,8 @@ class WatchlistService:
             index.sweep(now)
         with self._store_faults():
             provenance = self.store.provenance(sorted({c.subject.entry.watchlist for c in candidates}))
+            # The answer came from memory: it stands only while the store it was built from is still there.
+            self.store.check_identity()
         return Identification(candidates, threshold, face, outcome.searched, timings, self.model_id, provenance)
 
     def _require_migrated(self, names: list[str]) -> None:

@@ -18,6 +18,18 @@ surfaces as :class:`StoreFailure`, so that the service above can stop serving
 watch-lists with a reason while the rest of the server goes on. Files are
 created owner-only (0600, directories 0700): they hold biometric templates.
 
+A store open for writing is watched: the files it opened (the database, its
+write-ahead log and shared memory, its lock) must still be the files at their
+paths, and the database at the path must still hold the store id it was
+opened with (:meth:`WatchlistStore.check_identity`). A store deleted, moved or
+replaced under a running process is otherwise written on, through the open
+descriptors, into files no one will open again: every write checks before it
+commits and again before it is acknowledged, every read checks before it
+answers, and the service above checks every second. A store found not to be
+itself is :class:`StoreMissing`; its connections are then abandoned, never
+closed, because closing the last one checkpoints and deletes the log *by
+name*, which may by then be another store's.
+
 Since schema 2 the store keeps each subject's enrolment images, as sent (with
 their sha256 and size): they are the agency's record, and when the model
 changes, templates are made again from them (``verifier watchlist migrate``).
@@ -59,6 +71,7 @@ from pathlib import Path
 import numpy as np
 
 from verifier.errors import Reason, VerifierError
+from verifier.storage.faults import FileIdentity
 from verifier.templates import NORM_TOLERANCE, TEMPLATE_VERSION, Template, TemplateSpec, problem_with
 from verifier.validation import moment
 
@@ -157,6 +170,13 @@ _SUBJECT_COLUMNS = (
 
 FILE_MODE = 0o600
 DIRECTORY_MODE = 0o700
+
+# The files beside the database that SQLite keeps open while a store is open:
+# a write into any of them, once it is no longer the file at its path, is lost.
+_OPEN_FILES = ("", "-wal", "-shm")
+# Connections of stores found replaced or removed: kept referenced (never
+# closed, never collected, which would close them) until the process ends.
+_ABANDONED: list[sqlite3.Connection] = []
 
 
 class StoreError(Exception):
@@ -678,6 +698,10 @@ class WatchlistStore:
         self._pending: tuple[str, dict] | None = None
         self.last_seq = 0
         self._committing = 0
+        # What this handle opened (see check_identity): None until opened for writing.
+        self._identity: dict[str, FileIdentity | None] | None = None
+        self._opened_id: str | None = None
+        self._lost = False
 
     @classmethod
     def create(cls, path: Path, busy_timeout: float) -> "WatchlistStore":
@@ -690,6 +714,7 @@ class WatchlistStore:
             raise StoreError(f"{path} exists; a store is created once") from exc
         store = cls._lock(path, busy_timeout)
         try:
+            opened = FileIdentity.at(path)
             store._writer = store._connect()
             store._writer.execute("PRAGMA journal_mode=WAL")
             store._writer.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} {_IMAGES_SCHEMA} COMMIT;")
@@ -699,6 +724,7 @@ class WatchlistStore:
                     [("schema_version", SCHEMA_VERSION), ("store_id", uuid.uuid4().hex), ("change_seq", 0)],
                 )
             store._ensure_feed()
+            store._remember_identity(opened)
         except BaseException:
             store.close()
             raise
@@ -718,14 +744,19 @@ class WatchlistStore:
             for owned in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
                 if owned.exists():
                     os.chmod(owned, FILE_MODE)
+            opened = FileIdentity.at(path)
             store._writer = store._connect()
             store._writer.execute("PRAGMA journal_mode=WAL")
             store._upgrade(store._writer)
             store._check_schema()
             store._ensure_feed()
+            store._remember_identity(opened)
         except sqlite3.Error as exc:
             store.close()
             raise StoreFailure(f"{path} cannot be read as a watch-list store: {exc}") from exc
+        except OSError as exc:
+            store.close()
+            raise StoreFailure(f"{path} cannot be opened: {exc}") from exc
         except BaseException:
             store.close()
             raise
@@ -757,14 +788,16 @@ class WatchlistStore:
     def _lock(cls, path: Path, busy_timeout: float) -> "WatchlistStore":
         store = cls(path, busy_timeout, readonly=False)
         lock = Path(f"{path}.lock")
-        store._lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT, FILE_MODE)
-        os.chmod(lock, FILE_MODE)
         try:
+            store._lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT, FILE_MODE)
+            os.chmod(lock, FILE_MODE)
             fcntl.flock(store._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
-            os.close(store._lock_fd)
-            store._lock_fd = None
+            store.close()
             raise StoreError(f"{path} is in use by another process (stop the server to write to it)") from exc
+        except OSError as exc:  # a read-only file system, a full disk, an I/O error
+            store.close()
+            raise StoreFailure(f"{path}: its lock {lock} cannot be taken: {exc}") from exc
         return store
 
     @classmethod
@@ -802,10 +835,59 @@ class WatchlistStore:
                 f"{self.path} has schema {found and found[0]}, this program reads {SCHEMA_VERSION}{upgrade}"
             )
 
+    def _remember_identity(self, opened: FileIdentity | None) -> None:
+        """Note the files this handle opened, and its store id (see :meth:`check_identity`)."""
+        found = {suffix: FileIdentity.at(f"{self.path}{suffix}") for suffix in _OPEN_FILES}
+        if opened is None or found[""] != opened:
+            raise StoreMissing(f"{self.path} was replaced while it was being opened")
+        self._identity = found
+        self._opened_id = str(self._meta("store_id"))
+
+    def check_identity(self, deep: bool = False) -> None:
+        """Raise :class:`StoreMissing` unless the files this handle opened for
+        writing are still the files at their paths (and, ``deep``, the database
+        at the path, read afresh, still holds the store id it was opened with:
+        a file rewritten in place). A few ``stat`` calls; ``deep`` opens a
+        connection. Nothing to check on a read-only handle."""
+        if self._identity is None:
+            return
+        try:
+            for suffix, opened in self._identity.items():
+                if opened is not None and FileIdentity.at(f"{self.path}{suffix}") != opened:
+                    self._lose(f"{self.path}{suffix}")
+            if self._lock_fd is not None and FileIdentity.at(f"{self.path}.lock") != FileIdentity.of_descriptor(
+                    self._lock_fd):
+                self._lose(f"{self.path}.lock")
+        except OSError as exc:
+            raise StoreFailure(f"{self.path} cannot be looked at: {exc}") from exc
+        if deep:
+            try:
+                fresh = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=self._busy_timeout)
+                try:
+                    found = fresh.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()
+                finally:
+                    fresh.close()
+            except sqlite3.Error as exc:
+                raise StoreFailure(f"{self.path} cannot be read afresh: {exc}") from exc
+            if found is None or str(found[0]) != self._opened_id:
+                self._lose(f"{self.path} (store id {found and found[0]}, opened as {self._opened_id})")
+
+    def _lose(self, what: str) -> None:
+        self._lost = True
+        raise StoreMissing(
+            f"{what} is no longer the file this server opened (removed, moved or replaced): the watch-list store "
+            "is gone from under the server; nothing more is read from it or written to it"
+        )
+
     def close(self) -> None:
         with self._connections_lock:
-            for conn in self._connections:
-                conn.close()
+            if self._lost and self._connections:
+                # Closing the last connection would checkpoint and delete the
+                # log by name: perhaps another store's by now (module docstring).
+                _ABANDONED.extend(self._connections)
+            else:
+                for conn in self._connections:
+                    conn.close()
             self._connections.clear()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -813,6 +895,7 @@ class WatchlistStore:
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
+        self.check_identity()
         try:
             conn = self._idle.get_nowait()
         except queue.Empty:
@@ -833,7 +916,10 @@ class WatchlistStore:
     @contextmanager
     def _transaction(self, count: bool = True) -> Iterator[sqlite3.Connection]:
         """One write transaction; committed (and on disk) when the block ends.
-        A SQLite failure rolls it back and surfaces as :class:`StoreFailure`."""
+        A SQLite failure rolls it back and surfaces as :class:`StoreFailure`;
+        a store that is no longer itself (see :meth:`check_identity`) rolls it
+        back before the commit, or, found just after it, fails it unacknowledged,
+        as :class:`StoreMissing`."""
         if self._writer is None:
             raise StoreError(f"{self.path} is open read-only")
         with self._write_lock:
@@ -844,7 +930,9 @@ class WatchlistStore:
                 yield conn
                 if count:
                     self._commit_change(conn)
+                self.check_identity()
                 conn.execute("COMMIT")
+                self.check_identity()
                 if count:
                     self.last_seq = self._committing
             except BaseException as exc:
