@@ -33,8 +33,10 @@ setup-dev: $(VENV)/.installed-dev
 models: setup
 	$(BIN)/verifier models fetch
 
-# The store is created on the very first run only: one that existed and is gone
-# is reported by the server (STORE_MISSING), never silently replaced.
+# The store is created on the very first run only: where one existed and is
+# gone (its marker in data/.stores, the audit trail, the registry key, a saved
+# index) init stops the run (exit 2) saying how to restore it or start afresh
+# on purpose; the server reports a missing store (STORE_MISSING), never replaces it.
 run: models
 	$(BIN)/verifier watchlist init --first-run
 	$(BIN)/verifier serve

@@ -443,9 +443,16 @@ class WatchlistSettings(BaseModel):
     store_watch_seconds: float = Field(default=1.0, gt=0, le=60)
     # Quarantined templates named one by one in the log at load; the rest are counted.
     quarantine_log_limit: int = Field(default=50, ge=0)
+    # Where `watchlist init` remembers each store it made (id and path), outside
+    # the store's folder so that losing the folder leaves the memory: init then
+    # refuses to make an empty store in its place. Relative: under data_dir.
+    markers_path: Path = Path(".stores")
 
     def store_file(self, data_dir: Path) -> Path:
         return data_dir / self.store_path
+
+    def markers_folder(self, data_dir: Path) -> Path:
+        return data_dir / self.markers_path
 
     def snapshot_file(self, data_dir: Path) -> Path | None:
         return None if self.snapshot_path is None else data_dir / self.snapshot_path

@@ -64,6 +64,15 @@ def text(value: str, field: str, max_bytes: int = MAX_TEXT_BYTES) -> str:
     return value
 
 
+def stated_reason(value: str, field: str = "reason") -> str:
+    """An operator's reason for a deliberate step (a trail or a store begun
+    afresh): text as :func:`text` accepts, stripped, and not blank."""
+    reason = text(value, field).strip()
+    if not reason:
+        raise _invalid(field, "is blank", Reason.FIELD_INVALID)
+    return reason
+
+
 def in_range(value: object) -> bool:
     """Whether ``value`` is a finite number of epoch seconds a timestamp may hold."""
     return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -115,16 +115,13 @@ def _audit_begin(args: argparse.Namespace, settings: Settings) -> int:
     serves an existing store without its old trail (README, Security)."""
     from verifier.errors import VerifierError
     from verifier.security.audit import CHANGE, AuditLog, Entry, local_operator
-    from verifier.validation import text
+    from verifier.validation import stated_reason
 
     path = settings.audit.file(settings.data_dir)
     try:
-        reason = text(args.reason, "reason").strip()
+        reason = stated_reason(args.reason, "--reason")
     except VerifierError as error:
-        print(f"error: --reason: {error.message}", file=sys.stderr)
-        return EXIT_ERROR
-    if not reason:
-        print("error: --reason must say why the trail starts afresh", file=sys.stderr)
+        print(f"error: {error.message}; say why the trail starts afresh", file=sys.stderr)
         return EXIT_ERROR
     if path.exists():
         print(f"error: {path} exists: a new trail is begun only where there is none", file=sys.stderr)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 
 from verifier.config import Settings
@@ -27,13 +28,34 @@ OTHERS = 0o077
 SERVICE_UMASK = 0o077
 
 
+def write_private(path: Path, chunks: Iterable[bytes], mode: int = 0o600) -> None:
+    """Write ``path`` atomically and durably, owner-only: a temporary file beside
+    it, fsync, rename, fsync of the folder (made 0700 if absent)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    os.fchmod(descriptor, mode)
+    with os.fdopen(descriptor, "wb") as out:
+        for chunk in chunks:
+            out.write(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(partial, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
 def service_folders(settings: Settings) -> list[Path]:
     """The folders under the data folder that the service writes to."""
     data = settings.data_dir
     files = [settings.watchlist.store_file(data), settings.watchlist.snapshot_file(data),
              settings.audit.file(data), settings.gate.transactions_file(data), settings.registry.key_file(data),
              settings.registry.snapshot_file(data)]
-    folders = {path.parent for path in files if path is not None} | {data / "replication"}
+    folders = {path.parent for path in files if path is not None} | {data / "replication",
+                                                                       settings.watchlist.markers_folder(data)}
     return sorted(folders)
 
 

@@ -3,7 +3,9 @@ watch-list from photos, move it to a new model, hand it on, look at it.
 
 ``init`` is the only way a store comes to exist (the server never creates one,
 so a store that disappears is noticed rather than silently replaced by an
-empty one).
+empty one), and it too refuses where there is evidence that a store existed
+(:mod:`verifier.watchlist.evidence`), until the store is restored from backup
+or begun afresh on purpose (``--start-afresh --reason``, on the audit trail).
 
 Import writes to the store itself, so it runs while the server is stopped (the
 store admits one writing process); it is resumable: subjects already enrolled
@@ -68,12 +70,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("watchlist", help="import, export and inspect watch-lists")
     commands = parser.add_subparsers(dest="watchlist_command", required=True)
 
-    init = commands.add_parser("init", help="create the (empty) watch-list store; refuses if one exists")
-    init.add_argument(
+    init = commands.add_parser(
+        "init", help="create the (empty) watch-list store; refuses if one exists or there is evidence that one did")
+    how = init.add_mutually_exclusive_group()
+    how.add_argument(
         "--first-run", action="store_true",
-        help="only if the store's folder has never existed (what `make run` does): a store that existed and is "
-             "gone is not replaced",
+        help="what `make run` does: nothing if the store exists, a new store if none ever did, and a refusal "
+             "(exit 2) if one existed and is gone",
     )
+    how.add_argument(
+        "--start-afresh", action="store_true",
+        help="a new, empty store where one existed and is gone, on purpose (needs --reason; on the audit trail)",
+    )
+    init.add_argument("--reason", default="", help="why the store starts afresh (for example: ticket 4711)")
     init.set_defaults(handler=_init)
 
     load = commands.add_parser(
@@ -104,36 +113,105 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _init(args: argparse.Namespace, settings: Settings) -> int:
+    from verifier.watchlist.evidence import evidence, refusal
+
     store = settings.watchlist.store_file(settings.data_dir)
-    folder = store.parent
-    if args.first_run and folder.exists():
-        print(f"{folder} exists: not a first run, no store created")
-        return EXIT_OK
     if store.exists():
+        if args.first_run:
+            _remember_existing(settings, store)
+            print(f"{store} exists: not a first run, no store created")
+            return EXIT_OK
         # Before the trail is touched: a refused init must not begin a trail
         # beside a store whose own trail was lost (README, Security).
         print(f"error: {store} exists; a store is created once", file=sys.stderr)
         return EXIT_ERROR
+    reason = ""
+    if args.start_afresh or args.reason:
+        reason = _reason(args)
+        if reason is None:
+            return EXIT_ERROR
+    found = evidence(settings)
+    if found and not args.start_afresh:
+        print(refusal(settings, found), file=sys.stderr)
+        return EXIT_ERROR
     try:
-        path = _created_on_the_trail(settings, store)
+        path = _created_on_the_trail(settings, store, reason, found)
     except (StoreError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    print(f"created an empty watch-list store at {path}")
+    print(f"created an empty watch-list store at {path}" + (f", afresh on purpose: {reason}" if reason else ""))
     return EXIT_OK
 
 
-def _created_on_the_trail(settings: Settings, store: Path) -> Path:
+def _reason(args: argparse.Namespace) -> str | None:
+    """The operator's reason for starting afresh, checked; None (said why) if unusable."""
+    from verifier.validation import stated_reason
+
+    if not args.start_afresh:
+        print("error: --reason goes with --start-afresh", file=sys.stderr)
+        return None
+    try:
+        return stated_reason(args.reason, "--reason")
+    except VerifierError as error:
+        print(f"error: {error.message}; say why the store starts afresh", file=sys.stderr)
+        return None
+
+
+def _remember_existing(settings: Settings, store: Path) -> None:
+    """A store found at a first run (made before markers were kept, or restored)
+    is remembered, so that losing it later is noticed; one that cannot be read
+    is left to the server to report."""
+    from verifier.watchlist.evidence import recalled, remember
+
+    try:
+        found = WatchlistStore.open_readonly(store, settings.watchlist.busy_timeout_seconds)
+    except StoreError:
+        return
+    try:
+        store_id = found.store_id
+    finally:
+        found.close()
+    marker = recalled(settings)
+    if marker is None or marker.store_id != store_id:
+        print(f"remembered store {store_id} in {remember(settings, store_id)}")
+
+
+def _created_on_the_trail(
+    settings: Settings, store: Path, reason: str = "", overridden: list[str] | None = None
+) -> Path:
     """Create the store, recorded on the audit trail (begun here on a first run),
-    so that a store never exists without the trail the server requires beside it."""
-    from verifier.security.audit import AuditLog
+    so that a store never exists without the trail the server requires beside
+    it, and remember it outside its folder. A store begun afresh on purpose is
+    always recorded, with the operator's reason and the evidence it overrode."""
+    from verifier.security.audit import CHANGE, AuditLog, Entry, local_operator, recorded_change
+    from verifier.watchlist.evidence import remember, set_aside_leftovers
     from verifier.watchlist.service import initialise_store
 
-    if not settings.audit.enabled:
-        return initialise_store(settings)
+    def create() -> Path:
+        if reason:
+            for aside in set_aside_leftovers(store):
+                print(f"set aside {aside} (left by the store that was)")
+        path = initialise_store(settings)
+        made = WatchlistStore.open_readonly(path, settings.watchlist.busy_timeout_seconds)
+        try:
+            remember(settings, made.store_id)
+        finally:
+            made.close()
+        return path
+
+    if not settings.audit.enabled and not reason:
+        return create()
     audit = AuditLog.for_settings(settings)
     try:
-        return _audited(audit, "init", "CreateStore", str(store), lambda: initialise_store(settings))
+        if not reason:
+            return _audited(audit, "init", "CreateStore", str(store), create)
+        identity, role = local_operator()
+        decision = f"a new, empty store begun afresh on purpose: {reason}"
+        if overridden:
+            decision += "; evidence of the store it replaces: " + "; ".join(overridden)
+        entry = Entry(identity=identity, role=role, rpc="cli:watchlist init/StartAfresh", kind=CHANGE, outcome="",
+                      targets=(str(store),), decision=decision)
+        return recorded_change(audit, entry, create)
     finally:
         audit.close()
 

@@ -38,6 +38,8 @@ from typing import BinaryIO
 import faiss
 import numpy as np
 
+from verifier.security.files import write_private
+
 TEMPLATE_BITS = 8
 # Snapshots hold every template: readable by the service's own user only.
 SNAPSHOT_FILE_MODE = 0o600
@@ -371,21 +373,7 @@ class SerializedIndex:
 
     def write(self, path: Path) -> None:
         """Write the snapshot file atomically (temporary file, fsync, rename), owner-only."""
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, SNAPSHOT_FILE_MODE)
-        os.fchmod(descriptor, SNAPSHOT_FILE_MODE)
-        with os.fdopen(descriptor, "wb") as out:
-            for chunk in self.chunks():
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(partial, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        write_private(path, self.chunks(), SNAPSHOT_FILE_MODE)
 
 
 def _left_out_bytes(keys: list[int]) -> bytes:
