@@ -322,6 +322,10 @@ class ServerSettings(BaseModel):
     # on 0.0.0.0 with mutual TLS does not open a plaintext port beside it. A
     # scraper elsewhere needs an explicit address here (logged as a warning).
     metrics_host: str = "127.0.0.1"
+    # While the audit trail or the gate's answer store cannot be written (disk
+    # full, I/O error, read-only), how often it is tried again; the services
+    # that record decisions report NOT_SERVING until it can.
+    storage_retry_seconds: float = Field(default=1.0, gt=0, le=60)
 
 
 class AdmissionSettings(BaseModel):

@@ -3,7 +3,8 @@
 A watch-list store that is missing, is not a store, or fails at run time (a
 file-size limit on the server process: the disk is full) takes only the
 Watchlist service out of service, with a reason on every call; FaceVerifier
-keeps answering. A missing store is never replaced by an empty one, and the
+keeps answering, and the watch-lists come back by themselves once the limit
+is lifted (tests/server/test_storage_faults.py: the whole disk). A missing store is never replaced by an empty one, and the
 service comes back by itself once an operator creates or restores it. Damaged
 template rows are quarantined while the rest of the list serves, across
 SIGKILL restarts. Nonsense settings stop the start, naming the setting.
@@ -106,7 +107,8 @@ def test_a_file_that_is_not_a_store_takes_out_only_the_watchlists(
 
 
 def _limit_file_size() -> None:
-    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, FILE_SIZE_LIMIT))
+    # A soft limit only: the test lifts it from outside (prlimit) as space is freed.
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, resource.RLIM_INFINITY))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
@@ -139,11 +141,18 @@ def test_a_store_failing_at_run_time_stops_only_the_watchlists(
         assert server.health(channel, FACE_VERIFIER) == SERVING
         assert _verify(channel, photos).match
         assert server.process.poll() is None
+        # Space freed: the store is taken up again without a restart, and takes writes.
+        resource.prlimit(server.process.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        server.wait_health(channel, WATCHLIST, SERVING, timeout=30)
+        recovered = acknowledged[-1] + 1
+        stub.EnrollSubject(wl.EnrollSubjectRequest(subject=wl.Subject(watchlist="wanted", subject_id=f"S-{recovered}"),
+                                                   samples=_templates(engine, 16, seed=recovered)), timeout=30)
+        acknowledged.append(recovered)
         server.process.send_signal(signal.SIGKILL)
     with serving(tmp_path, FAST_RETRY) as server, grpc.insecure_channel(server.address) as channel:
         server.wait_health(channel, WATCHLIST, SERVING)
         stub = wl_grpc.WatchlistStub(channel)
-        for number in (acknowledged[0], acknowledged[-1]):
+        for number in (acknowledged[0], acknowledged[-2], acknowledged[-1]):
             found = stub.Identify(wl.IdentifyRequest(probe=_templates(engine, 1, seed=number)[0], top_k=1),
                                   timeout=30)
             assert [c.subject_id for c in found.candidates] == [f"S-{number}"]

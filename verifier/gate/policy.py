@@ -41,6 +41,10 @@ FRAME_BUDGET_EXHAUSTED = "FRAME_BUDGET_EXHAUSTED"
 FRAME_TIMEOUT = "FRAME_TIMEOUT"
 CAPTURE_ENDED = "CAPTURE_ENDED"
 INTERNAL_FAULT = "INTERNAL_FAULT"
+# The decision could not be recorded (the audit trail or the answer store is on
+# a disk that is full, failing or read-only): a decision off the record is
+# never given, so the traveller is referred, whatever the checks found.
+STORAGE_FAULT = "STORAGE_FAULT"
 
 
 @dataclass(frozen=True)

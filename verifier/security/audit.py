@@ -23,6 +23,17 @@ a background flusher at most ``commit_window_seconds`` later, in one
 transaction per batch (group commit). A crash loses at most that window of
 decision records, never a change record. Records never hold image bytes or
 templates, only ids, scores, thresholds and the model id.
+
+Storage faults (a full disk, an I/O error, a read-only file system): a write
+that fails leaves no record behind (SQLite rolls the transaction back, and a
+log frame without its commit is never read, so the chain has no torn tail).
+The trail is then *unavailable*: every audited call is refused with
+STORE_UNAVAILABLE (the detail ``fault`` says which), listeners are told (the
+server's health), and the decisions already answered but not yet written are
+kept in memory. Every ``retry_seconds`` the flusher tries again, on a fresh
+connection, to write them followed by one record of the outage (from when,
+why, and how many calls were refused meanwhile); once that commits the trail
+is available again, without a restart.
 """
 
 from __future__ import annotations
@@ -41,6 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from verifier.errors import Reason, VerifierError
+from verifier.storage.faults import fault_of
 
 if TYPE_CHECKING:
     from verifier.config import Settings
@@ -156,20 +168,34 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-def unavailable(message: str) -> VerifierError:
+def unavailable(message: str, fault: str = "") -> VerifierError:
     """The refusal for any call whose audit record cannot be written: nothing
     is decided or changed off the record."""
-    return VerifierError(Reason.STORE_UNAVAILABLE, message, store="audit")
+    details = {"store": "audit"} | ({"fault": fault} if fault else {})
+    return VerifierError(Reason.STORE_UNAVAILABLE, message, **details)
+
+
+@dataclass
+class _Outage:
+    """Why and since when the trail cannot be written, and the calls refused meanwhile."""
+
+    error: str
+    fault: str
+    since: str
+    refused: int = 0
 
 
 class AuditLog:
     """The writer of one audit trail; thread-safe; one per process."""
 
-    def __init__(self, path: Path, commit_window_seconds: float, busy_timeout_seconds: float) -> None:
+    def __init__(self, path: Path, commit_window_seconds: float, busy_timeout_seconds: float,
+                 retry_seconds: float = 1.0) -> None:
         # Owner-only (README, Security); SQLite gives its WAL the file's mode.
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = path
         self.window = commit_window_seconds
+        self.retry_seconds = retry_seconds
+        self._busy_timeout = busy_timeout_seconds
         self._db = sqlite3.connect(path, timeout=busy_timeout_seconds, isolation_level=None, check_same_thread=False)
         os.chmod(path, 0o600)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -180,25 +206,40 @@ class AuditLog:
         self._write_lock = threading.Lock()
         self._wake = threading.Event()
         self._closing = False
-        self._failure: BaseException | None = None
+        self._outage: _Outage | None = None
+        self._listeners: list[Callable[[bool], None]] = []
         self._flusher = threading.Thread(target=self._flush_loop, name="audit-flusher", daemon=True)
         self._flusher.start()
-
 
     @classmethod
     def for_settings(cls, settings: "Settings") -> "AuditLog":
         """The configured trail (``audit.path`` under the data folder)."""
         audit = settings.audit
-        return cls(audit.file(settings.data_dir), audit.commit_window_seconds, audit.busy_timeout_seconds)
+        return cls(audit.file(settings.data_dir), audit.commit_window_seconds, audit.busy_timeout_seconds,
+                   settings.server.storage_retry_seconds)
+
+    @property
+    def available(self) -> bool:
+        """Whether records can be written now (False from a failed write until a retry succeeds)."""
+        return self._outage is None
+
+    def on_availability(self, listener: Callable[[bool], None]) -> None:
+        """Call ``listener`` with every change of :attr:`available` (the server's health)."""
+        self._listeners.append(listener)
+
+    def require_available(self) -> None:
+        """Refuse (STORE_UNAVAILABLE) a call whose record could not be written now."""
+        with self._queue_lock:
+            self._check()
+
     def append_change(self, entry: Entry) -> Record:
         """Append ``entry`` and return once it is durable (with any decisions
         queued before it, which keep their place in the chain)."""
         with self._write_lock:
             with self._queue_lock:
                 self._check()
-                batch, self._pending = self._pending, []
-                batch.append(Record(**asdict(entry), time=_now()))
-            return self._write(batch)[-1]
+                queued, self._pending = self._pending, []
+            return self._write(queued, [Record(**asdict(entry), time=_now())])[-1]
 
     def append_decision(self, entry: Entry) -> None:
         """Queue ``entry``; the flusher makes it durable within the commit window."""
@@ -211,9 +252,9 @@ class AuditLog:
         with self._write_lock:
             with self._queue_lock:
                 self._check()
-                batch, self._pending = self._pending, []
-            if batch:
-                self._write(batch)
+                queued, self._pending = self._pending, []
+            if queued:
+                self._write(queued, [])
 
     def close(self) -> None:
         """Write what is queued, stop the flusher, close the file."""
@@ -221,29 +262,102 @@ class AuditLog:
         self._wake.set()
         self._flusher.join()
         try:
-            if self._failure is None:
-                self.flush()
+            if self._outage is not None:
+                self._resume()
+            self.flush()
+        except VerifierError:
+            log.error("the audit trail is still unavailable at shutdown: %d decision records answered but not "
+                      "written are lost", len(self._pending))
         finally:
             self._db.close()
 
     def _check(self) -> None:
-        if self._failure is not None:
-            raise unavailable(f"the audit trail could not be written ({self._failure}); refusing off the record")
+        """Under the queue lock: refuse while the trail is unavailable, counting the refusal."""
+        outage = self._outage
+        if outage is not None:
+            outage.refused += 1
+            raise unavailable(f"the audit trail cannot be written ({outage.fault}: {outage.error}); "
+                              "refusing off the record", outage.fault)
 
     def _flush_loop(self) -> None:
         while not self._closing:
-            self._wake.wait(self.window)
+            self._wake.wait(self.window if self._outage is None else self.retry_seconds)
             try:
-                self.flush()
+                if self._outage is None:
+                    self.flush()
+                elif not self._closing:
+                    self._resume()
             except VerifierError:
-                return
-            except Exception as error:  # noqa: BLE001 - recorded; every later append is refused
-                log.exception("audit flush failed; refusing audited calls from now on")
-                self._failure = error
-                return
+                continue  # unavailable: logged when it began; tried again after retry_seconds
+            except Exception as error:  # noqa: BLE001 - never let the flusher die: the trail is retried
+                log.exception("audit flush failed")
+                self._fail(error)
 
-    def _write(self, batch: list[Record]) -> list[Record]:
-        """Chain ``batch`` onto the head read under the write lock, and commit it."""
+    def _fail(self, error: BaseException) -> _Outage:
+        """Mark the trail unavailable (once per outage), and tell the listeners."""
+        with self._queue_lock:
+            began = self._outage is None
+            if began:
+                self._outage = _Outage(str(error), fault_of(error), _now())
+            outage = self._outage
+        if began:
+            log.error("the audit trail %s cannot be written (%s: %s): audited calls are refused until it can; "
+                      "retrying every %.1f s", self.path, outage.fault, outage.error, self.retry_seconds)
+            self._tell(False)
+        return outage  # type: ignore[return-value]
+
+    def _tell(self, available: bool) -> None:
+        for listener in self._listeners:
+            try:
+                listener(available)
+            except Exception:  # noqa: BLE001 - a listener must not stop the trail
+                log.exception("audit availability listener failed")
+
+    def _resume(self) -> None:
+        """Try the trail again on a fresh connection: the decisions kept since
+        the fault, then one record of the outage; available again once they commit."""
+        with self._write_lock:
+            outage = self._outage
+            if outage is None:
+                return
+            self._reopen()
+            with self._queue_lock:
+                queued, self._pending = self._pending, []
+                refused = outage.refused
+            record = Record(
+                identity="audit-trail", role="system", rpc="audit.outage", kind=REFUSAL, outcome="UNAVAILABLE",
+                reason=Reason.STORE_UNAVAILABLE.value, time=_now(),
+                decision=f"the trail could not be written from {outage.since} ({outage.fault}: {outage.error}); "
+                         f"{refused} audited calls refused meanwhile",
+            )
+            self._write(queued, [record], resuming=True)
+            with self._queue_lock:
+                self._outage = None
+                late = outage.refused - refused
+        log.info("the audit trail %s is written again; %d calls were refused while it could not be%s", self.path,
+                 outage.refused, f" ({late} after the outage record)" if late else "")
+        self._tell(True)
+
+    def _reopen(self) -> None:
+        """A fresh connection to the trail (never creating it: ``mode=rw``), for
+        a file system remounted or a file made writable again."""
+        try:
+            fresh = sqlite3.connect(f"file:{self.path}?mode=rw", uri=True, timeout=self._busy_timeout,
+                                    isolation_level=None, check_same_thread=False)
+            fresh.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error as error:
+            if self._outage is not None:
+                self._outage.error, self._outage.fault = str(error), fault_of(error)
+            raise unavailable(f"the audit trail cannot be opened: {error}", fault_of(error)) from error
+        old, self._db = self._db, fresh
+        old.close()
+
+    def _write(self, queued: list[Record], new: list[Record], resuming: bool = False) -> list[Record]:
+        """Chain ``queued`` (decisions already answered) and ``new`` onto the head
+        read under the write lock, and commit them. On failure nothing is
+        written, ``queued`` is kept to be written later, and the trail is
+        unavailable (or stays so, ``resuming``)."""
+        batch = queued + new
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -262,11 +376,19 @@ class AuditLog:
                 )
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as error:
-            self._failure = error
-            raise unavailable(f"the audit trail could not be written: {error}") from error
+            with self._queue_lock:
+                self._pending[:0] = queued
+            if resuming and self._outage is not None:
+                self._outage.error, self._outage.fault = str(error), fault_of(error)  # what it is now
+            else:
+                outage = self._fail(error)
+                with self._queue_lock:
+                    outage.refused += len(new)  # the change whose record failed is refused
+            raise unavailable(f"the audit trail could not be written: {error}", fault_of(error)) from error
         return chained
 
 

@@ -6,7 +6,6 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 
@@ -39,6 +38,7 @@ from verifier.server.edge import (
     require_audit_trail,
 )
 from verifier.server.gate_servicer import GateServicer
+from verifier.server.health import ServiceHealth
 from verifier.server.interceptors import MetricsInterceptor
 from verifier.server.registry_servicer import RegistryServicer
 from verifier.server.replication_servicer import ReplicationServicer
@@ -59,7 +59,7 @@ from verifier.v1 import (
     watchlist_pb2,
     watchlist_pb2_grpc,
 )
-from verifier.watchlist.service import Availability, WatchlistService
+from verifier.watchlist.service import WatchlistService
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ class RunningServer:
     edge: Edge | None = None
     transactions: TransactionStore | None = None
     supervisor: threading.Thread | None = None
+    storage_probe: threading.Thread | None = None
     follower: threading.Thread | None = None
     replica: ReplicaState | None = None
     stopping: threading.Event = field(default_factory=threading.Event)
@@ -93,6 +94,8 @@ class RunningServer:
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
         self.stopping.set()
+        if self.storage_probe is not None:
+            self.storage_probe.join()
         if self.watchlist is not None:
             if self.supervisor is not None:
                 self.supervisor.join()
@@ -117,20 +120,11 @@ def build_service(settings: Settings, engine: FaceEngine | None = None) -> Verif
     )
 
 
-def _report_store_health(
-    health_servicer: health.HealthServicer, registry: RegistryService | None
-) -> Callable[[Availability], None]:
-    """The store's availability to the health entries of the services that stand
-    on it: the Watchlist, and the Registry (whose tables live in the same store)
-    once its index is ready too; 1:1 verification is untouched."""
-
-    def report(availability: Availability) -> None:
-        serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
-        health_servicer.set(WATCHLIST_SERVICE, serving if availability.serving else not_serving)
-        if registry is not None:
-            health_servicer.set(REGISTRY_SERVICE, serving if availability.serving and registry.ready else not_serving)
-
-    return report
+def _probe_storage(transactions: TransactionStore, every: float, stop: threading.Event) -> None:
+    """Try the gate's answer store again while it is failing (the audit trail retries by itself)."""
+    while not stop.wait(every):
+        if not transactions.available:
+            transactions.probe()
 
 
 def start_server(
@@ -215,21 +209,29 @@ def start_server(
         )
     port = edge.bind(server, f"{settings.server.host}:{settings.server.port}")
     server.start()
-    for name in ("", VERIFIER_SERVICE, GATE_SERVICE):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    # Each entry says whether its service can answer and record its answers (verifier.server.health).
+    report = ServiceHealth(health_servicer, {"verifier": VERIFIER_SERVICE, "gate": GATE_SERVICE,
+                                             "watchlist": WATCHLIST_SERVICE, "registry": REGISTRY_SERVICE},
+                           edge.audit, transactions, watchlist, registry)
+    if edge.audit is not None:
+        edge.audit.on_availability(report.update)
+    transactions.on_availability(report.update)
+    report.update()
     running = RunningServer(server, port, health_servicer, watchlist, registry, edge=edge,
                             transactions=transactions, replica=replica)
+    running.storage_probe = threading.Thread(
+        target=_probe_storage, args=(transactions, settings.server.storage_retry_seconds, running.stopping),
+        name="storage-probe", daemon=True)
+    running.storage_probe.start()
     if watchlist is not None:
-        report = _report_store_health(health_servicer, registry)
-        watchlist.on_availability(report)
-        report(watchlist.availability)
+        watchlist.on_availability(report.update)
         running.supervisor = threading.Thread(
             target=watchlist.supervise, args=(running.stopping,), name="watchlist-supervisor", daemon=True
         )
         running.supervisor.start()
         if registry is not None:
             running.registry_supervisor = threading.Thread(
-                target=registry.supervise, args=(running.stopping, lambda: report(watchlist.availability)),
+                target=registry.supervise, args=(running.stopping, report.update),
                 name="registry-supervisor", daemon=True,
             )
             running.registry_supervisor.start()

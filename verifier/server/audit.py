@@ -7,7 +7,9 @@ answered. A change is recorded durably twice: STARTED before the handler
 touches the store, so nothing reaches the store off the record, and its
 outcome before the response leaves, so nothing is acknowledged off the record.
 Decisions are group-committed. When the trail cannot be written the call is
-refused (STORE_UNAVAILABLE) instead of answered.
+refused (STORE_UNAVAILABLE) instead of answered; while it stays so, audited
+calls are refused before they run. Auditors read on meanwhile (what is on
+disk).
 """
 
 from __future__ import annotations
@@ -154,6 +156,8 @@ class AuditInterceptor(grpc.ServerInterceptor):
             try:
                 if spec.kind == CHANGE:
                     append(replace(base, outcome="STARTED"))
+                else:
+                    self.audit.require_available()  # no decision computed that could not be recorded
             except VerifierError as error:
                 context.abort_with_status(status_for(error))
             try:
@@ -214,7 +218,10 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
             raise VerifierError(Reason.FIELD_INVALID, "page_token is not one this service returned",
                                 field="page_token")
         size = min(request.page_size or self.page_size, self.page_size)
-        self.audit.flush()
+        try:
+            self.audit.flush()
+        except VerifierError:
+            pass  # the trail cannot be written now: what is on disk is read all the same
         where = RecordFilter(
             since=request.since.ToDatetime(tzinfo=UTC) if request.HasField("since") else None,
             until=request.until.ToDatetime(tzinfo=UTC) if request.HasField("until") else None,

@@ -3,6 +3,12 @@
 Two things live here because they are about calls, not about travellers: a
 retried transaction id gets its stored answer back (and no second audit
 record), and a stream is bounded in frames, bytes, time and silence.
+
+A decision that cannot be recorded (the audit trail or the answer store
+failing: disk full, I/O error, read-only) is never given: the traveller is
+referred (REFER ``STORAGE_FAULT``, never INTERNAL), at once and without the
+checks while either is known to be failing; such a referral is not kept for
+retries.
 """
 
 from __future__ import annotations
@@ -24,10 +30,11 @@ from verifier.gate.policy import (
     FRAME_BUDGET_EXHAUSTED,
     FRAME_TIMEOUT,
     INTERNAL_FAULT,
+    STORAGE_FAULT,
     TIME_BUDGET_EXHAUSTED,
 )
 from verifier.gate.service import GateService, ScreenOutcome
-from verifier.gate.transactions import TransactionStore, digest
+from verifier.gate.transactions import AnswerStoreFault, TransactionStore, digest
 from verifier.security.audit import AuditLog
 from verifier.server.audit import gate_summary, record_decision
 from verifier.server.convert import face_to_pb, image_bytes, sample_from_pb, timings_to_pb
@@ -102,6 +109,46 @@ class GateServicer(pb_grpc.GateServicer):
         if self.audit is not None:
             record_decision(self.audit, self.tls, context, method, gate_summary(response))
 
+    @property
+    def recording(self) -> bool:
+        """Whether a decision can be recorded now (audit trail and answer store both available)."""
+        return (self.audit is None or self.audit.available) and self.transactions.available
+
+    def _answer(self, context: grpc.ServicerContext, method: str, response: pb.ScreenResponse, key: str
+                ) -> pb.ScreenResponse:
+        """Record ``response`` and keep it for retries; a referral instead when either fails."""
+        try:
+            self._record(context, method, response)
+        except VerifierError as error:
+            if error.reason is not Reason.STORE_UNAVAILABLE:
+                raise
+            return self._referral(context, method, response.gate_id, response.transaction_id, response)
+        try:
+            self.transactions.store(response.gate_id, response.transaction_id, key, response.SerializeToString())
+        except AnswerStoreFault:
+            return self._referral(context, method, response.gate_id, response.transaction_id, response)
+        return response
+
+    def _referral(self, context: grpc.ServicerContext, method: str, gate_id: str, transaction_id: str,
+                  decided: pb.ScreenResponse | None = None) -> pb.ScreenResponse:
+        """REFER ``STORAGE_FAULT``: what the checks found (if they ran) stays in the
+        answer for the officer; recorded where the trail still takes it, never kept."""
+        referral = pb.ScreenResponse(gate_id=gate_id, transaction_id=transaction_id,
+                                     model_id=self.gate.model_id, model_pack=self.gate.settings.models.pack)
+        if decided is not None:
+            referral.CopyFrom(decided)
+        found = [reason for reason in referral.reasons if reason != STORAGE_FAULT]
+        referral.decision = pb.GateDecision.REFER
+        del referral.reasons[:]
+        referral.reasons.extend([STORAGE_FAULT, *found])
+        log.error("%s %s/%s referred: the decision cannot be recorded (%s)", method, gate_id, transaction_id,
+                  "audit trail" if self.audit is not None and not self.audit.available else "answer store")
+        try:
+            self._record(context, method, referral)
+        except VerifierError:
+            pass  # the trail is down: the referral goes off the record, and the outage is recorded when it ends
+        return referral
+
     @mapped
     def Screen(self, request: pb.ScreenRequest, context: grpc.ServicerContext) -> pb.ScreenResponse:
         gate_id = identifier(request.gate_id, "gate_id")
@@ -110,15 +157,18 @@ class GateServicer(pb_grpc.GateServicer):
         reference = sample_from_pb(request.reference, "reference")
         attempt = request.attempt or 1
         key = digest(*frames, _reference_bytes(reference), str(attempt).encode())
-        with self.transactions.claim(gate_id, transaction_id, key) as stored:
-            if stored is not None:
-                response = pb.ScreenResponse.FromString(stored)
-                response.repeated_answer = True
-                return response
-            response = outcome_to_pb(self.gate.screen(frames, reference, attempt), gate_id, transaction_id)
-            self._record(context, SCREEN, response)
-            self.transactions.store(gate_id, transaction_id, key, response.SerializeToString())
-        return response
+        if not self.recording:
+            return self._referral(context, SCREEN, gate_id, transaction_id)
+        try:
+            with self.transactions.claim(gate_id, transaction_id, key) as stored:
+                if stored is not None:
+                    response = pb.ScreenResponse.FromString(stored)
+                    response.repeated_answer = True
+                    return response
+                response = outcome_to_pb(self.gate.screen(frames, reference, attempt), gate_id, transaction_id)
+                return self._answer(context, SCREEN, response, key)
+        except AnswerStoreFault:
+            return self._referral(context, SCREEN, gate_id, transaction_id)
 
     def ScreenStream(self, request_iterator: Iterator[pb.ScreenStreamRequest],
                      context: grpc.ServicerContext) -> Iterator[pb.ScreenStreamResponse]:
@@ -157,6 +207,18 @@ class GateServicer(pb_grpc.GateServicer):
         transaction_id = identifier(start.transaction_id, "start.transaction_id")
         reference = sample_from_pb(start.reference, "start.reference")
         key = digest(b"stream", _reference_bytes(reference))
+        if not self.recording:
+            yield pb.ScreenStreamResponse(decision=self._referral(context, SCREEN_STREAM, gate_id, transaction_id))
+            return
+        try:
+            yield from self._stream_claimed(inbox, context, started, gate_id, transaction_id, reference, key)
+        except AnswerStoreFault:
+            yield pb.ScreenStreamResponse(decision=self._referral(context, SCREEN_STREAM, gate_id, transaction_id))
+
+    def _stream_claimed(self, inbox: "queue.Queue[object]", context: grpc.ServicerContext, started: float,
+                        gate_id: str, transaction_id: str, reference: bytes | Template, key: str
+                        ) -> Iterator[pb.ScreenStreamResponse]:
+        limits = self.settings
         with self.transactions.claim(gate_id, transaction_id, key) as stored:
             if stored is not None:
                 response = pb.ScreenResponse.FromString(stored)
@@ -201,9 +263,7 @@ class GateServicer(pb_grpc.GateServicer):
                     else:
                         yield pb.ScreenStreamResponse(hint=pb.ScreenHint(
                             frame_index=step.frame_index, reasons=step.hint, quality=quality_to_pb(step.quality)))
-            response = outcome_to_pb(outcome, gate_id, transaction_id)
-            self._record(context, SCREEN_STREAM, response)
-            self.transactions.store(gate_id, transaction_id, key, response.SerializeToString())
+            response = self._answer(context, SCREEN_STREAM, outcome_to_pb(outcome, gate_id, transaction_id), key)
         yield pb.ScreenStreamResponse(decision=response)
 
 
