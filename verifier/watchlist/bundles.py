@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import cast
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -242,6 +243,14 @@ def _get(record: dict, key: str, kind: type | tuple[type, ...], field: str, defa
     return value
 
 
+def _str(record: dict, key: str, field: str, default: str | None = None) -> str:
+    return cast(str, _get(record, key, str, field, ... if default is None else default))
+
+
+def _list(record: dict, key: str, field: str, optional: bool = True) -> list:
+    return cast(list, _get(record, key, list, field, [] if optional else ...))
+
+
 def _time(record: dict, key: str, field: str, optional: bool = False) -> float | None:
     value = _get(record, key, (int, float, type(None)) if optional else (int, float), field,
                  None if optional else ...)
@@ -254,17 +263,18 @@ def _time(record: dict, key: str, field: str, optional: bool = False) -> float |
 def _checked_bundle(content: dict) -> Bundle:
     """The signed content's own fields, each checked as a local request's would be."""
     with _naming_the_field():
-        issuer = identifier(_get(content, "issuer", str, "issuer"), "issuer")  # type: ignore[arg-type]
-        model_id = text(_get(content, "model_id", str, "model_id"), "model_id")  # type: ignore[arg-type]
-        watchlist = identifier(_get(content, "watchlist", str, "watchlist"), "watchlist")  # type: ignore[arg-type]
-        description = text(_get(content, "description", str, "description", ""), "description")  # type: ignore[arg-type]
-    sequence = _get(content, "sequence", int, "sequence")
-    if not 0 <= sequence <= MAX_SEQUENCE:  # type: ignore[operator]
+        issuer = identifier(_str(content, "issuer", "issuer"), "issuer")
+        model_id = text(_str(content, "model_id", "model_id"), "model_id")
+        watchlist = identifier(_str(content, "watchlist", "watchlist"), "watchlist")
+        description = text(_str(content, "description", "description", ""), "description")
+    sequence = cast(int, _get(content, "sequence", int, "sequence"))
+    if not 0 <= sequence <= MAX_SEQUENCE:
         raise _invalid("sequence", f"{sequence} is outside 0 to {MAX_SEQUENCE}")
-    created_at, expires_at = _time(content, "created_at", "created_at"), _time(content, "expires_at", "expires_at")
-    return Bundle(issuer=issuer, key_id=str(_get(content, "key_id", str, "key_id")), sequence=sequence,  # type: ignore[arg-type]
-                  created_at=created_at, expires_at=expires_at, model_id=model_id, watchlist=watchlist,  # type: ignore[arg-type]
-                  description=description, subjects=_get(content, "subjects", list, "subjects"))  # type: ignore[arg-type]
+    created_at = cast(float, _time(content, "created_at", "created_at"))
+    expires_at = cast(float, _time(content, "expires_at", "expires_at"))
+    return Bundle(issuer=issuer, key_id=_str(content, "key_id", "key_id"), sequence=sequence, created_at=created_at,
+                  expires_at=expires_at, model_id=model_id, watchlist=watchlist, description=description,
+                  subjects=_list(content, "subjects", "subjects", optional=False))
 
 
 def _decoded(value: object, field: str) -> bytes:
@@ -280,17 +290,17 @@ def _checked_templates(record: dict, where: str, spec: TemplateSpec) -> list[Tem
     """The subject's templates of the served model; every template must be sound
     (those of other models are not stored, but they too must be well formed)."""
     served: list[Template] = []
-    for number, stored in enumerate(_get(record, "templates", list, f"{where}.templates", [])):  # type: ignore[arg-type]
+    for number, stored in enumerate(_list(record, "templates", f"{where}.templates")):
         field = f"{where}.templates[{number}]"
         if not isinstance(stored, dict):
             raise _invalid(field, f"is {type(stored).__name__}, not a template")
-        model_id = _get(stored, "model_id", str, f"{field}.model_id")
-        version = _get(stored, "version", int, f"{field}.version")
+        model_id = _str(stored, "model_id", f"{field}.model_id")
+        version = cast(int, _get(stored, "version", int, f"{field}.version"))
         data = _decoded(stored.get("vector"), f"{field}.vector")
         if len(data) % 4:
             raise _invalid(f"{field}.vector", f"{len(data)} bytes are not whole float32 values")
         try:
-            template = Template.from_parts(model_id, version, len(data) // 4, data)  # type: ignore[arg-type]
+            template = Template.from_parts(model_id, version, len(data) // 4, data)
             if template.model_id == spec.model_id:
                 template.require(spec)
                 served.append(template)
@@ -307,24 +317,22 @@ def _checked_subject(
     where = f"subjects[{number}]"
     if not isinstance(record, dict):
         raise _invalid(where, f"is {type(record).__name__}, not a subject")
-    listed = _get(record, "watchlist", str, f"{where}.watchlist", bundle.watchlist)
+    listed = _str(record, "watchlist", f"{where}.watchlist", bundle.watchlist)
     if listed != bundle.watchlist:
         raise _invalid(f"{where}.watchlist", f"{listed!r} is not the bundle's list {bundle.watchlist!r}")
     created_at = _time(record, "created_at", f"{where}.created_at")
     expires_at = _time(record, "expires_at", f"{where}.expires_at", optional=True)
     entry = SubjectEntry(
-        bundle.target, _get(record, "subject_id", str, f"{where}.subject_id"),  # type: ignore[arg-type]
-        _get(record, "reason", str, f"{where}.reason", ""), _get(record, "source_agency", str,  # type: ignore[arg-type]
-                                                                 f"{where}.source_agency", ""),
-        _get(record, "external_ref", str, f"{where}.external_ref", ""),  # type: ignore[arg-type]
-        None if expires_at is None else moment(expires_at),
+        bundle.target, _str(record, "subject_id", f"{where}.subject_id"), _str(record, "reason", f"{where}.reason", ""),
+        _str(record, "source_agency", f"{where}.source_agency", ""),
+        _str(record, "external_ref", f"{where}.external_ref", ""), None if expires_at is None else moment(expires_at),
     )
     with _naming_the_field():
         check_entry(entry, where, "external_ref")
     spec = engine.template_spec
     templates = _checked_templates(record, where, spec)
     images = [_decoded(image, f"{where}.images[{i}]")
-              for i, image in enumerate(_get(record, "images", list, f"{where}.images", []))]  # type: ignore[arg-type]
+              for i, image in enumerate(_list(record, "images", f"{where}.images"))]
     for field, count in ((f"{where}.templates", len(templates)), (f"{where}.images", len(images))):
         if count > max_templates:
             raise _invalid(field, f"{count} (of the served model), at most {max_templates} per subject "
