@@ -32,7 +32,7 @@ def test_verify_and_compare_answer_with_the_calibrated_threshold(
     )
     assert answer.threshold == np.float32(row.threshold)
     assert answer.false_match_rate == row.target_fmr
-    assert answer.threshold_source.startswith(f"calibration {settings.models.pack}.json: FMR {row.target_fmr:g}")
+    assert answer.threshold_source.startswith(f"calibration {calibration_path(settings).name}: FMR {row.target_fmr:g}")
     assert answer.match == (answer.score >= answer.threshold)
     templates = [
         stub.ExtractTemplate(pb.ExtractTemplateRequest(image=pb.Image(data=photos[name].read_bytes()))).template
