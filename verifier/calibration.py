@@ -309,7 +309,8 @@ def serving_threshold(settings: Settings, model_id: str) -> Threshold:
         if not settings.matching.allow_uncalibrated:
             raise ModelPackError(
                 f"no calibration table {path} for pack {settings.models.pack!r} at {operating_point(settings)}: "
-                f"run `{calibrate_command(operating_point(settings))}`, or serve uncalibrated on purpose with VERIFIER_MATCHING__ALLOW_UNCALIBRATED=true "
+                f"run `{calibrate_command(operating_point(settings))}`, or serve uncalibrated on purpose with "
+                "VERIFIER_MATCHING__ALLOW_UNCALIBRATED=true "
                 f"(at matching.default_threshold, at least {UNCALIBRATED_FLOOR})"
             )
         _require_floor("matching.default_threshold", settings.matching.default_threshold, path)
