@@ -42,7 +42,7 @@ def main() -> None:
         print(f"FPIR target {target:g}: threshold {point.threshold:.4f}, {point.false_positives} false positives "
               f"(FPIR {point.fpir:.4f}), FNIR {100 * point.fnir:.2f} % ({point.misses} misses; Wilson "
               f"{100 * point.fnir_wilson.low:.2f}-{100 * point.fnir_wilson.high:.2f} %)")
-    served = identification_thresholds(settings, engine.model_id).for_gallery(accuracy.gallery)
+    served = identification_thresholds(settings, engine.model_id, engine.operating_point).for_gallery(accuracy.gallery)
     at_served = accuracy.at(served.value)
     print(f"served threshold {served.value:.4f} (stated FPIR {served.fpir:g}; {served.source}): "
           f"FPIR {at_served.fpir:.4f}, FNIR {100 * at_served.fnir:.2f} % on this set")

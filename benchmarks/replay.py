@@ -237,7 +237,7 @@ def main() -> None:
     engine = FaceEngine.from_settings(settings)
     gate = settings.gate
     detector = ReplayDetector(gate.replay_threshold, gate.replay_iterations, gate.replay_epsilon)
-    matcher_threshold = serving_threshold(settings, engine.model_id).value
+    matcher_threshold = serving_threshold(settings, engine.model_id, engine.operating_point).value
     quality = QualityAssessor.from_settings(settings, engine.embedder.utility_members)
     labeled = load_set(args.dataset)
     original = collect(engine, labeled, "original", settings.evaluation.cache_dir)

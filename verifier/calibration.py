@@ -250,13 +250,12 @@ def load_table(path: Path) -> CalibrationTable:
     return table
 
 
-def _served_table(settings: Settings, model_id: str, path: Path) -> CalibrationTable:
+def _served_table(settings: Settings, model_id: str, path: Path, point: OperatingPoint) -> CalibrationTable:
     """The table at ``path``, refused unless measured on the loaded models; its own
     sha256 is logged, so the log says exactly which numbers were served."""
     table = load_table(path)
     table.require_model(model_id, path)
     table.require_models(scored_models(settings), path)
-    point = operating_point(settings)
     if table.point != point:
         raise ModelPackError(f"calibration table {path} was measured at {table.point}, the models run at {point}: "
                              f"{calibrate_command(point)} makes a table for {point}")
@@ -292,24 +291,25 @@ def operating_point(settings: Settings) -> OperatingPoint:
     return next((point for point in candidates if _table_path(settings, point).exists()), candidates[-1])
 
 
-def calibration_path(settings: Settings) -> Path:
-    """The table for the pack at the operating point it runs at."""
-    return settings.matching.calibration_file or _table_path(settings, operating_point(settings))
+def calibration_path(settings: Settings, point: OperatingPoint | None = None) -> Path:
+    """The table for the pack at ``point`` (by default the one the settings resolve to)."""
+    return settings.matching.calibration_file or _table_path(settings, point or operating_point(settings))
 
 
-def serving_threshold(settings: Settings, model_id: str) -> Threshold:
+def serving_threshold(settings: Settings, model_id: str, point: OperatingPoint | None = None) -> Threshold:
     """The threshold the service decides at: from the pack's calibration table. Where
     the pack has none, the configured default, but only with
     ``matching.allow_uncalibrated`` and never below :data:`UNCALIBRATED_FLOOR`
     (a named table that is absent is always an error)."""
-    path = calibration_path(settings)
+    point = point or operating_point(settings)
+    path = calibration_path(settings, point)
     if not path.exists():
         if settings.matching.calibration_file is not None:
             raise ModelPackError(f"calibration table {path} (matching.calibration_file) does not exist")
         if not settings.matching.allow_uncalibrated:
             raise ModelPackError(
-                f"no calibration table {path} for pack {settings.models.pack!r} at {operating_point(settings)}: "
-                f"run `{calibrate_command(operating_point(settings))}`, or serve uncalibrated on purpose with "
+                f"no calibration table {path} for pack {settings.models.pack!r} at {point}: "
+                f"run `{calibrate_command(point)}`, or serve uncalibrated on purpose with "
                 "VERIFIER_MATCHING__ALLOW_UNCALIBRATED=true "
                 f"(at matching.default_threshold, at least {UNCALIBRATED_FLOOR})"
             )
@@ -317,7 +317,7 @@ def serving_threshold(settings: Settings, model_id: str) -> Threshold:
         log.warning("no calibration table at %s; deciding at the configured default threshold %.4f "
                     "(matching.allow_uncalibrated)", path, settings.matching.default_threshold)
         return default_threshold(settings.matching)
-    return _served_table(settings, model_id, path).threshold_for(settings.matching.target_fmr, path)
+    return _served_table(settings, model_id, path, point).threshold_for(settings.matching.target_fmr, path)
 
 
 def _require_floor(setting: str, value: float, path: Path) -> None:
@@ -419,11 +419,14 @@ def configured_identification_threshold(settings: WatchlistSettings) -> Identifi
     )
 
 
-def identification_thresholds(settings: Settings, model_id: str) -> IdentificationThresholds:
+def identification_thresholds(
+    settings: Settings, model_id: str, point: OperatingPoint | None = None
+) -> IdentificationThresholds:
     """The watch-list's thresholds: the 1:N rows of the pack's calibration table,
     or the configured threshold where the table has none (or there is no table)."""
     fallback = configured_identification_threshold(settings.watchlist)
-    path = calibration_path(settings)
+    point = point or operating_point(settings)
+    path = calibration_path(settings, point)
     if not path.exists():
         if settings.matching.calibration_file is not None:
             raise ModelPackError(f"calibration table {path} (matching.calibration_file) does not exist")
@@ -432,7 +435,7 @@ def identification_thresholds(settings: Settings, model_id: str) -> Identificati
                                  "`verifier eval --calibrate`, or set VERIFIER_MATCHING__ALLOW_UNCALIBRATED=true")
         _require_floor("watchlist.threshold", fallback.value, path)
         return IdentificationThresholds.fixed(fallback)
-    table = _served_table(settings, model_id, path)
+    table = _served_table(settings, model_id, path, point)
     if not table.identification:
         _require_floor("watchlist.threshold", fallback.value, path)
     return IdentificationThresholds.from_table(table, path, settings.watchlist.target_fpir, fallback)

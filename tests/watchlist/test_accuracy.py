@@ -27,7 +27,8 @@ def test_identification_on_lfw_dev(settings: Settings, engine: FaceEngine, lfw_d
         ours = accuracy.at_fpir(point.target_fpir)
         assert ours.fpir <= point.target_fpir
         assert ours.fnir == pytest.approx(point.fnir, abs=1.5 / mated)
-    threshold = identification_thresholds(settings, engine.model_id).for_gallery(accuracy.gallery)
+    thresholds = identification_thresholds(settings, engine.model_id, engine.operating_point)
+    threshold = thresholds.for_gallery(accuracy.gallery)
     served = accuracy.at(threshold.value)
     assert served.fpir <= threshold.fpir
     assert served.fnir < 0.15

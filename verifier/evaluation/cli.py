@@ -107,7 +107,7 @@ def _quality(args: argparse.Namespace, settings: Settings, labeled: "LabeledSet"
                                       labeled.name)
     path = settings.quality.calibration_file or quality_path(settings)
     write_calibration(calibration, path)
-    threshold = serving_threshold(settings, engine.model_id)
+    threshold = serving_threshold(settings, engine.model_id, engine.operating_point)
     results = [run_condition(c, collected[c], labeled, calibration, members, threshold.value, settings)
                for c in conditions]
     out_dir = args.output or settings.evaluation.output_dir / f"quality-{labeled.name}-{pack}"
@@ -165,7 +165,7 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
     served = None
     if not args.calibrate:
         try:
-            served = serving_threshold(settings, engine.model_id)
+            served = serving_threshold(settings, engine.model_id, engine.operating_point)
         except ModelPackError as error:
             if derived:
                 print(f"error: {error}", file=sys.stderr)
@@ -250,7 +250,7 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
         if not identification:
             print("no 1:N rows: the set has no person with two images and none with one "
                   "(the server keeps watchlist.threshold)")
-        path = calibration_path(settings)
+        path = calibration_path(settings, engine.operating_point)
         table = _calibration_table(result, pack, tuple(identification), scored_models(settings))
         write_table(replace(table, runtime=engine.operating_point.runtime, precision=engine.operating_point.precision),
                     path)

@@ -115,7 +115,7 @@ class RunningServer:
 def build_service(settings: Settings, engine: FaceEngine | None = None) -> VerificationService:
     engine = engine or FaceEngine.from_settings(settings)
     return VerificationService(
-        engine, Matcher(engine.template_spec, serving_threshold(settings, engine.model_id)),
+        engine, Matcher(engine.template_spec, serving_threshold(settings, engine.model_id, engine.operating_point)),
         settings.pipeline.image_workers,
     )
 

@@ -257,7 +257,7 @@ class WatchlistService:
         config = settings.watchlist
         return cls(
             config, config.store_file(settings.data_dir), engine, config.snapshot_file(settings.data_dir),
-            thresholds or identification_thresholds(settings, engine.model_id),
+            thresholds or identification_thresholds(settings, engine.model_id, engine.operating_point),
         )
 
     @classmethod
