@@ -50,10 +50,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from benchmarks.reporting import latency_summary, provenance, run_dir, write_json
 from benchmarks.samples import Box, GatePair, chip_jpeg, gate_pairs
+from verifier.client import retry_after
 from verifier.config import REPO_ROOT, get_settings
 from verifier.modelzoo.fetch import fetch_asset
 from verifier.modelzoo.manifest import load_manifest
-from verifier.server.errors import retry_after
 from verifier.v1 import registry_pb2 as rg
 from verifier.v1 import registry_pb2_grpc as rg_grpc
 from verifier.v1 import verifier_pb2 as pb

@@ -13,6 +13,10 @@ step done here: a call goes to the first endpoint whose channel is READY, and
 an idempotent call refused UNAVAILABLE moves on to the next within its
 deadline. Writes are never replayed on another endpoint: a replica refuses
 them (READ_ONLY_REPLICA) and a write's outcome must be checked, not guessed.
+
+What a refusal says, read on the calling side: its reason (:func:`reason_of`)
+and when to come back (:func:`retry_after`), from the rich status the server
+attaches (verifier.server.errors).
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from verifier.v1 import replication_pb2 as rp
 from verifier.v1 import replication_pb2_grpc as rp_grpc
@@ -68,6 +75,30 @@ def credentials_from(tls_dir: Path, stem: str) -> grpc.ChannelCredentials:
         root_certificates=(tls_dir / "ca.pem").read_bytes(), private_key=(tls_dir / f"{stem}.key").read_bytes(),
         certificate_chain=(tls_dir / f"{stem}.pem").read_bytes(),
     )
+
+
+def reason_of(error: grpc.RpcError) -> str | None:
+    """The machine-readable reason of a refused call."""
+    info = _detail(error, error_details_pb2.ErrorInfo)
+    return None if info is None else info.reason
+
+
+def retry_after(error: grpc.RpcError) -> float | None:
+    """Seconds the server asked the caller to wait before trying again (its
+    RetryInfo), or None when it did not say."""
+    info = _detail(error, error_details_pb2.RetryInfo)
+    return None if info is None else info.retry_delay.ToMilliseconds() / 1000.0
+
+
+def _detail(error: grpc.RpcError, kind: type[Message]) -> Any:
+    """The first detail of the given message type in a call's rich status."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    for detail in [] if status is None else status.details:
+        if detail.Is(kind.DESCRIPTOR):
+            found = kind()
+            detail.Unpack(found)
+            return found
+    return None
 
 
 class Client:

@@ -20,8 +20,8 @@ import pytest
 
 from tests.processes import SERVING, cli, serving
 from tests.watchlist.samples import templates_of
+from verifier.client import reason_of
 from verifier.pipeline import FaceEngine
-from verifier.server.errors import reason_of
 from verifier.v1 import replication_pb2 as rp
 from verifier.v1 import replication_pb2_grpc as rp_grpc
 from verifier.v1 import verifier_pb2 as pb

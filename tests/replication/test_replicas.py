@@ -18,10 +18,9 @@ import pytest
 
 from tests.processes import SERVING, ServerProcess, cli, serving
 from tests.watchlist.samples import unit_vectors
-from verifier.client import Client
+from verifier.client import Client, reason_of
 from verifier.config import Settings
 from verifier.pipeline import FaceEngine
-from verifier.server.errors import reason_of
 from verifier.v1 import replication_pb2 as rp
 from verifier.v1 import replication_pb2_grpc as rp_grpc
 from verifier.v1 import verifier_pb2 as pb

@@ -16,12 +16,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
 from tests.conftest import loopback_server
+from verifier.client import reason_of, retry_after
 from verifier.config import AdmissionSettings, Settings
 from verifier.deadlines import Deadline
 from verifier.errors import Reason, VerifierError
 from verifier.server.admission import Admission
 from verifier.pipeline import FaceEngine
-from verifier.server.errors import PUSHBACK_KEY, REASON_KEY, reason_of, retry_after
+from verifier.server.errors import PUSHBACK_KEY, REASON_KEY
 from verifier.v1 import verifier_pb2 as pb
 from verifier.v1 import verifier_pb2_grpc as pb_grpc
 

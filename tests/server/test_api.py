@@ -10,7 +10,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client import REGISTRY
 
-from verifier.server.errors import REASON_KEY, reason_of
+from verifier.client import reason_of
+from verifier.server.errors import REASON_KEY
 from verifier.v1 import verifier_pb2 as pb
 from verifier.v1 import verifier_pb2_grpc as pb_grpc
 from verifier.templates import TemplateSpec

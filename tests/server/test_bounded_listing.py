@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from tests.processes import SERVING, cli, serving
-from verifier.server.errors import reason_of
+from verifier.client import reason_of
 from verifier.v1 import watchlist_pb2 as wl
 from verifier.v1 import watchlist_pb2_grpc as wl_grpc
 

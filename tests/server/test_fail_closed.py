@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 
 from tests.processes import NOT_SERVING, SERVING, cli, serving
+from verifier.client import reason_of
 from verifier.config import Settings
 from verifier.pipeline import FaceEngine
-from verifier.server.errors import reason_of
 from verifier.v1 import verifier_pb2 as pb
 from verifier.v1 import verifier_pb2_grpc as pb_grpc
 from verifier.v1 import watchlist_pb2 as wl

@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from verifier.server.errors import reason_of
+from verifier.client import reason_of
 from verifier.v1 import verifier_pb2 as pb
 from verifier.templates import TemplateSpec
 from verifier.v1 import verifier_pb2_grpc as pb_grpc

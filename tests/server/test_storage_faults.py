@@ -26,8 +26,8 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from tests.processes import NOT_SERVING, SERVING, ServerProcess, cli, serving
+from verifier.client import reason_of
 from verifier.pipeline import FaceEngine
-from verifier.server.errors import reason_of
 from verifier.v1 import audit_pb2, audit_pb2_grpc
 from verifier.v1 import gate_pb2 as gate
 from verifier.v1 import gate_pb2_grpc as gate_grpc

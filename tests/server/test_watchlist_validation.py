@@ -14,8 +14,8 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from verifier.client import reason_of
 from verifier.pipeline import FaceEngine
-from verifier.server.errors import reason_of
 from verifier.v1 import verifier_pb2 as pb
 from verifier.v1 import verifier_pb2_grpc as pb_grpc
 from verifier.v1 import watchlist_pb2 as wl

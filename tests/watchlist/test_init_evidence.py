@@ -25,9 +25,9 @@ import pytest
 
 from tests.processes import NOT_SERVING, SERVING, cli, serving
 from tests.watchlist.samples import templates_of
+from verifier.client import reason_of
 from verifier.config import REPO_ROOT, Settings
 from verifier.pipeline import FaceEngine
-from verifier.server.errors import reason_of
 from verifier.v1 import verifier_pb2 as pb
 from verifier.v1 import verifier_pb2_grpc as pb_grpc
 from verifier.v1 import watchlist_pb2 as wl

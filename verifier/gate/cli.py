@@ -65,7 +65,7 @@ def _remote(address: str, request: "pb.ScreenRequest") -> "pb.ScreenResponse":  
     import grpc
 
     from verifier.errors import Reason, VerifierError
-    from verifier.server.errors import reason_of
+    from verifier.client import reason_of
     from verifier.v1 import gate_pb2_grpc
 
     with grpc.insecure_channel(address) as channel:

@@ -62,7 +62,7 @@ def _channel(settings: Settings, address: str) -> grpc.Channel:
 
 
 def _promote(args: argparse.Namespace, settings: Settings) -> int:
-    from verifier.server.errors import reason_of
+    from verifier.client import reason_of
     from verifier.v1 import replication_pb2 as rp
     from verifier.v1 import replication_pb2_grpc as rp_grpc
 

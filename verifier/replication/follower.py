@@ -29,11 +29,11 @@ from typing import BinaryIO
 
 import grpc
 
+from verifier.client import reason_of
 from verifier.config import ReplicationSettings, Settings
 from verifier.errors import Reason, VerifierError
 from verifier.replication import metrics
 from verifier.replication.state import ReplicaState
-from verifier.server.errors import reason_of
 from verifier.v1 import replication_pb2 as rp
 from verifier.v1 import replication_pb2_grpc as rp_grpc
 from verifier.watchlist.index import LoadedIndex, WatchlistIndex

@@ -91,27 +91,3 @@ def mapped(handler: Handler) -> Handler:
             context.abort(grpc.StatusCode.INTERNAL, "internal error; the request was not processed")
 
     return wrapper  # type: ignore[return-value]
-
-
-def reason_of(error: grpc.RpcError) -> str | None:
-    """The machine-readable reason of a refused call (client side helper)."""
-    info = _detail(error, error_details_pb2.ErrorInfo)
-    return None if info is None else info.reason
-
-
-def retry_after(error: grpc.RpcError) -> float | None:
-    """Seconds the server asked the caller to wait before trying again (its
-    RetryInfo), or None when it did not say (client side helper)."""
-    info = _detail(error, error_details_pb2.RetryInfo)
-    return None if info is None else info.retry_delay.ToMilliseconds() / 1000.0
-
-
-def _detail(error: grpc.RpcError, kind: type[Message]) -> Any:
-    """The first detail of the given message type in a call's rich status."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    for detail in [] if status is None else status.details:
-        if detail.Is(kind.DESCRIPTOR):
-            found = kind()
-            detail.Unpack(found)
-            return found
-    return None
