@@ -32,11 +32,11 @@ import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from benchmarks.samples import capture_jpeg, chip_jpeg
+from verifier.app import build_service, start_server
 from verifier.config import get_settings
 from verifier.modelzoo.fetch import fetch_asset
 from verifier.modelzoo.manifest import load_manifest
 from verifier.pipeline import FaceEngine
-from verifier.server.app import build_service, start_server
 from verifier.v1 import verifier_pb2 as pb
 from verifier.v1 import verifier_pb2_grpc as pb_grpc
 from verifier.v1 import watchlist_pb2 as wl

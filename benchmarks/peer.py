@@ -35,13 +35,13 @@ import matplotlib
 import numpy as np
 
 from benchmarks.reporting import latency_summary, provenance, run_dir, write_json
+from verifier.app import build_service
 from verifier.config import REPO_ROOT, get_settings
 from verifier.errors import VerifierError
 from verifier.evaluation.datasets import load_set
 from verifier.modelzoo.fetch import fetch_asset
 from verifier.modelzoo.manifest import load_manifest
 from verifier.pipeline import Selection
-from verifier.server.app import build_service
 
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402 - the backend must be chosen first

@@ -55,11 +55,11 @@ import psutil
 
 from benchmarks.reporting import latency_summary, provenance, run_dir, write_json
 from benchmarks.screen import stream_requests
+from verifier.app import build_service, start_server
 from verifier.config import Settings, get_settings
 from verifier.errors import VerifierError
 from verifier.imaging import ImageUse
 from verifier.pipeline import FaceEngine, FaceResult, Selection
-from verifier.server.app import build_service, start_server
 from verifier.templates import Template
 from verifier.v1 import gate_pb2 as gpb
 from verifier.v1 import gate_pb2_grpc as gpb_grpc

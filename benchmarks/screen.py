@@ -39,12 +39,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from benchmarks.reporting import RESULTS_ROOT, latency_summary, provenance, run_dir, write_json
 from benchmarks.samples import capture_jpeg, chip_jpeg
+from verifier.app import build_service, start_server
 from verifier.config import Settings, get_settings
 from verifier.face.quality import QualityAssessor
 from verifier.modelzoo.fetch import fetch_asset
 from verifier.modelzoo.manifest import load_manifest
 from verifier.pipeline import FaceEngine
-from verifier.server.app import build_service, start_server
 from verifier.templates import Template
 from verifier.v1 import gate_pb2 as gpb
 from verifier.v1 import gate_pb2_grpc as gpb_grpc

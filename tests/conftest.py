@@ -93,7 +93,7 @@ def smoke() -> Path:
 def loopback_server(settings: Settings, engine: FaceEngine, data_dir: Path, watchlist: bool) -> Iterator[str]:
     """A server on a free loopback port sharing the session's engine, its data
     (audit trail, and with ``watchlist`` the watch-list store) in ``data_dir``."""
-    from verifier.server.app import build_service, start_server
+    from verifier.app import build_service, start_server
 
     local = settings.model_copy(deep=True)
     local.server.host = "127.0.0.1"

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from verifier import deadlines
+from verifier.app import build_service
 from verifier.config import Settings
 from verifier.errors import Reason, VerifierError
 from verifier.pipeline import FaceEngine
-from verifier.server.app import build_service
 from verifier.templates import Template
 from verifier.watchlist.service import WatchlistService
 

@@ -29,7 +29,7 @@ def test_serving_imports_no_optional_extra() -> None:
         import tempfile
         from pathlib import Path
         from verifier.config import get_settings
-        from verifier.server.app import build_service, start_server
+        from verifier.app import build_service, start_server
         from verifier.watchlist.service import initialise_store
 
         settings = get_settings().model_copy(deep=True)

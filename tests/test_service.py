@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
+from verifier.app import build_service
 from verifier.config import Settings
 from verifier.errors import Reason, VerifierError
 from verifier.pipeline import FaceEngine
-from verifier.server.app import build_service
 from verifier.templates import Template
 
 

@@ -1,14 +1,18 @@
 """The `verifier` command: serve, verify two photos, manage the model pack.
 
 Each area adds its own subcommands through a ``register(subparsers)`` function,
-so this file only wires them together.
+so this file only wires them together. The commands that run a service in this
+process (verify, screen without ``--server``) get it from the composition
+root, verifier.app.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+import uuid
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -22,11 +26,12 @@ from verifier.evaluation.cli import register as register_eval
 from verifier.evaluation.pad import register as register_pad_eval
 from verifier.replication.cli import register as register_replication
 from verifier.security.cli import register as register_security
-from verifier.gate.cli import register as register_gate
 
 EXIT_MATCH = 0
 EXIT_NO_MATCH = 1
 EXIT_ERROR = 2
+# `verifier screen`: the gate's decision as the exit status (EXIT_ERROR for bad input).
+SCREEN_EXIT_CODES = {"ACCEPT": 0, "RETRY": 3, "REFER": 4}
 
 
 def _models_fetch(args: argparse.Namespace, settings: Settings) -> int:
@@ -60,7 +65,7 @@ def _models_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    from verifier.server.app import serve
+    from verifier.app import serve
     from verifier.server.edge import EdgeConfigError
 
     if args.port is not None:
@@ -84,7 +89,7 @@ def _read(path: Path) -> bytes:
 
 
 def _verify(args: argparse.Namespace, settings: Settings) -> int:
-    from verifier.server.app import build_service
+    from verifier.app import build_service
 
     service = build_service(settings)
     probe, reference = _read(args.probe), _read(args.reference)
@@ -104,6 +109,67 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
     stages = ", ".join(f"{k} {v:.1f} ms" for k, v in outcome.timings_ms.items())
     print(f"model {outcome.model_id}; {stages}")
     return EXIT_MATCH if decision.match else EXIT_NO_MATCH
+
+
+def _screen(args: argparse.Namespace, settings: Settings) -> int:
+    """Prints the decision, reasons and scores as JSON. Without ``--server`` the
+    pipeline runs in this process against the configured watch-list store."""
+    from google.protobuf.json_format import MessageToDict
+
+    from verifier.v1 import gate_pb2 as pb
+    from verifier.v1 import verifier_pb2 as vpb
+
+    try:
+        frames = [path.read_bytes() for path in args.live]
+        reference = args.reference.read_bytes()
+    except OSError as error:
+        print(f"error: cannot read {error.filename}: {error.strerror}", file=sys.stderr)
+        return EXIT_ERROR
+    request = pb.ScreenRequest(
+        frames=[vpb.Image(data=frame) for frame in frames], reference=vpb.FaceSample(image=vpb.Image(data=reference)),
+        gate_id=args.gate_id, transaction_id=args.transaction_id or uuid.uuid4().hex, attempt=args.attempt,
+    )
+    try:
+        if args.server:
+            response = _screen_remote(args.server, request)
+        else:
+            from verifier.app import screen_locally
+
+            response = screen_locally(settings, request)
+    except VerifierError as error:
+        print(f"error: {error.message} [{error.reason.value}]", file=sys.stderr)
+        return EXIT_ERROR
+    answer = MessageToDict(response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    print(json.dumps(answer, indent=1))
+    return SCREEN_EXIT_CODES.get(pb.GateDecision.Name(response.decision), EXIT_ERROR)
+
+
+def _screen_remote(address: str, request: "pb.ScreenRequest") -> "pb.ScreenResponse":  # noqa: F821
+    import grpc
+
+    from verifier.client import reason_of
+    from verifier.errors import Reason
+    from verifier.v1 import gate_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        try:
+            return gate_pb2_grpc.GateStub(channel).Screen(request, timeout=60)
+        except grpc.RpcError as error:
+            raise VerifierError(Reason.FIELD_INVALID, f"{address} refused: {error.code().name} {error.details()} "
+                                f"({reason_of(error)})") from error
+
+
+def _register_screen(commands: argparse._SubParsersAction) -> None:
+    screen = commands.add_parser(
+        "screen", help="one gate transaction: exit 0 ACCEPT, 3 RETRY, 4 REFER, 2 bad input"
+    )
+    screen.add_argument("live", type=Path, nargs="+", help="live frame(s) of the traveller")
+    screen.add_argument("--reference", type=Path, required=True, help="the chip photo")
+    screen.add_argument("--server", help="host:port of a running server (plaintext loopback); default: in-process")
+    screen.add_argument("--gate-id", default="cli")
+    screen.add_argument("--transaction-id", help="default: a fresh random id")
+    screen.add_argument("--attempt", type=int, default=1)
+    screen.set_defaults(handler=_screen)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_pad_eval(commands)
     register_security(commands)
     register_replication(commands)
-    register_gate(commands)
+    _register_screen(commands)
     register_registry(commands)
     return parser
 

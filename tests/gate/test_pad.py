@@ -12,12 +12,12 @@ from pydantic import ValidationError
 
 from tests.conftest import loopback_server, with_pack
 from tests.face.manifests import with_edited_manifest
+from verifier.app import build_service
 from verifier.config import GateSettings
 from verifier.config import Settings
 from verifier.errors import ModelPackError
 from verifier.gate.service import GateService
 from verifier.pipeline import FaceEngine
-from verifier.server.app import build_service
 from verifier.v1 import audit_pb2, audit_pb2_grpc
 from verifier.v1 import gate_pb2 as pb
 from verifier.v1 import gate_pb2_grpc as pb_grpc

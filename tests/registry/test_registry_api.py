@@ -17,12 +17,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.gate.test_cli import _wait_for_watchlists
 from tests.gate.test_screen_api import mirrored_and_turned
+from verifier.app import RunningServer, build_service, start_server
 from verifier.config import Settings
 from verifier.errors import Reason, VerifierError
 from verifier.pipeline import FaceEngine
 from verifier.registry.service import RegistryKeyMissing, write_key
 from verifier.security.audit import RecordFilter, read_records
-from verifier.server.app import RunningServer, build_service, start_server
 from verifier.templates import Template
 from verifier.v1 import registry_pb2 as rg
 from verifier.v1 import registry_pb2_grpc as rg_grpc

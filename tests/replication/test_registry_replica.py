@@ -17,10 +17,10 @@ import pytest
 
 from tests.gate.test_cli import _wait_for_watchlists
 from tests.registry.test_registry_api import _refusal, _register, _settings
+from verifier.app import RunningServer, build_service, start_server
 from verifier.config import Settings
 from verifier.pipeline import FaceEngine
 from verifier.registry.service import write_key
-from verifier.server.app import RunningServer, build_service, start_server
 from verifier.v1 import registry_pb2 as rg
 from verifier.v1 import registry_pb2_grpc as rg_grpc
 from verifier.v1 import verifier_pb2 as vpb

@@ -18,11 +18,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 
 from tests.watchlist.samples import local_settings
+from verifier.app import RunningServer, build_service, start_server
 from verifier.client import reason_of
 from verifier.config import Settings
 from verifier.pipeline import FaceEngine
 from verifier.security.roles import PERMISSIONS, Role, allowed
-from verifier.server.app import RunningServer, build_service, start_server
 from verifier.v1 import audit_pb2, audit_pb2_grpc, verifier_pb2, watchlist_pb2
 
 SERVICES = (

@@ -22,8 +22,8 @@ from verifier.v1 import verifier_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.slow
 
-# What the server logs once it listens (verifier.server.app.start_server).
-SERVED = "verifier.server.app: serving"
+# What the server logs once it listens (verifier.app.start_server).
+SERVED = "verifier.app: serving"
 
 
 def _nan_1_to_n(raw: dict) -> str:

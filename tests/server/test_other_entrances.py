@@ -127,7 +127,7 @@ def test_a_store_without_its_audit_trail_is_not_served_until_a_trail_is_begun_on
     refused = cli(tmp_path, "serve")
     assert refused.returncode == 2, refused.stderr
     assert str(trail) in refused.stderr and "verifier audit begin --reason" in refused.stderr
-    assert "verifier.server.app: serving" not in refused.stderr and "Traceback" not in refused.stderr
+    assert "verifier.app: serving" not in refused.stderr and "Traceback" not in refused.stderr
     assert not trail.exists(), "a refused start must not begin a trail"
     again = cli(tmp_path, "watchlist", "init")
     assert again.returncode == 2 and "exists" in again.stderr and not trail.exists()

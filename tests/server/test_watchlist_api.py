@@ -214,7 +214,7 @@ def held_index(
 ) -> Iterator[tuple[str, Callable[[], None]]]:
     """A server whose watch-list index cannot load until the test lets go of the
     service's write lock (which loading takes), so the not-ready window is certain."""
-    from verifier.server.app import build_service, start_server
+    from verifier.app import build_service, start_server
 
     local = local_settings(settings, tmp_path)
     local.server.host, local.server.port = "127.0.0.1", 0

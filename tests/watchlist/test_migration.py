@@ -187,7 +187,7 @@ def test_identify_over_grpc_names_the_list_to_migrate(
     settings: Settings, engine: FaceEngine, fusion_settings: Settings, fusion_engine: FaceEngine,
     photos: dict[str, Path], tmp_path: Path,
 ) -> None:
-    from verifier.server.app import build_service, start_server
+    from verifier.app import build_service, start_server
 
     _enrol_under_default(settings, engine, photos, tmp_path)
     local = local_settings(fusion_settings, tmp_path)

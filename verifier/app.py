@@ -1,4 +1,11 @@
-"""Assemble and run the gRPC server: servicers, health, reflection, limits, shutdown."""
+"""The composition root: the one place that assembles the domain's services
+with the transport, above both (docs/architecture.md).
+
+The gRPC server (servicers, health, reflection, limits, shutdown) for
+`verifier serve`, and the services the command line runs in its own process
+(`verifier verify`, and `verifier screen` without ``--server``): the command
+line gets them here, never from verifier.server.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +34,7 @@ from verifier.replication.state import ReplicaState
 from verifier.server.admission import AdmissionInterceptor
 from verifier.server.audit import AuditServicer
 from verifier.server.bundles_servicer import BundlesServicer
+from verifier.server.convert import sample_from_pb
 from verifier.server.decoding import RequestDecodingInterceptor
 from verifier.security.files import SERVICE_UMASK, tighten
 from verifier.server.edge import (
@@ -37,7 +45,7 @@ from verifier.server.edge import (
     replica_credentials,
     require_audit_trail,
 )
-from verifier.server.gate_servicer import GateServicer
+from verifier.server.gate_servicer import GateServicer, outcome_to_pb
 from verifier.server.health import ServiceHealth
 from verifier.server.interceptors import MetricsInterceptor
 from verifier.server.registry_servicer import RegistryServicer
@@ -119,6 +127,23 @@ def build_service(settings: Settings, engine: FaceEngine | None = None) -> Verif
         settings.pipeline.image_workers,
     )
 
+
+def screen_locally(settings: Settings, request: gate_pb2.ScreenRequest) -> gate_pb2.ScreenResponse:
+    """One gate transaction in this process (`verifier screen` without a server),
+    against the configured watch-list store; an unavailable store is a REFER, as
+    at the gate."""
+    service = build_service(settings)
+    watchlist = None
+    if settings.watchlist.enabled:
+        try:
+            watchlist = WatchlistService.open(settings, service.engine)
+            watchlist.load()
+        except Exception:  # noqa: BLE001 - an unavailable store is a finding (REFER), reported in the answer
+            watchlist = None
+    gate = GateService(settings, service, watchlist)
+    outcome = gate.screen([frame.data for frame in request.frames], sample_from_pb(request.reference, "reference"),
+                          request.attempt)
+    return outcome_to_pb(outcome, request.gate_id, request.transaction_id)
 
 def _probe_storage(transactions: TransactionStore, every: float, stop: threading.Event) -> None:
     """Try the gate's answer store again while it is failing (the audit trail retries by itself)."""

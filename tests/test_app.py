@@ -9,11 +9,11 @@ import grpc
 import numpy as np
 import pytest
 
+from verifier.app import build_service
 from verifier.calibration import calibration_path, load_table
 from verifier.config import Settings
 from verifier.errors import ModelPackError
 from verifier.pipeline import FaceEngine
-from verifier.server.app import build_service
 from verifier.v1 import verifier_pb2 as pb
 from verifier.v1 import verifier_pb2_grpc as pb_grpc
 
