@@ -54,3 +54,12 @@ def test_every_condition_changes_the_image_deterministically(sample: tuple[bytes
     for derived in CONDITIONS.values():
         once, twice = derived.apply(*sample), derived.apply(*sample)
         assert once == twice and once != sample[0], derived.name
+
+
+def test_single_studio_is_a_tight_equalised_grey_crop(sample: tuple[bytes, np.ndarray]) -> None:
+    """45x60, one channel, the full grey range (equalised); the face fills it: the crop's
+    centre is the face's (between the eyes and the mouth), not background."""
+    studio = _decoded(condition("single-studio").apply(*sample))
+    assert studio.shape == (60, 45) and studio.min() == 0 and studio.max() == 255
+    with pytest.raises(ConditionError, match="landmarks"):
+        condition("single-studio").apply(sample[0], None)

@@ -91,6 +91,40 @@ def _jpeg2000_chip(data: bytes, points: np.ndarray | None) -> bytes:
     raise ConditionError(f"no JPEG 2000 rate fits {budget:.0f} bytes")
 
 
+# The single-studio condition: a tight crop of the face (no background, little or
+# no hair), 45x60 pixels, grey, histogram-equalised: one studio's small frontal
+# photos. The crop is sized by the face (the mean of the inter-eye distance and
+# the eye-to-mouth distance over its median ratio, 1.1, on LFW), so the eyes come
+# out about 45 / STUDIO_WIDTH_UNITS = 20 px apart, less in a turned head.
+STUDIO_SIZE = (45, 60)
+STUDIO_WIDTH_UNITS = 2.2
+# Of the crop's height, the share above the eyes: eyebrows and forehead, not the hairline.
+STUDIO_EYES_FROM_TOP = 0.26
+
+
+def _single_studio(data: bytes, points: np.ndarray | None) -> bytes:
+    if points is None:
+        raise ConditionError("a tight crop of the face needs the set's published landmarks")
+    grey = cv2.cvtColor(_decode(data), cv2.COLOR_BGR2GRAY)
+    eyes, mouth = points[:2].mean(axis=0), points[3:5].mean(axis=0)
+    unit = (float(np.linalg.norm(points[0] - points[1])) + float(np.linalg.norm(mouth - eyes)) / 1.1) / 2
+    width = STUDIO_WIDTH_UNITS * unit
+    height = width * STUDIO_SIZE[1] / STUDIO_SIZE[0]
+    left = float(np.concatenate([points[:2, 0], points[3:5, 0]]).mean()) - width / 2
+    top = float(eyes[1]) - STUDIO_EYES_FROM_TOP * height
+    # Crop and resize in one affine step (area-averaged first where it shrinks much),
+    # so a box past the image edge takes the border's pixels, not a black band.
+    scale = STUDIO_SIZE[0] / width
+    shrunk = grey
+    if scale < 0.5:
+        factor = 2 * scale
+        shrunk = cv2.resize(grey, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+        left, top, scale = left * factor, top * factor, scale / factor
+    matrix = np.array([[scale, 0.0, -left * scale], [0.0, scale, -top * scale]])
+    crop = cv2.warpAffine(shrunk, matrix, STUDIO_SIZE, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return _png(cv2.equalizeHist(crop))
+
+
 def _chain(*steps: Callable[[bytes, np.ndarray | None], bytes]) -> Callable[[bytes, np.ndarray | None], bytes]:
     def apply(data: bytes, points: np.ndarray | None) -> bytes:
         for step in steps:
@@ -116,6 +150,12 @@ CONDITIONS: dict[str, Condition] = {
         Condition("downscale-16px", "downscaled so the eyes are 16 px apart (PNG)", _downscale(16), True),
         Condition("greyscale", "converted to one grey channel (PNG)", _greyscale),
         Condition("small-grey", "eyes 24 px apart and greyscale (PNG)", _chain(_downscale(24), _greyscale), True),
+        Condition(
+            "single-studio",
+            "tight face crop, no background or hair, 45x60 grey, equalised, eyes about 20 px apart (PNG)",
+            _single_studio,
+            True,
+        ),
         Condition("blur-2px", "Gaussian blur, sigma 2 px (PNG)", _blur(2.0)),
         Condition("jpeg-q10", "JPEG at quality 10", _jpeg(10)),
         Condition(
