@@ -4,7 +4,7 @@
 
 Every person with two or more images is enrolled from one image into a real
 store and index; their other images search it, and so do the images of the
-people with a single image, who are not enrolled (see verifier/watchlist/accuracy.py).
+people with a single image, who are not enrolled (see verifier/evaluation/watchlist_accuracy.py).
 Templates come from the evaluation cache (`verifier eval` shares it); the first
 run embeds the ~5,400 images, a few minutes on one core. The same figures are
 computed by brute force (every probe against every enrolled template with
@@ -18,8 +18,8 @@ from pathlib import Path
 
 from verifier.calibration import identification_thresholds
 from verifier.config import REPO_ROOT, get_settings
+from verifier.evaluation.watchlist_accuracy import evaluate
 from verifier.pipeline import FaceEngine
-from verifier.watchlist.accuracy import evaluate
 
 LFW_DEV_IMAGES = REPO_ROOT.parent / "shared" / "data" / "lfw-dev" / "images"
 

@@ -11,8 +11,8 @@ import pytest
 
 from verifier.calibration import identification_thresholds
 from verifier.config import Settings
+from verifier.evaluation.watchlist_accuracy import evaluate
 from verifier.pipeline import FaceEngine
-from verifier.watchlist.accuracy import evaluate
 
 pytestmark = [pytest.mark.slow, pytest.mark.lfw]
 

@@ -3,7 +3,7 @@ optionally the calibration table the server decides by.
 
 With ``--calibrate`` the table gets 1:1 rows (FMR to threshold, from every
 comparison of the set) and 1:N rows (FPIR and gallery size to threshold, from
-real searches of real watch-lists: see :func:`verifier.watchlist.accuracy.calibrate`).
+real searches of real watch-lists: see :func:`verifier.evaluation.watchlist_accuracy.calibrate`).
 The 1:N searches need every image of each person, so an LFW-style set is
 searched as the folder set of its ``images/`` (all its images, not only those
 its pairs name).
@@ -237,7 +237,7 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
         if verification is None:
             print("error: nothing to calibrate on: no 1:1 comparisons", file=sys.stderr)
             return EXIT_ERROR
-        from verifier.watchlist.accuracy import calibrate
+        from verifier.evaluation.watchlist_accuracy import calibrate
 
         searched = labeled if labeled.layout is Layout.FOLDERS else load_set(labeled.image_root, Layout.FOLDERS)
         searched_templates = templates if searched is labeled else embed_set(
