@@ -58,7 +58,10 @@ from verifier.modelzoo.runtime import (
 from verifier.modelzoo.session import CUDA, providers_for
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from verifier.face.quality import UtilityCalibration
+    from verifier.site_calibration import SiteRow
 
 log = logging.getLogger(__name__)
 
@@ -164,15 +167,18 @@ class CalibrationTable:
 
     def require_models(self, models: dict[str, str], path: Path) -> None:
         """Refuse a table measured on other prepared models than the ones loaded."""
-        if self.models != models:
-            differ = sorted(name for name in models.keys() | self.models.keys()
-                            if self.models.get(name) != models.get(name))
-            raise ModelPackError(
-                f"calibration table {path}: key models.{differ[0]} records "
-                f"{self.models.get(differ[0], 'nothing')}, the loaded pack has {models.get(differ[0], 'nothing')} "
-                f"(differing: {', '.join(differ)}): the scores were measured on other models; "
-                "run `verifier eval --calibrate` for these models"
-            )
+        require_models(self.models, models, path, "run `verifier eval --calibrate` for these models")
+
+
+def require_models(recorded: dict[str, str], models: dict[str, str], path: Path, remedy: str) -> None:
+    """Refuse a table (at ``path``) that ``recorded`` other prepared models than the loaded ``models``."""
+    if recorded != models:
+        differ = sorted(name for name in models.keys() | recorded.keys() if recorded.get(name) != models.get(name))
+        raise ModelPackError(
+            f"calibration table {path}: key models.{differ[0]} records {recorded.get(differ[0], 'nothing')}, "
+            f"the loaded pack has {models.get(differ[0], 'nothing')} (differing: {', '.join(differ)}): "
+            f"the scores were measured on other models; {remedy}"
+        )
 
 
 def scored_models(settings: Settings) -> dict[str, str]:
@@ -214,12 +220,17 @@ def _check_values(table: CalibrationTable, path: Path) -> None:
         if isinstance(ident.gallery_size, bool) or not isinstance(ident.gallery_size, int) or ident.gallery_size < 1:
             raise ModelPackError(f"calibration table {path}: key {key}.gallery_size = {ident.gallery_size!r} "
                                  "is not a positive whole number")
-    ordered = sorted(enumerate(table.rows), key=lambda item: -item[1].target_fmr)
+    check_order_and_models(table.rows, table.models, path)
+
+
+def check_order_and_models(rows: "Sequence[CalibrationRow | SiteRow]", models: dict[str, str], path: Path) -> None:
+    """Thresholds that never get laxer as the target FMR gets stricter, and a sha256 per model."""
+    ordered = sorted(enumerate(rows), key=lambda item: -item[1].target_fmr)
     for (_, laxer), (i, stricter) in zip(ordered, ordered[1:]):
         if stricter.threshold < laxer.threshold:
             raise ModelPackError(f"calibration table {path}: key rows[{i}].threshold = {stricter.threshold!r} is "
                                  f"below the threshold of the laxer FMR {laxer.target_fmr:g} ({laxer.threshold!r})")
-    for name, digest in table.models.items():
+    for name, digest in models.items():
         if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
             raise ModelPackError(f"calibration table {path}: key models.{name} = {digest!r} is not a sha256")
 
@@ -300,8 +311,15 @@ def serving_threshold(settings: Settings, model_id: str, point: OperatingPoint |
     """The threshold the service decides at: from the pack's calibration table. Where
     the pack has none, the configured default, but only with
     ``matching.allow_uncalibrated`` and never below :data:`UNCALIBRATED_FLOOR`
-    (a named table that is absent is always an error)."""
+    (a named table that is absent is always an error). A site table
+    (``matching.site_calibration_file``) can only raise it."""
+    from verifier.site_calibration import with_site_fmr
+
     point = point or operating_point(settings)
+    return with_site_fmr(settings, model_id, point, _pack_threshold(settings, model_id, point))
+
+
+def _pack_threshold(settings: Settings, model_id: str, point: OperatingPoint) -> Threshold:
     path = calibration_path(settings, point)
     if not path.exists():
         if settings.matching.calibration_file is not None:
@@ -423,9 +441,16 @@ def identification_thresholds(
     settings: Settings, model_id: str, point: OperatingPoint | None = None
 ) -> IdentificationThresholds:
     """The watch-list's thresholds: the 1:N rows of the pack's calibration table,
-    or the configured threshold where the table has none (or there is no table)."""
-    fallback = configured_identification_threshold(settings.watchlist)
+    or the configured threshold where the table has none (or there is no table);
+    a site table's 1:N rows can only raise them."""
+    from verifier.site_calibration import with_site_identification
+
     point = point or operating_point(settings)
+    return with_site_identification(settings, model_id, point, _pack_identification(settings, model_id, point))
+
+
+def _pack_identification(settings: Settings, model_id: str, point: OperatingPoint) -> IdentificationThresholds:
+    fallback = configured_identification_threshold(settings.watchlist)
     path = calibration_path(settings, point)
     if not path.exists():
         if settings.matching.calibration_file is not None:

@@ -24,6 +24,7 @@ from verifier.registry.cli import register as register_registry
 from verifier.watchlist.cli import register as register_watchlist
 from verifier.evaluation.cli import register as register_eval
 from verifier.evaluation.pad import register as register_pad_eval
+from verifier.evaluation.site_cli import register as register_site_calibration
 from verifier.replication.cli import register as register_replication
 from verifier.security.cli import register as register_security
 
@@ -201,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_watchlist(commands)
     register_eval(commands)
     register_pad_eval(commands)
+    register_site_calibration(commands)
     register_security(commands)
     register_replication(commands)
     _register_screen(commands)

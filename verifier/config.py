@@ -185,6 +185,10 @@ class MatchingSettings(BaseModel):
     calibration_dir: Path = REPO_ROOT / "models" / "calibration"
     # A table to use instead of calibration_dir/<pack>.json.
     calibration_file: Path | None = None
+    # A site's own table (`verifier calibration site`): thresholds from the site's
+    # non-mated comparisons, for the same pack, models and operating point. The
+    # server decides at the stricter of it and the pack's table, never the laxer.
+    site_calibration_file: Path | None = None
 
 
 class EvaluationSettings(BaseModel):

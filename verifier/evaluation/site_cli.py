@@ -1,0 +1,120 @@
+"""`verifier calibration site`: a site table from a folder of one capture per traveller.
+
+Embeds every capture through the served pipeline (templates cached as for
+`verifier eval`), scores every pair, and writes the site table the server
+combines with the pack's (matching.site_calibration_file; the stricter
+threshold wins). See verifier.evaluation.site for the bound and the checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from verifier.config import Settings
+from verifier.bounds import lowest_supported
+from verifier.evaluation.site import MIN_CAPTURES, SiteCalibrationError
+
+if TYPE_CHECKING:
+    from verifier.modelzoo.runtime import OperatingPoint
+    from verifier.site_calibration import SiteTable
+
+EXIT_OK = 0
+EXIT_ERROR = 2
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("calibration", help="site calibration from a site's own non-mated captures")
+    commands = parser.add_subparsers(dest="calibration_command", required=True)
+    site = commands.add_parser(
+        "site", help="thresholds from a folder of one capture per traveller (every pair non-mated); writes a "
+        "site table the server applies where it is stricter than the pack's")
+    site.add_argument("folder", type=Path, help="one capture per traveller, every file directly in the folder")
+    site.add_argument("--site", help="the site's name in the table (default: the folder's name)")
+    site.add_argument("--output", type=Path,
+                      help="the table (default: data_dir/site-calibration/<pack>.<runtime>-<precision>.json)")
+    site.add_argument("--duplicate-score", type=float,
+                      help="two captures scoring at or above this are taken as one traveller twice "
+                      "(default: registry.duplicate_threshold)")
+    site.add_argument("--drop-near-duplicates", action="store_true",
+                      help="leave out the later capture of each such pair instead of stopping")
+    site.add_argument("--skip-unreadable", action="store_true",
+                      help="leave out files that are not images the service decodes instead of stopping")
+    site.set_defaults(handler=_site)
+
+
+def _site(args: argparse.Namespace, settings: Settings) -> int:
+    from verifier.calibration import scored_models
+    from verifier.evaluation.cache import embed_set
+    from verifier.evaluation.site import capture_set, fmr_rows, fpir_rows, keep_captures
+    from verifier.pipeline import FaceEngine
+    from verifier.site_calibration import SiteTable, write_site_table
+
+    duplicate_score = args.duplicate_score if args.duplicate_score is not None \
+        else settings.registry.duplicate_threshold
+    evaluation = settings.evaluation
+    try:
+        labeled = capture_set(args.folder)
+        engine = FaceEngine.from_settings(settings)
+        templates = embed_set(engine, labeled, evaluation.cache_dir)
+        captures = keep_captures(labeled, templates.vectors, templates.acquired, templates.failures,
+                                 duplicate_score, args.drop_near_duplicates, args.skip_unreadable,
+                                 evaluation.chunk_rows)
+        if len(captures.keys) < MIN_CAPTURES:
+            raise SiteCalibrationError(f"{len(captures.keys)} of {len(labeled)} captures gave a template "
+                                       f"({captures.failures}); at least {MIN_CAPTURES} are needed")
+    except SiteCalibrationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    rows, comparisons = fmr_rows(captures.vectors, evaluation.fmr_targets, evaluation.confidence,
+                                 evaluation.chunk_rows)
+    identification = fpir_rows(captures.vectors, evaluation.fpir_targets, evaluation.identification_gallery_sizes,
+                               evaluation.confidence, evaluation.bootstrap_seed)
+    point = engine.operating_point
+    table = SiteTable(
+        site=args.site or labeled.name,
+        source=(f"folder {args.folder.resolve()}: {len(labeled):,} captures, one per traveller; "
+                f"{len(captures.unreadable)} unreadable and {len(captures.duplicates)} near-duplicates left out"),
+        pack=settings.models.pack, model_id=engine.model_id, models=scored_models(settings),
+        runtime=point.runtime, precision=point.precision, created=datetime.now(UTC).date().isoformat(),
+        images=len(labeled), acquired=len(captures.keys), failures=captures.failures,
+        near_duplicates=len(captures.duplicates), duplicate_score=duplicate_score,
+        non_mated_comparisons=comparisons, lowest_supported_fmr=lowest_supported(comparisons, evaluation.confidence),
+        confidence=evaluation.confidence, rows=tuple(rows), identification=tuple(identification),
+    )
+    path = args.output or settings.data_dir / "site-calibration" / f"{settings.models.pack}.{point.key}.json"
+    write_site_table(table, path)
+    _report(table, settings, engine.model_id, point, path)
+    return EXIT_OK
+
+
+def _report(table: "SiteTable", settings: Settings, model_id: str, point: "OperatingPoint", path: Path) -> None:
+    from verifier.calibration import identification_thresholds, serving_threshold
+
+    pack_settings = settings.model_copy(deep=True)
+    pack_settings.matching.site_calibration_file = None
+    print(f"{table.site}: {table.acquired:,} of {table.images:,} captures used"
+          + (f" (not acquired: {', '.join(f'{r} {n}' for r, n in table.failures.items())})" if table.failures else "")
+          + (f"; {table.near_duplicates} near-duplicates left out" if table.near_duplicates else ""))
+    print(f"{table.non_mated_comparisons:,} non-mated comparisons: they support FMR down to "
+          f"{table.lowest_supported_fmr:.2g} ({100 * table.confidence:.0f} % one-sided upper bound with no false "
+          "match; about 3 / comparisons)")
+    served_row = table.row_for(settings.matching.target_fmr) or max(table.rows, key=lambda r: r.threshold)
+    for row in table.rows:
+        state = (f"{row.false_matches} false matches left, FMR upper bound {row.fmr_upper:.2g}" if row.supported
+                 else "NOT SUPPORTED: above every score seen, applied only as a floor")
+        served = " <- matching.target_fmr" if row is served_row else ""
+        print(f"FMR {row.target_fmr:g}: threshold {row.threshold:.4f} ({state}){served}")
+    pack = serving_threshold(pack_settings, model_id, point)
+    print(f"pack's threshold at FMR {pack.false_match_rate:g}: {pack.value:.4f}; served with this table: "
+          f"{max(pack.value, served_row.threshold):.4f}")
+    pack_ident = identification_thresholds(pack_settings, model_id, point)
+    for ident in table.identification:
+        print(f"1:N FPIR {ident.target_fpir:g}, gallery {ident.gallery_size}: threshold {ident.threshold:.4f} "
+              f"({ident.false_positives} of {ident.searches} searches hit"
+              + ("" if ident.supported else ", NOT SUPPORTED: a floor")
+              + f"); pack's {pack_ident.for_gallery(ident.gallery_size).value:.4f}")
+    print(f"site table: {path}\nserve with VERIFIER_MATCHING__SITE_CALIBRATION_FILE={path}")
