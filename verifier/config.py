@@ -189,6 +189,13 @@ class MatchingSettings(BaseModel):
     # non-mated comparisons, for the same pack, models and operating point. The
     # server decides at the stricter of it and the pack's table, never the laxer.
     site_calibration_file: Path | None = None
+    # Drift monitoring (verifier.drift): warn when the one-sided lower bound on the
+    # live FMR or FPIR (non-mated outcomes counted in traffic) exceeds this many
+    # times its target.
+    drift_factor: float = Field(default=2.0, ge=1.0, allow_inf_nan=False)
+    # The drift counts (counts per score bin only), kept across restarts;
+    # relative: under data_dir. None keeps them in memory only.
+    drift_path: Path | None = Path("drift-scores.json")
 
 
 class EvaluationSettings(BaseModel):

@@ -217,3 +217,27 @@ def test_a_missing_watchlist_store_is_referred_never_accepted(tmp_path: Path, ph
         answer = _screen(channel, [photos["obama2.jpg"].read_bytes()], photos["obama.jpg"].read_bytes())
     assert answer.decision == pb.REFER and "WATCHLIST_UNAVAILABLE" in answer.reasons
     assert answer.match and not answer.watchlist_searched
+
+
+def test_a_second_face_is_counted_for_drift_only_once_the_traveller_matched(
+        gate_channel: grpc.Channel, photos: dict[str, Path]) -> None:
+    """The further face of a frame whose traveller matched is someone else: a non-mated
+    1:1 comparison for the drift monitor; every face searched is a 1:N search."""
+    from verifier import drift
+
+    traveller = _read(photos["obama2.jpg"])
+    other = cv2.resize(_read(photos["biden.jpg"]), None, fx=0.45, fy=0.45, interpolation=cv2.INTER_AREA)
+    scene = np.full((traveller.shape[0], traveller.shape[1] + other.shape[1], 3), 128, np.uint8)
+    scene[:, :traveller.shape[1]] = traveller
+    scene[:other.shape[0], traveller.shape[1]:] = other
+    before = {s.stream: s for s in drift.MONITOR.status()}
+    matched = _screen(gate_channel, [_jpeg(scene)], photos["obama.jpg"].read_bytes())
+    after = {s.stream: s for s in drift.MONITOR.status()}
+    assert matched.match and len(matched.faces) >= 2
+    counted = after[drift.VERIFICATION].observed - before[drift.VERIFICATION].observed
+    assert counted == len(matched.faces) - 1
+    assert after[drift.IDENTIFICATION].observed - before[drift.IDENTIFICATION].observed == len(matched.faces)
+    # The traveller not matched (another person's chip): the further face may be the chip's owner.
+    unmatched = _screen(gate_channel, [_jpeg(scene)], photos["biden.jpg"].read_bytes())
+    assert not unmatched.match
+    assert drift.MONITOR.status()[0].observed == after[drift.VERIFICATION].observed

@@ -44,6 +44,49 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     site.add_argument("--skip-unreadable", action="store_true",
                       help="leave out files that are not images the service decodes instead of stopping")
     site.set_defaults(handler=_site)
+    status = commands.add_parser(
+        "status", help="live FMR and FPIR at the served thresholds from the non-mated outcomes a server counted "
+        "(matching.drift_path); exit 1 where one is above matching.drift_factor x its target with confidence")
+    status.add_argument("--file", type=Path, help="the counts (default: data_dir/matching.drift_path)")
+    status.set_defaults(handler=_status)
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from verifier.bounds import comparisons_to_detect
+    from verifier.calibration import serving_threshold
+    from verifier.drift import VERIFICATION, DriftMonitor, at_threshold
+    from verifier.errors import ModelPackError
+    from verifier.modelzoo.manifest import load_manifest
+
+    configured = settings.matching.drift_path
+    path = args.file or (None if configured is None else settings.data_dir / configured)
+    if path is None or not path.exists():
+        print(f"error: no drift counts at {path} (a server saves them every 500 outcomes; "
+              "matching.drift_path None keeps them in memory only)", file=sys.stderr)
+        return EXIT_ERROR
+    monitor = DriftMonitor.read(path, settings.matching.drift_factor, settings.evaluation.confidence)
+    statuses = monitor.status()
+    for status in statuses:
+        print(status.describe())
+        if status.target:
+            needed = comparisons_to_detect(status.target, 3.0, status.factor, monitor.confidence, 0.9)
+            print(f"  a live rate 3x the target is seen with 90 % probability after about {needed:,} "
+                  f"({'reached' if status.observed >= needed else f'{status.observed:,} so far'})")
+    counted = next(s for s in statuses if s.stream == VERIFICATION)
+    histogram = monitor.histogram(VERIFICATION)
+    model_id = load_manifest(settings.models.manifest).template_spec(settings.models.pack).model_id
+    for target in settings.evaluation.fmr_targets if counted.observed else ():
+        local = settings.model_copy(deep=True)
+        local.matching.target_fmr = target
+        try:
+            threshold = serving_threshold(local, model_id)
+        except ModelPackError:
+            continue
+        above = at_threshold(histogram, threshold.value)
+        print(f"  at the threshold served for FMR {target:g} ({threshold.value:.4f}): at most {above:,} of "
+              f"{counted.observed:,} ({above / counted.observed:.2e}; bins of 0.005, rounded up)")
+    print(f"counts: {path}")
+    return 1 if any(status.alarm for status in statuses) else EXIT_OK
 
 
 def _site(args: argparse.Namespace, settings: Settings) -> int:

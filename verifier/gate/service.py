@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from verifier import deadlines
+from verifier import deadlines, drift
 from verifier.calibration import check_utility_calibration
 from verifier.config import Settings
 from verifier.errors import ACQUISITION_FAILURES, Kind, ModelPackError, Reason, VerifierError
@@ -112,6 +112,9 @@ class GateService:
         if self.pad and self.engine.liveness is None:
             raise ModelPackError(f"gate.pad_threshold is set but pack {settings.models.pack!r} has no liveness "
                                  "model: presentation attacks would go unchecked")
+        drift_path = settings.matching.drift_path
+        drift.MONITOR.configure(settings.matching.drift_factor, settings.evaluation.confidence,
+                                None if drift_path is None else settings.data_dir / drift_path)
 
     @property
     def model_id(self) -> str:
@@ -176,6 +179,11 @@ class GateService:
         traveller = frame.faces[0]
         crowd = [face for face in frame.faces[1:] if _side(face) >= self.gate.second_person_ratio * _side(traveller)]
         match = self.matcher.decide(traveller.template, ref.template)
+        if match.match:
+            # The traveller is the largest face: every other face is someone else's, a non-mated comparison.
+            for other in frame.faces[1:]:
+                drift.MONITOR.observe(drift.VERIFICATION, self.matcher.decide(other.template, ref.template).score,
+                                      match.threshold.value, match.threshold.false_match_rate)
         clock.lap("compare")
         replay_score = None
         if ref.face is not None and ref.face.aligned is not None and traveller.aligned is not None:

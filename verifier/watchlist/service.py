@@ -60,7 +60,7 @@ from pathlib import Path
 
 import numpy as np
 
-from verifier import deadlines
+from verifier import deadlines, drift
 from verifier.calibration import IdentificationThreshold, IdentificationThresholds, identification_thresholds
 from verifier.config import Settings, WatchlistSettings
 from verifier.errors import Reason, VerifierError
@@ -834,6 +834,9 @@ class WatchlistService:
             subjects = self.store.subjects_by_row([hit.row for hit in outcome.hits])
         live = [hit for hit in outcome.hits if hit.row in subjects]
         candidates = [Candidate(rank, subjects[hit.row], hit.score) for rank, hit in enumerate(live, start=1)]
+        # Taken as a non-mated search (a traveller truly on a list counts too: verifier.drift).
+        drift.MONITOR.observe(drift.IDENTIFICATION, candidates[0].score if candidates else None, threshold.value,
+                              threshold.fpir)
         timings["search"] = (time.perf_counter() - start) * 1000.0
         if outcome.expired_skipped:
             index.sweep(now)
