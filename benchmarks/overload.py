@@ -41,19 +41,9 @@ from typing import Any
 import grpc
 import psutil
 
-from benchmarks.loadgen import (
-    REFUSAL_BACKOFF_S,
-    Operation,
-    Recorder,
-    Usage,
-    channel_to,
-    parse_env,
-    prepare,
-    sdist_photos,
-    started_server,
-    verifier_operations,
-    wait_as_told,
-)
+from benchmarks.loadgen.drivers import REFUSAL_BACKOFF_S, Recorder, Usage, wait_as_told
+from benchmarks.loadgen.operations import Operation, prepare, sdist_photos, verifier_operations
+from benchmarks.loadgen.server import channel_to, parse_env, started_server
 from benchmarks.reporting import latency_summary, provenance, run_dir, write_json
 from benchmarks.samples import max_cost_chip, max_cost_live_frame
 from verifier.v1 import verifier_pb2 as pb

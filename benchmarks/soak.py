@@ -27,17 +27,14 @@ from typing import Any
 
 import grpc
 
-from benchmarks.loadgen import (
+from benchmarks.loadgen.operations import (
     LOADGEN_WATCHLIST,
-    WATCHLIST_SERVICE,
-    channel_to,
     enrolled_gallery,
     identify_operation,
     prepare,
-    started_server,
     verifier_operations,
-    wait_serving,
 )
+from benchmarks.loadgen.server import WATCHLIST_SERVICE, channel_to, started_server, wait_serving
 from benchmarks.reporting import latency_summary, provenance, run_dir, write_json
 from verifier.v1 import verifier_pb2 as pb
 from verifier.v1 import watchlist_pb2 as wl

@@ -22,16 +22,9 @@ from typing import Any
 
 import grpc
 
-from benchmarks.loadgen import (
-    WARMUP_CALLS,
-    channel_to,
-    Usage,
-    _level_result,
-    closed_loop,
-    prepare,
-    started_server,
-    verifier_operations,
-)
+from benchmarks.loadgen.drivers import WARMUP_CALLS, Usage, closed_loop, level_result
+from benchmarks.loadgen.operations import prepare, verifier_operations
+from benchmarks.loadgen.server import channel_to, started_server
 from benchmarks.reporting import latency_summary, provenance, run_dir, write_json
 from verifier.security.certs import init_dev_ca
 
@@ -89,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 usage = Usage(process)
                 recorder, wall = closed_loop(operation, address, args.concurrency, args.duration, 10**9, args.timeout,
                                              usage, channels)
-                turns[name].append(_level_result(recorder, wall, usage, "closed", args.concurrency, None))
+                turns[name].append(level_result(recorder, wall, usage, "closed", args.concurrency, None))
                 latencies[name] += recorder.latencies_ms
                 log.info("turn %d %s: %.1f/s p99 %.1f ms", turn + 1, name, turns[name][-1]["throughput_rps"],
                          turns[name][-1]["latency_ms"]["p99"])
