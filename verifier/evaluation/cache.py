@@ -24,6 +24,7 @@ from tqdm import tqdm
 from verifier.config import Settings
 from verifier.errors import VerifierError
 from verifier.evaluation.datasets import LabeledSet
+from verifier.imaging import ImageUse
 from verifier.pipeline import PIPELINE_REVISION, FaceEngine, Selection
 from verifier.templates import Template
 
@@ -120,12 +121,18 @@ def embed_set(
     landmarks_file: Path | None = None,
     landmarks: dict[str, np.ndarray] | None = None,
     transform: Callable[[bytes, str], bytes] | None = None,
+    use: ImageUse = ImageUse.LIVE,
 ) -> SetTemplates:
     """Templates for every image of the set, through the real pipeline (or from given
     landmarks), taking what the cache holds and adding what it lacks. ``transform``
     rewrites each image's bytes first (given its key): a derived capture condition;
-    the cache keys on the rewritten bytes."""
-    cache = TemplateCache(cache_dir, cache_identity(engine, selection, landmarks_file))
+    the cache keys on the rewritten bytes. ``use``: the limits and formats the
+    images are taken under (a live capture unless said)."""
+    identity = cache_identity(engine, selection, landmarks_file)
+    if use is not ImageUse.LIVE:
+        # Only then: the caches of live images, every one made so far, keep their names.
+        identity["use"] = use.value
+    cache = TemplateCache(cache_dir, identity)
     images = [labeled.path(i).read_bytes() for i in range(len(labeled))]
     if transform is not None:
         images = [transform(data, key) for data, key in zip(images, labeled.keys)]
@@ -143,7 +150,7 @@ def embed_set(
         if landmarks is None:
             results = [
                 r.template if not isinstance(r, VerifierError) else r
-                for r in engine.analyse_batch([images[i] for i in batch], selection)
+                for r in engine.analyse_batch([images[i] for i in batch], selection, use)
             ]
         else:
             results = engine.embed_with_landmarks([images[i] for i in batch], [points[i] for i in batch])

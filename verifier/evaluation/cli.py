@@ -33,6 +33,7 @@ from verifier.config import Settings
 from verifier.errors import ModelPackError
 from verifier.evaluation.conditions import CONDITIONS, ConditionError, condition
 from verifier.evaluation.datasets import Layout
+from verifier.imaging import ImageUse
 from verifier.pipeline import Selection
 
 if TYPE_CHECKING:
@@ -176,7 +177,8 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
             return derived.apply(data, published.get(key))
     try:
         templates = embed_set(
-            engine, labeled, settings.evaluation.cache_dir, selection, landmarks_file, landmarks, transform
+            engine, labeled, settings.evaluation.cache_dir, selection, landmarks_file, landmarks, transform,
+            derived.use if derived is not None else ImageUse.LIVE,
         )
         # The clean set too (from the cache after the plain run), to compare one
         # degraded image against a good one.

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from verifier.imaging import ImageUse
+
 # A passport chip's face image: 413x531 pixels in 10-20 KB; JPEG 2000 conditions
 # keep its bits per pixel, so a smaller image gets proportionally fewer bytes.
 CHIP_PIXELS = 413 * 531
@@ -140,6 +142,9 @@ class Condition:
     description: str
     apply: Callable[[bytes, np.ndarray | None], bytes]
     needs_landmarks: bool = False
+    # What the service would take such an image as: a chip photo is a
+    # document (JPEG 2000 is not a live capture format).
+    use: ImageUse = ImageUse.LIVE
 
 
 CONDITIONS: dict[str, Condition] = {
@@ -162,6 +167,7 @@ CONDITIONS: dict[str, Condition] = {
             "jpeg2000-chip",
             f"JPEG 2000 at a chip photo's bits per pixel ({CHIP_BYTES // 1000} KB for 413x531)",
             _jpeg2000_chip,
+            use=ImageUse.DOCUMENT,
         ),
     )
 }
