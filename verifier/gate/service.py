@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from verifier import deadlines, drift
-from verifier.calibration import check_utility_calibration
+from verifier.calibration import IdentificationThreshold, check_utility_calibration
 from verifier.config import Settings
 from verifier.errors import ACQUISITION_FAILURES, Kind, ModelPackError, Reason, VerifierError
 from verifier.face.quality import PERCENTILES, QualityAssessor, QualityReport, quality_path
@@ -34,7 +34,7 @@ from verifier.matching import Decision
 from verifier.pipeline import FaceResult, FrameFaces, Selection
 from verifier.service import VerificationService
 from verifier.templates import Template
-from verifier.watchlist.service import IdentificationThreshold, WatchlistService
+from verifier.watchlist.service import WatchlistService
 
 log = logging.getLogger(__name__)
 

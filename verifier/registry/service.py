@@ -49,7 +49,8 @@ from verifier.validation import identifier, text
 from verifier.vectors.base import IndexTag, VectorIndex
 from verifier.vectors.faiss_index import FaissIndex
 from verifier.watchlist.index import TEMPLATE_BITS, template_ids
-from verifier.watchlist.service import Availability, WatchlistService
+from verifier.watchlist.availability import Availability
+from verifier.watchlist.service import WatchlistService
 from verifier.watchlist.store import Applied, private_directory, private_file
 
 log = logging.getLogger(__name__)

@@ -13,18 +13,10 @@ Until :meth:`WatchlistService.load` has loaded or rebuilt the index, anything
 that needs it is refused with INDEX_NOT_READY; reading a subject or listing
 watch-lists only needs the store and works at once.
 
-Failing closed: the service has a state (:class:`Availability`). A store that
-is missing (STORE_MISSING) or fails underneath a call (STORE_UNAVAILABLE: disk
-full, read-only, corrupt) puts it out of service with that reason: every call
-is refused with it, never answered "no hit" from a half-working store, and
-:meth:`WatchlistService.supervise` keeps trying to reopen the store and
-rebuild the index until it works again. While serving, the supervisor also
-checks every ``store_watch_seconds`` that the store is still the file it
-opened (see :meth:`WatchlistStore.check_identity`): a store removed, moved or
-replaced under the server is STORE_MISSING, and the index in memory, built
-from a store that no longer exists, is not searched. Nothing here touches 1:1 verification.
-Templates stored on disk that fail the template checks are quarantined at load
-(left out of the index, logged and counted) while the rest of the list serves.
+Failing closed (:mod:`verifier.watchlist.availability`): a store fault takes the
+service out of service with its reason, and it comes back by itself.
+Replication (:mod:`verifier.watchlist.replicated`): the service as either end
+of the change feed.
 
 One model per list, never a silent mix: a watch-list holding any subject
 without a template of the served model (enrolled under another model pack) is
@@ -34,57 +26,50 @@ watchlist migrate`) and how many cannot (enrolled from templates alone), until
 they are migrated or removed. Searching all lists is refused while any list is.
 Other lists serve on; enrolment and removal in that list work (that is how an
 operator fixes it).
-
-Replication: on a replica (``read_only_for`` names its primary) every write
-is refused with READ_ONLY_REPLICA, and changes arrive from the primary's feed
-through :meth:`WatchlistService.apply`, which updates store and index under
-the same lock as a local write. On a primary, listeners registered with
-:meth:`WatchlistService.on_commit` hear of each committed change after the
-lock is released (the feed wakes its followers; in synchronous mode the write
-then waits for a replica's acknowledgement before it is answered).
 """
 
 from __future__ import annotations
 
 import base64
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
-from contextlib import AbstractContextManager, ExitStack, contextmanager
-from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 
 import numpy as np
 
 from verifier import deadlines, drift
-from verifier.calibration import IdentificationThreshold, IdentificationThresholds, identification_thresholds
+from verifier.calibration import IdentificationThresholds, identification_thresholds
 from verifier.config import Settings, WatchlistSettings
 from verifier.errors import Reason, VerifierError
 from verifier.imaging import ImageUse
 from verifier.pipeline import FaceEngine, FaceResult, Selection
 from verifier.watchlist import metrics
+from verifier.watchlist.availability import LOADING, Availability, FailClosed, State
 from verifier.templates import Template
 from verifier.validation import epoch_seconds, identifier, text
 from verifier.watchlist.index import (
     LoadedIndex,
-    SerializedIndex,
     SnapshotTag,
     WatchlistIndex,
     template_ids,
     template_rows,
 )
+from verifier.watchlist.replicated import Replicated
+from verifier.watchlist.results import (
+    Candidate,
+    Consistency,
+    Enrolment,
+    Identification,
+    LoadReport,
+    SampleOutcome,
+)
 from verifier.watchlist.store import (
     Applied,
-    Change,
-    PinnedStore,
-    Provenance,
     QuarantinedTemplate,
     StoreError,
-    StoreMissing,
     Subject,
     SubjectEntry,
     Unmigrated,
@@ -95,87 +80,6 @@ from verifier.watchlist.store import (
 )
 
 log = logging.getLogger(__name__)
-
-
-class State(Enum):
-    LOADING = "loading"
-    SERVING = "serving"
-    OUT_OF_SERVICE = "out_of_service"
-
-
-@dataclass(frozen=True)
-class Availability:
-    """Whether the watch-lists can be served, and if not, why (a reason a caller
-    and an operator can act on)."""
-
-    state: State
-    reason: Reason | None = None
-    message: str = ""
-
-    @property
-    def serving(self) -> bool:
-        return self.state is State.SERVING
-
-
-_LOADING = Availability(State.LOADING, Reason.INDEX_NOT_READY, "the watch-list index is loading; try again shortly")
-
-
-@dataclass(frozen=True)
-class Candidate:
-    rank: int
-    subject: Subject
-    score: float
-
-
-@dataclass(frozen=True)
-class Identification:
-    candidates: list[Candidate]
-    threshold: IdentificationThreshold
-    probe: FaceResult | None
-    searched: int
-    timings_ms: dict[str, float]
-    model_id: str
-    # Partner lists among those hit: where each came from.
-    provenance: dict[str, Provenance] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class SampleOutcome:
-    """One enrolment sample: the face found in it, or why it was not used."""
-
-    index: int
-    face: FaceResult | None = None
-    error: VerifierError | None = None
-
-
-@dataclass(frozen=True)
-class Enrolment:
-    subject: Subject
-    samples: list[SampleOutcome]
-    timings_ms: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class LoadReport:
-    source: str
-    templates: int
-    seconds: float
-    quarantined: tuple[QuarantinedTemplate, ...] = ()
-
-
-@dataclass(frozen=True)
-class Consistency:
-    """The index checked against the store: template ids the store says should
-    be searchable but the index lacks, and ids the index holds but should not."""
-
-    store_templates: int
-    index_templates: int
-    missing: frozenset[int]
-    extra: frozenset[int]
-
-    @property
-    def agrees(self) -> bool:
-        return not self.missing and not self.extra
 
 
 def check_entry(entry: SubjectEntry, prefix: str = "subject", external_ref: str = "external_reference") -> None:
@@ -217,7 +121,10 @@ def initialise_store(settings: Settings) -> Path:
     return path
 
 
-class WatchlistService:
+class WatchlistService(FailClosed, Replicated):
+    """The watch-lists' use cases over one store and its index (see the module
+    docstring); failing closed and replication are its two mixed-in halves."""
+
     def __init__(
         self, settings: WatchlistSettings, store_path: Path, engine: FaceEngine, snapshot: Path | None,
         thresholds: IdentificationThresholds,
@@ -232,7 +139,7 @@ class WatchlistService:
         self._writes = threading.Lock()
         self._recovering = threading.Lock()
         self._closed = False
-        self._availability = _LOADING
+        self._availability = LOADING
         self._quarantined: tuple[QuarantinedTemplate, ...] = ()
         self._unmigrated: dict[str, Unmigrated] = {}
         # A replica's index, loaded from its snapshot while the store was still arriving.
@@ -284,10 +191,6 @@ class WatchlistService:
         return self._index is not None and not self._closed and self._availability.serving
 
     @property
-    def availability(self) -> Availability:
-        return self._availability
-
-    @property
     def quarantined(self) -> tuple[QuarantinedTemplate, ...]:
         """Stored templates left out of the index at the last load because they fail the checks."""
         return self._quarantined
@@ -296,79 +199,6 @@ class WatchlistService:
     def unmigrated(self) -> dict[str, Unmigrated]:
         """Watch-lists refused for identification: their subjects without a template of the served model."""
         return dict(self._unmigrated)
-
-    def on_availability(self, listener: Callable[[Availability], None]) -> None:
-        """Call ``listener`` with every change of availability (the server's health)."""
-        self._listeners.append(listener)
-
-    def on_commit(self, listener: Callable[[int], None]) -> None:
-        """Call ``listener`` with the sequence number of each change committed
-        here, after it is durable and in the index, before it is answered."""
-        self._commit_listeners.append(listener)
-
-    def on_applied(self, listener: Callable[[Applied], None]) -> None:
-        """Call ``listener`` with each change applied from the primary's feed,
-        under the write lock (the registry's index follows its travellers)."""
-        self._applied_listeners.append(listener)
-
-    def announce(self, seq: int) -> None:
-        """Tell the feed (and synchronous mode) of a change another store
-        sharing this file (the registry) committed."""
-        self._committed(seq)
-
-    def _committed(self, seq: int, confirm: bool = True) -> None:
-        for listener in self._commit_listeners:
-            listener(seq)
-        if confirm and self.confirmation is not None:
-            self.confirmation(seq)
-
-    def require_writable(self) -> None:
-        """Refuse a write on a replica, naming the primary to send it to."""
-        if self.read_only_for is not None:
-            raise VerifierError(
-                Reason.READ_ONLY_REPLICA,
-                f"this server is a read-only replica; send changes to the primary at {self.read_only_for}",
-                primary=self.read_only_for,
-            )
-
-    def _set_availability(self, availability: Availability) -> None:
-        changed = availability != self._availability
-        self._availability = availability
-        if changed:
-            log_at = logging.INFO if availability.serving else logging.ERROR
-            log.log(log_at, "watch-lists %s%s", availability.state.value,
-                    f" ({availability.reason.value}: {availability.message})" if availability.reason else "")
-            metrics.set_availability(availability.state.value, availability.reason.value if availability.reason else "")
-            for listener in self._listeners:
-                listener(availability)
-
-    def _refusal(self) -> VerifierError:
-        current = self._availability
-        reason = current.reason or Reason.INDEX_NOT_READY
-        return VerifierError(reason, current.message or "the watch-lists are not available", store=str(self.store_path))
-
-    def _fail(self, error: StoreError) -> VerifierError:
-        """Take the watch-lists out of service for a store fault; the error to answer with."""
-        reason = Reason.STORE_MISSING if isinstance(error, StoreMissing) else Reason.STORE_UNAVAILABLE
-        self._set_availability(Availability(State.OUT_OF_SERVICE, reason, str(error)))
-        return self._refusal()
-
-    @contextmanager
-    def _store_faults(self) -> Iterator[None]:
-        """Any store fault inside the block takes the service out of service and is
-        answered with its reason; never half an answer."""
-        try:
-            yield
-        except StoreError as error:
-            raise self._fail(error) from error
-
-    def store_faults(self) -> AbstractContextManager[None]:
-        """The same, for another service keeping its tables in this store (the registry)."""
-        return self._store_faults()
-
-    def serving_store(self) -> WatchlistStore:
-        """The store, refused with the reason while it is out of service (for the registry)."""
-        return self._open_store()
 
     def _tag(self) -> SnapshotTag:
         return SnapshotTag(self.store.store_id, self.store.change_seq(), self.model_id, self.engine.embedder.dimension)
@@ -452,74 +282,6 @@ class WatchlistService:
                 metrics.UNMIGRATED.labels(watchlist).set(len(found[watchlist].rows))
             self._unmigrated = unmigrated
 
-    def supervise(self, stop: threading.Event) -> None:
-        """Bring the watch-lists into service and keep them there: open the store and
-        load the index, and whenever that fails or a store fault takes the service
-        out, try again every ``store_retry_seconds`` until ``stop`` is set."""
-        retry_at = 0.0
-        while not stop.is_set():
-            try:
-                if self._availability.serving:
-                    self._watch()
-                elif not self._closed and time.monotonic() >= retry_at:
-                    retry_at = time.monotonic() + self.settings.store_retry_seconds
-                    self._recover()
-            except Exception:  # noqa: BLE001 - the supervisor must outlive any fault it meets
-                log.exception("watch-list supervisor: unexpected failure; trying again")
-            stop.wait(min(self.settings.store_watch_seconds, self.settings.store_retry_seconds))
-
-    def _watch(self) -> None:
-        """Take the watch-lists out of service if the store is no longer the file
-        it opened (STORE_MISSING) or cannot be read afresh (STORE_UNAVAILABLE)."""
-        store = self._store
-        if store is None:
-            return
-        try:
-            store.check_identity(deep=True)
-        except StoreError as error:
-            with self._writes:
-                if self._store is store and self._availability.serving and not self._closed:
-                    self._fail(error)
-
-    def _recover(self) -> None:
-        # The supervisor and a replica's follower may both find the service
-        # loading; whichever comes second waits, finds it serving and leaves it
-        # so (reopening would take the loaded index away and load it again).
-        with self._recovering:
-            if not self._availability.serving:
-                self._reopen_and_load()
-
-    def _reopen_and_load(self) -> None:
-        with self._writes:
-            if self._closed:
-                return
-            if self._store is not None:
-                self._store.close()
-                self._store = None
-            self._index = None
-            try:
-                store = WatchlistStore.open(self.store_path, self.settings.busy_timeout_seconds)
-                self._store = store
-                store.check_writable()
-                if self._served_id is not None and store.store_id != self._served_id:
-                    raise StoreMissing(
-                        f"{self.store_path} is another store (id {store.store_id}) than the one this server served "
-                        f"(id {self._served_id}): it is not taken up while serving; restart the server to serve it"
-                    )
-            except StoreError as error:
-                if isinstance(error, StoreMissing) and self._store is not None:
-                    self._store.close()
-                    self._store = None
-                self._fail(error)
-                return
-        try:
-            self.load()
-        except VerifierError:
-            return  # load has set the reason
-        except Exception as error:  # noqa: BLE001 - an index that cannot be built is a store fault too
-            log.exception("the watch-list index could not be built")
-            self._set_availability(Availability(State.OUT_OF_SERVICE, Reason.STORE_UNAVAILABLE, str(error)))
-
     def close(self) -> None:
         """Save the index (tagged with the store's change sequence) and close the store."""
         with self._writes:
@@ -535,17 +297,6 @@ class WatchlistService:
                 log.exception("the watch-list index was not saved; the next start rebuilds it from the store")
             finally:
                 self._store.close()
-
-    def _open_store(self) -> WatchlistStore:
-        """The store, for calls that need only it (they work while the index loads)."""
-        if self._store is None or self._closed or self._availability.state is State.OUT_OF_SERVICE:
-            raise self._refusal()
-        return self._store
-
-    def _ready_index(self) -> WatchlistIndex:
-        if self._index is None or self._closed or not self._availability.serving:
-            raise self._refusal()
-        return self._index
 
     def create_watchlist(self, name: str, description: str) -> Watchlist:
         identifier(name, "name")
@@ -705,105 +456,6 @@ class WatchlistService:
             seq = self.store.last_seq
         self._committed(seq)
         return seq
-
-    def _index_subject(
-        self, index: WatchlistIndex, row: int, watchlist: str, templates: list[Template], expires_at: float | None
-    ) -> None:
-        served = [t.vector for t in templates if t.model_id == self.model_id]
-        if served:
-            index.add_subject(watchlist, row, np.stack(served), expires_at)
-
-    def apply(self, change: Change) -> Applied | None:
-        """Apply a change from the primary's feed to store and index (a replica's
-        only way to change); None when it was applied before."""
-        with self._writes, self._store_faults():
-            index = self._ready_index()
-            applied = self.store.apply_change(change)
-            if applied is None:
-                return None
-            for name in applied.dropped:
-                index.drop_watchlist(name)
-            for row, name, count in applied.removed:
-                index.remove_subject(name, row, count)
-            for name in applied.created:
-                index.add_watchlist(name)
-            for row, name, templates, expires_at in applied.added:
-                self._index_subject(index, row, name, templates, expires_at)
-            for listener in self._applied_listeners:
-                listener(applied)
-        return applied
-
-    def promote(self) -> int:
-        """Become the primary: a new epoch on the feed; writes are taken from now on."""
-        with self._writes, self._store_faults():
-            self._ready_index()
-            epoch = self.store.new_epoch()
-            seq = self.store.last_seq
-            self.read_only_for = None
-        self._committed(seq, confirm=False)
-        return epoch
-
-    @contextmanager
-    def pinned_snapshot(self) -> Iterator[tuple[PinnedStore, SerializedIndex | None]]:
-        """The store pinned at one change (a read transaction, for the block) and,
-        when the index is loaded, the index captured at exactly that change:
-        what a new replica starts from.
-
-        Writes wait only while the index is copied in memory: the store is
-        pinned under the write lock, and whatever is read or copied from the
-        pin afterwards is at that change, whatever is committed meanwhile.
-        """
-        with self._store_faults(), ExitStack() as pins:
-            with self._writes:
-                pinned = pins.enter_context(self.store.pinned(file_image=True))
-                index = self._index if self.ready else None
-                taken = None if index is None else index.serialized(SnapshotTag(
-                    pinned.position.store_id, pinned.position.seq, self.model_id, index.dimension))
-            yield pinned, taken
-
-    def install_store(
-        self, incoming: Path, aside: Path | None, incoming_index: Path | None = None,
-        preloaded: Future[LoadedIndex | None] | None = None,
-    ) -> None:
-        """Put a store file received from the primary in place of this one (kept
-        as ``aside`` when given), and the index saved with it (if any) where a
-        saved index is looked for, leaving the service loading until
-        :meth:`recover_now` opens them. The index is not trusted for coming
-        with the store: :meth:`load` uses it (or ``preloaded``, the same file
-        loaded while the store arrived) only if its tag and digest match the
-        installed store, and rebuilds otherwise."""
-        with self._writes:
-            self._preloaded = preloaded
-            self._served_id = None  # the primary's store, put in place on purpose
-            if self._store is not None:
-                self._store.close()
-                self._store = None
-            self._index = None
-            self._set_availability(_LOADING)
-            for suffix in ("", "-wal", "-shm"):
-                current = Path(f"{self.store_path}{suffix}")
-                if current.exists():
-                    if aside is not None:
-                        os.replace(current, Path(f"{aside}{suffix}"))
-                    else:
-                        current.unlink()
-            os.replace(incoming, self.store_path)
-            if self.snapshot is not None:
-                if incoming_index is not None:
-                    os.replace(incoming_index, self.snapshot)
-                else:
-                    self.snapshot.unlink(missing_ok=True)
-            directory = os.open(self.store_path.parent, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
-
-    def recover_now(self) -> None:
-        """Open the store and load the index at once (a replica that has just
-        installed its snapshot), rather than at the supervisor's next round."""
-        if not self._availability.serving and not self._closed:
-            self._recover()
 
     def identify(
         self, probe: bytes | Template, watchlists: list[str] | None = None, top_k: int | None = None
