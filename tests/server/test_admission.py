@@ -17,8 +17,9 @@ from prometheus_client import REGISTRY
 
 from tests.conftest import loopback_server
 from verifier.client import reason_of, retry_after
-from verifier.config import AdmissionSettings, Settings
+from verifier.config import Settings
 from verifier.deadlines import Deadline
+from verifier.edge_config import AdmissionSettings
 from verifier.errors import Reason, VerifierError
 from verifier.server.admission import Admission
 from verifier.pipeline import FaceEngine

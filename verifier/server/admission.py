@@ -39,8 +39,8 @@ from typing import Any
 import grpc
 
 from verifier import costs, deadlines
-from verifier.config import AdmissionSettings
 from verifier.deadlines import Deadline
+from verifier.edge_config import AdmissionSettings
 from verifier.errors import Reason, VerifierError
 from verifier.server import metrics
 from verifier.server.errors import status_for
