@@ -12,6 +12,11 @@ every image, stands for the site's later traffic: FMR over all its non-mated
 pairs and FNMR over its mated pairs, at the pack's served threshold (before)
 and at the stricter of it and the site row (after). Then the halves swap.
 Templates come from the evaluation cache (`verifier eval` shares it).
+
+    .venv/bin/python -m benchmarks.site_calibration --export single-studio /tmp/studio
+
+writes instead one capture of each person of the set under a condition (the
+first image of each, as PNG), a folder for `verifier calibration site`.
 """
 
 from __future__ import annotations
@@ -72,12 +77,34 @@ def _fold(vectors: np.ndarray, subjects: np.ndarray, acquired: np.ndarray, site:
     return result
 
 
+def export(root: Path, name: str, folder: Path) -> None:
+    """One capture per person of the set at ``root`` under condition ``name`` (or as it is)."""
+    labeled = load_set(root)
+    landmarks = read_landmarks(root / LANDMARKS_FILE)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = set()
+    for i, key in enumerate(labeled.keys):
+        person = labeled.subject_names[labeled.subjects[i]]
+        if person in written:
+            continue
+        data = labeled.path(i).read_bytes()
+        data = CONDITIONS[name].apply(data, landmarks.get(key)) if name in CONDITIONS else data
+        (folder / f"{person}{'.png' if name in CONDITIONS else Path(key).suffix}").write_bytes(data)
+        written.add(person)
+    print(f"{len(written)} captures, one per person ({name}): {folder}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=LFW_DEV)
     parser.add_argument("--conditions", default="original," + ",".join(CONDITIONS))
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "site-calibration.json")
+    parser.add_argument("--export", nargs=2, metavar=("CONDITION", "FOLDER"),
+                        help="write one capture per person under CONDITION (or original) to FOLDER and stop")
     args = parser.parse_args()
+    if args.export:
+        export(args.root, args.export[0], Path(args.export[1]))
+        return
     settings = get_settings()
     engine = FaceEngine.from_settings(settings)
     labeled = load_set(args.root)

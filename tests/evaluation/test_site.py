@@ -3,6 +3,7 @@ server takes, and clear refusals for the inputs that cannot give one."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -106,3 +107,38 @@ def test_an_identity_per_folder_set_is_refused(
     (folder / "Some_Person").mkdir()
     assert _run(["calibration", "site", str(folder)], settings) == EXIT_ERROR
     assert "sub-folders (Some_Person)" in capsys.readouterr().err
+
+
+def test_a_site_table_from_the_watch_lists_enrolments(
+    settings: Settings, engine: FaceEngine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One stored template per subject, read from the store (no image): a subject in two
+    lists with the same photo is the same traveller twice, and is named."""
+    import numpy as np
+
+    from verifier.templates import Template
+    from verifier.watchlist.service import initialise_store
+    from verifier.watchlist.store import SubjectEntry, WatchlistStore
+
+    local = settings.model_copy(deep=True)
+    local.data_dir = tmp_path / "data"
+    path = initialise_store(local)
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((PEOPLE, engine.embedder.dimension)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    store = WatchlistStore.open(path, 5.0)
+    for name in ("wanted", "lost"):
+        store.create_watchlist(name, "")
+    for i, vector in enumerate(vectors):
+        store.add_subject(SubjectEntry("wanted", f"s{i}", "test", "T"), [Template(engine.model_id, vector)])
+    store.add_subject(SubjectEntry("lost", "again", "test", "T"), [Template(engine.model_id, vectors[0])])
+    store.close()
+    out = tmp_path / "site.json"
+    argv = ["calibration", "site", "--from-store", "watchlists", "--output", str(out)]
+    assert _run(argv, local) == EXIT_ERROR
+    error = capsys.readouterr().err
+    assert re.search(r"watchlists row (1 and watchlists row 41|41 and watchlists row 1) \(1\.000\)", error), error
+    assert _run([*argv, "--drop-near-duplicates"], local) == 0
+    table = load_site_table(out)
+    assert (table.images, table.acquired, table.near_duplicates) == (PEOPLE + 1, PEOPLE, 1)
+    assert table.source.startswith("watchlists of store")

@@ -27,6 +27,7 @@ as a false match, which can only make the thresholds stricter.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +35,12 @@ from pathlib import Path
 import numpy as np
 
 from verifier.bounds import allowed_errors, lowest_supported, upper_bound
+from verifier.config import Settings
 from verifier.errors import Reason
 from verifier.evaluation.datasets import IMAGE_SUFFIXES, LabeledSet, Layout
 from verifier.evaluation.metrics import _upper_triangle
 from verifier.site_calibration import SiteIdentificationRow, SiteRow
+from verifier.templates import TemplateSpec
 
 # Fewer captures than this cannot calibrate even the laxest target in a useful way.
 MIN_CAPTURES = 30
@@ -148,12 +151,12 @@ UNREADABLE = frozenset(r.value for r in (Reason.IMAGE_EMPTY, Reason.IMAGE_TOO_LA
                                          Reason.IMAGE_UNDECODABLE, Reason.IMAGE_FORMAT_UNSUPPORTED))
 
 
-def keep_captures(labeled: LabeledSet, vectors: np.ndarray, acquired: np.ndarray, failures: dict[int, str],
+def keep_captures(keys: Sequence[str], vectors: np.ndarray, acquired: np.ndarray, failures: dict[int, str],
                   duplicate_score: float, drop_near_duplicates: bool, skip_unreadable: bool,
                   chunk_rows: int) -> Captures:
     """The acquired captures, less near-duplicates when asked; refuses unreadable files
     (unless skipped) and near-duplicates (unless dropped), naming them."""
-    unreadable = tuple(labeled.keys[i] for i, reason in sorted(failures.items()) if reason in UNREADABLE)
+    unreadable = tuple(keys[i] for i, reason in sorted(failures.items()) if reason in UNREADABLE)
     if unreadable and not skip_unreadable:
         raise SiteCalibrationError(
             f"{len(unreadable)} files are not images the service decodes: {', '.join(unreadable[:5])}"
@@ -163,7 +166,7 @@ def keep_captures(labeled: LabeledSet, vectors: np.ndarray, acquired: np.ndarray
         counts[reason] = counts.get(reason, 0) + 1
     kept = np.flatnonzero(acquired)
     pairs = near_duplicates(vectors[kept], duplicate_score, chunk_rows)
-    named = tuple((labeled.keys[kept[i]], labeled.keys[kept[j]], score) for i, j, score in pairs)
+    named = tuple((keys[kept[i]], keys[kept[j]], score) for i, j, score in pairs)
     if named and not drop_near_duplicates:
         shown = "; ".join(f"{a} and {b} ({score:.3f})" for a, b, score in named[:5])
         raise SiteCalibrationError(
@@ -172,4 +175,36 @@ def keep_captures(labeled: LabeledSet, vectors: np.ndarray, acquired: np.ndarray
             "--drop-near-duplicates to leave out the later of each pair")
     dropped = {j for _, j, _ in pairs}
     kept = np.array([k for pos, k in enumerate(kept) if pos not in dropped], dtype=np.int64)
-    return Captures(vectors[kept], tuple(labeled.keys[k] for k in kept), counts, unreadable, named)
+    return Captures(vectors[kept], tuple(keys[k] for k in kept), counts, unreadable, named)
+
+
+# Sources of templates already held, one per person: no image is read.
+STORE_SOURCES = ("watchlists", "registry")
+
+
+def stored_templates(settings: Settings, source: str, spec: TemplateSpec) -> tuple[tuple[str, ...], np.ndarray, Path]:
+    """One template of ``spec``'s model per watch-list subject (live, not expired) or per
+    registered traveller, from the configured store opened read-only; keys name store rows only."""
+    from verifier.registry.store import RegistryStore
+    from verifier.watchlist.index import template_rows
+    from verifier.watchlist.store import StoreError, WatchlistStore
+
+    path = settings.watchlist.store_file(settings.data_dir)
+    try:
+        store = WatchlistStore.open_readonly(path, settings.watchlist.busy_timeout_seconds)
+    except StoreError as error:
+        raise SiteCalibrationError(f"{source}: {error}") from error
+    try:
+        if source == "watchlists":
+            lists = store.searchable(spec, time.time())[0].values()
+            rows = np.concatenate([np.empty(0, np.int64), *(found.rows for found in lists)])
+            vectors = np.concatenate([np.empty((0, spec.dimension), np.float32), *(found.vectors for found in lists)])
+        else:
+            chunks = list(RegistryStore(store).vectors(spec.model_id, spec.dimension))
+            rows = template_rows(np.concatenate([np.empty(0, np.int64), *(keys for keys, _ in chunks)]))[0]
+            vectors = np.concatenate([np.empty((0, spec.dimension), np.float32), *(v for _, v in chunks)])
+    finally:
+        store.close()
+    _, first = np.unique(rows, return_index=True)
+    first.sort()
+    return tuple(f"{source} row {rows[i]}" for i in first), np.ascontiguousarray(vectors[first], np.float32), path

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from verifier.config import Settings
 from verifier.bounds import lowest_supported
-from verifier.evaluation.site import MIN_CAPTURES, SiteCalibrationError
+from verifier.evaluation.site import MIN_CAPTURES, STORE_SOURCES, SiteCalibrationError
 
 if TYPE_CHECKING:
     from verifier.modelzoo.runtime import OperatingPoint
@@ -32,7 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     site = commands.add_parser(
         "site", help="thresholds from a folder of one capture per traveller (every pair non-mated); writes a "
         "site table the server applies where it is stricter than the pack's")
-    site.add_argument("folder", type=Path, help="one capture per traveller, every file directly in the folder")
+    site.add_argument("folder", type=Path, nargs="?",
+                      help="one capture per traveller, every file directly in the folder")
+    site.add_argument("--from-store", choices=STORE_SOURCES,
+                      help="instead of a folder: one stored template per watch-list subject or per registered "
+                      "traveller, from the configured store, read only (no image is read, nothing is kept but counts)")
     site.add_argument("--site", help="the site's name in the table (default: the folder's name)")
     site.add_argument("--output", type=Path,
                       help="the table (default: data_dir/site-calibration/<pack>.<runtime>-<precision>.json)")
@@ -90,24 +94,39 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _site(args: argparse.Namespace, settings: Settings) -> int:
-    from verifier.calibration import scored_models
+    import numpy as np
+
+    from verifier.calibration import operating_point, scored_models
     from verifier.evaluation.cache import embed_set
-    from verifier.evaluation.site import capture_set, fmr_rows, fpir_rows, keep_captures
+    from verifier.evaluation.site import capture_set, fmr_rows, fpir_rows, keep_captures, stored_templates
+    from verifier.modelzoo.manifest import load_manifest
     from verifier.pipeline import FaceEngine
     from verifier.site_calibration import SiteTable, write_site_table
 
     duplicate_score = args.duplicate_score if args.duplicate_score is not None \
         else settings.registry.duplicate_threshold
     evaluation = settings.evaluation
+    if (args.folder is None) == (args.from_store is None):
+        print("error: name a folder of captures or --from-store, one of them", file=sys.stderr)
+        return EXIT_ERROR
     try:
-        labeled = capture_set(args.folder)
-        engine = FaceEngine.from_settings(settings)
-        templates = embed_set(engine, labeled, evaluation.cache_dir)
-        captures = keep_captures(labeled, templates.vectors, templates.acquired, templates.failures,
-                                 duplicate_score, args.drop_near_duplicates, args.skip_unreadable,
-                                 evaluation.chunk_rows)
+        if args.folder is not None:
+            labeled = capture_set(args.folder)
+            engine = FaceEngine.from_settings(settings)
+            model_id, point = engine.model_id, engine.operating_point
+            templates = embed_set(engine, labeled, evaluation.cache_dir)
+            keys, vectors, acquired, failures = labeled.keys, templates.vectors, templates.acquired, templates.failures
+            name, where = labeled.name, f"folder {args.folder.resolve()}: {len(keys):,} captures, one per traveller"
+        else:
+            spec = load_manifest(settings.models.manifest).template_spec(settings.models.pack)
+            model_id, point = spec.model_id, operating_point(settings)
+            keys, vectors, path = stored_templates(settings, args.from_store, spec)
+            acquired, failures = np.ones(len(keys), bool), {}
+            name, where = args.from_store, f"{args.from_store} of store {path}: {len(keys):,}, one template each"
+        captures = keep_captures(keys, vectors, acquired, failures, duplicate_score, args.drop_near_duplicates,
+                                 args.skip_unreadable, evaluation.chunk_rows)
         if len(captures.keys) < MIN_CAPTURES:
-            raise SiteCalibrationError(f"{len(captures.keys)} of {len(labeled)} captures gave a template "
+            raise SiteCalibrationError(f"{len(captures.keys)} of {len(keys)} captures gave a template "
                                        f"({captures.failures}); at least {MIN_CAPTURES} are needed")
     except SiteCalibrationError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -116,21 +135,20 @@ def _site(args: argparse.Namespace, settings: Settings) -> int:
                                  evaluation.chunk_rows)
     identification = fpir_rows(captures.vectors, evaluation.fpir_targets, evaluation.identification_gallery_sizes,
                                evaluation.confidence, evaluation.bootstrap_seed)
-    point = engine.operating_point
     table = SiteTable(
-        site=args.site or labeled.name,
-        source=(f"folder {args.folder.resolve()}: {len(labeled):,} captures, one per traveller; "
-                f"{len(captures.unreadable)} unreadable and {len(captures.duplicates)} near-duplicates left out"),
-        pack=settings.models.pack, model_id=engine.model_id, models=scored_models(settings),
+        site=args.site or name,
+        source=(f"{where}; {len(captures.unreadable)} unreadable and {len(captures.duplicates)} near-duplicates "
+                "left out"),
+        pack=settings.models.pack, model_id=model_id, models=scored_models(settings),
         runtime=point.runtime, precision=point.precision, created=datetime.now(UTC).date().isoformat(),
-        images=len(labeled), acquired=len(captures.keys), failures=captures.failures,
+        images=len(keys), acquired=len(captures.keys), failures=captures.failures,
         near_duplicates=len(captures.duplicates), duplicate_score=duplicate_score,
         non_mated_comparisons=comparisons, lowest_supported_fmr=lowest_supported(comparisons, evaluation.confidence),
         confidence=evaluation.confidence, rows=tuple(rows), identification=tuple(identification),
     )
     path = args.output or settings.data_dir / "site-calibration" / f"{settings.models.pack}.{point.key}.json"
     write_site_table(table, path)
-    _report(table, settings, engine.model_id, point, path)
+    _report(table, settings, model_id, point, path)
     return EXIT_OK
 
 
