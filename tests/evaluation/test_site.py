@@ -52,7 +52,11 @@ def test_a_site_table_from_one_capture_per_traveller(
     settings: Settings, engine: FaceEngine, folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "site.json"
-    assert _run(["calibration", "site", str(folder), "--site", "studio", "--output", str(out)], settings) == 0
+    local = settings.model_copy(deep=True)
+    local.evaluation.cache_dir = tmp_path / "cache"
+    argv = ["calibration", "site", str(folder), "--site", "studio", "--output", str(out), "--no-cache"]
+    assert _run(argv, local) == 0
+    assert not local.evaluation.cache_dir.exists()  # --no-cache: no template of a traveller left behind
     printed = capsys.readouterr().out
     comparisons = PEOPLE * (PEOPLE - 1) // 2
     assert f"{comparisons:,} non-mated comparisons: they support FMR down to" in printed
@@ -62,7 +66,6 @@ def test_a_site_table_from_one_capture_per_traveller(
     # 780 comparisons support FMR 1e-2 and nothing stricter: those rows say so.
     assert {row.target_fmr: row.supported for row in table.rows} == {1e-2: True, 1e-3: False, 1e-4: False, 1e-5: False}
     assert "NOT SUPPORTED" in printed
-    local = settings.model_copy(deep=True)
     local.matching.site_calibration_file = out
     pack = serving_threshold(settings, engine.model_id, engine.operating_point)
     assert serving_threshold(local, engine.model_id, engine.operating_point).value >= pack.value

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,6 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       "(default: registry.duplicate_threshold)")
     site.add_argument("--drop-near-duplicates", action="store_true",
                       help="leave out the later capture of each such pair instead of stopping")
+    site.add_argument("--no-cache", action="store_true",
+                      help="keep the captures' templates only while the command runs (by default they join the "
+                      "evaluation cache, evaluation.cache_dir, like any evaluated set's)")
     site.add_argument("--skip-unreadable", action="store_true",
                       help="leave out files that are not images the service decodes instead of stopping")
     site.set_defaults(handler=_site)
@@ -114,7 +118,8 @@ def _site(args: argparse.Namespace, settings: Settings) -> int:
             labeled = capture_set(args.folder)
             engine = FaceEngine.from_settings(settings)
             model_id, point = engine.model_id, engine.operating_point
-            templates = embed_set(engine, labeled, evaluation.cache_dir)
+            with tempfile.TemporaryDirectory(prefix="site-templates-") as scratch:
+                templates = embed_set(engine, labeled, Path(scratch) if args.no_cache else evaluation.cache_dir)
             keys, vectors, acquired, failures = labeled.keys, templates.vectors, templates.acquired, templates.failures
             name, where = labeled.name, f"folder {args.folder.resolve()}: {len(keys):,} captures, one per traveller"
         else:
