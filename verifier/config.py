@@ -37,6 +37,15 @@ class ModelSettings(BaseModel):
     # pack has a calibration table for it, else f32. Each runtime and precision
     # is its own operating point, served only with its own calibration table.
     precision: Literal["auto", "f32", "bf16"] = "auto"
+    # OpenVINO: a graph compiled for one input shape runs about 1.4x faster than
+    # the any-shape graph, which re-plans on every change of shape (README,
+    # Speed). A shape met `openvino_static_after` times gets its own graph,
+    # compiled in the background at most once every
+    # `openvino_compile_interval_seconds` (no caller can buy compilations
+    # faster), the `openvino_static_shapes` most recently used kept (0: never).
+    openvino_static_shapes: int = Field(default=12, ge=0)
+    openvino_static_after: int = Field(default=3, ge=1)
+    openvino_compile_interval_seconds: float = Field(default=2.0, gt=0)
     # Threads inside one inference while other requests are in flight: they
     # already keep every core busy, so one thread each serves best (README:
     # two threads for every inference cost 12 % of the throughput).

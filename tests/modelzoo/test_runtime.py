@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,11 @@ from verifier.calibration import calibration_path, operating_point, serving_thre
 from verifier.config import Settings
 from verifier.errors import ModelPackError
 from verifier.matching import similarity
-from verifier.modelzoo.runtime import BF16, F32, ONNXRUNTIME, OPENVINO, OperatingPoint, openvino_has_bf16
+from verifier.modelzoo.fetch import model_path
+from verifier.modelzoo.manifest import load_manifest
+from verifier.modelzoo.runtime import (
+    BF16, F32, ONNXRUNTIME, OPENVINO, OpenVINOModel, OperatingPoint, openvino_has_bf16,
+)
 from verifier.pipeline import FaceEngine
 from verifier.templates import TemplateSpec
 
@@ -123,3 +128,28 @@ def test_a_nonsense_runtime_or_precision_stops_the_start(tmp_path: Path, name: s
     assert result.returncode == 2, result.stderr
     assert f"models.{name.lower()}" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_shape_met_often_gets_a_graph_of_its_own(settings: Settings) -> None:
+    """After ``static_after`` calls at one shape the background compiler gives
+    it a static graph, which answers as the any-shape graph does; the number
+    kept is bounded."""
+    spec = load_manifest(settings.models.manifest).models["sface-128"]
+    model = OpenVINOModel(model_path(settings.models.cache_dir, spec), F32, 1, static_shapes=1, static_after=2,
+                          compile_interval=0.01)
+    name = model.get_inputs()[0].name
+    rng = np.random.default_rng(5)
+    one, two = (rng.uniform(-1, 1, (n, 3, 112, 112)).astype(np.float32) for n in (1, 2))
+    before = model.run(None, {name: one})[0]
+    model.run(None, {name: one})
+    deadline = time.monotonic() + 30
+    while not model.static_shapes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert model.static_shapes() == [((1, 3, 112, 112),)]
+    assert np.allclose(model.run(None, {name: one})[0], before, atol=1e-4)
+    for _ in range(2):
+        model.run(None, {name: two})
+    deadline = time.monotonic() + 30
+    while model.static_shapes() != [((2, 3, 112, 112),)] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert model.static_shapes() == [((2, 3, 112, 112),)]

@@ -88,7 +88,9 @@ def open_model(
     if point.runtime == OPENVINO:
         if not path.exists():
             raise ModelPackError(f"model file {path} is missing: run `verifier models fetch`")
-        return OpenVINOModel(path, point.precision, threads or settings.intra_op_threads)
+        return OpenVINOModel(path, point.precision, threads or settings.intra_op_threads,
+                             settings.openvino_static_shapes, settings.openvino_static_after,
+                             settings.openvino_compile_interval_seconds)
     return create_session(path, settings, threads, spinning)
 
 
