@@ -11,12 +11,12 @@ CPU is bf16, which would change scores silently.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import importlib.util
 import logging
 import queue
 import threading
-import time
 from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -206,9 +206,10 @@ class OpenVINOModel:
         self._compile_interval = compile_interval
         self._static: OrderedDict[tuple[tuple[int, ...], ...], _Compiled] = OrderedDict()
         self._seen: Counter[tuple[tuple[int, ...], ...]] = Counter()
-        self._wanted: queue.SimpleQueue[tuple[tuple[int, ...], ...]] = queue.SimpleQueue()
+        self._wanted: queue.SimpleQueue[tuple[tuple[int, ...], ...] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._compiler: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     def static_shapes(self) -> list[tuple[tuple[int, ...], ...]]:
         """The input shapes that have a graph of their own, least recently used first."""
@@ -237,12 +238,24 @@ class OpenVINOModel:
                     self._compiler = threading.Thread(target=self._compile_wanted, name=f"compile-{self._path.stem}",
                                                       daemon=True)
                     self._compiler.start()
+                    # A compilation still running when the interpreter ends aborts
+                    # the process (std::terminate): let it finish first.
+                    atexit.register(self.stop)
         return self._any
+
+    def stop(self) -> None:
+        """End the background compiler once its current compilation is done."""
+        self._stopping.set()
+        if self._compiler is not None:
+            self._wanted.put(None)
+            self._compiler.join()
 
     def _compile_wanted(self) -> None:
         """The background compiler: one wanted shape at a time, paced."""
-        while True:
+        while not self._stopping.is_set():
             shape = self._wanted.get()
+            if shape is None:
+                return
             model = self._core.read_model(str(self._path))
             model.reshape({port.name: list(dims) for port, dims in zip(self._inputs, shape)})
             try:
@@ -255,7 +268,7 @@ class OpenVINOModel:
                     self._static[shape] = graph
                     while len(self._static) > self._static_shapes:
                         self._static.popitem(last=False)
-            time.sleep(self._compile_interval)
+            self._stopping.wait(self._compile_interval)
 
     def get_inputs(self) -> list[Port]:
         return self._inputs
