@@ -34,7 +34,7 @@ from verifier.evaluation.cli import LANDMARKS_FILE
 from verifier.evaluation.conditions import CONDITIONS
 from verifier.evaluation.datasets import load_set, read_landmarks
 from verifier.evaluation.metrics import count_at_or_above, count_below, cross_comparisons
-from verifier.evaluation.site import fmr_rows
+from verifier.evaluation.site import MIN_CAPTURES, fmr_rows
 from verifier.pipeline import FaceEngine, Selection
 
 LFW_DEV = REPO_ROOT.parent / "shared" / "data" / "lfw-dev"
@@ -121,6 +121,11 @@ def main() -> None:
         derived = CONDITIONS.get(name)
         transform = None if derived is None else (lambda data, key, d=derived: d.apply(data, landmarks.get(key)))
         templates = embed_set(engine, labeled, settings.evaluation.cache_dir, Selection.CENTRE, transform=transform)
+        if templates.acquired.sum() < 2 * MIN_CAPTURES:
+            reasons = sorted(set(templates.failures.values()))
+            print(f"| `{name}` | {int(templates.acquired.sum())} of {len(labeled)} images acquired "
+                  f"({', '.join(reasons)}): nothing to calibrate on | | | | |")
+            continue
         site_half, held_half = _halves(labeled.subjects, templates.acquired)
         folds = [_fold(templates.vectors, labeled.subjects, templates.acquired, site, held, pack, settings)
                  for site, held in ((site_half, held_half), (held_half, site_half))]

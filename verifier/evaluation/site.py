@@ -90,6 +90,8 @@ def near_duplicates(vectors: np.ndarray, cut: float, chunk_rows: int) -> list[tu
 def fmr_rows(vectors: np.ndarray, targets: Sequence[float], confidence: float, chunk_rows: int) -> tuple[
         list[SiteRow], int]:
     n = len(vectors) * (len(vectors) - 1) // 2
+    if n < 1:
+        raise SiteCalibrationError(f"{len(vectors)} templates make no comparison")
     keep = min(n, max(math.ceil(max(targets) * n) + 2, 16))
     tail, n = non_mated_tail(vectors, keep, chunk_rows)
     rows = []
