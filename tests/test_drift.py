@@ -67,3 +67,21 @@ def test_calibration_status_reads_the_counts_and_exits_1_on_an_alarm(
     printed = capsys.readouterr().out
     assert "verification:" in printed and "ALARM" in printed and "after about" in printed
     assert "at the threshold served for FMR 0.001" in printed
+
+
+def test_saving_never_fails_the_outcome_it_comes_with(tmp_path: Path) -> None:
+    """Many threads reaching the save at once, and a folder that cannot be written: counted, not raised."""
+    import threading
+
+    monitor = DriftMonitor(path=tmp_path / "drift.json", save_every=5)
+    threads = [threading.Thread(target=_traffic, args=(monitor, 400, TARGET, seed)) for seed in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert monitor.status()[0].observed == 3200
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the folder should be")
+    unwritable = DriftMonitor(path=blocked / "drift.json", save_every=1)
+    unwritable.observe(VERIFICATION, 0.1, THRESHOLD, TARGET)
+    assert unwritable.status()[0].observed == 1

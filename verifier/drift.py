@@ -96,6 +96,7 @@ class DriftMonitor:
     def __init__(self, factor: float = 2.0, confidence: float = 0.95, path: Path | None = None,
                  save_every: int = 500) -> None:
         self._lock = threading.Lock()
+        self._saving = threading.Lock()
         self._streams = {name: _Stream() for name in STREAMS}
         self._alarmed: set[str] = set()
         self.factor, self.confidence, self.path, self.save_every = factor, confidence, path, save_every
@@ -123,6 +124,8 @@ class DriftMonitor:
             # The bounds cost a little: they are brought up to date every CHECK_EVERY outcomes.
             status = self._status(stream) if counted.observed % CHECK_EVERY == 0 else None
             save = self.path is not None and self._unsaved >= self.save_every
+            if save:
+                self._unsaved = 0  # one caller saves; the others go on
         if status is not None:
             self._export(status)
         if save:
@@ -160,15 +163,20 @@ class DriftMonitor:
                        "histogram": s.histogram.tolist()} for name, s in self._streams.items()}}
 
     def save(self) -> None:
-        if self.path is None:
+        """Write the counts (atomically). A failure is logged, never raised: counting
+        must not fail the request that happened to reach the save."""
+        path = self.path
+        if path is None:
             return
         document = self.snapshot()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        staged = self.path.with_suffix(".tmp")
-        staged.write_text(json.dumps(document) + "\n")
-        os.replace(staged, self.path)
-        with self._lock:
-            self._unsaved = 0
+        with self._saving:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                staged = path.with_suffix(".tmp")
+                staged.write_text(json.dumps(document) + "\n")
+                os.replace(staged, path)
+            except OSError as error:
+                log.warning("drift counts not saved to %s: %s", path, error)
 
     def _load(self, path: Path) -> None:
         try:
