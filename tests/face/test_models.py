@@ -14,6 +14,7 @@ from verifier.errors import ModelPackError
 from verifier.face.align import align
 from verifier.face.detector import FaceDetector, detector_for
 from verifier.modelzoo.manifest import load_manifest
+from verifier.modelzoo.runtime import BF16
 from verifier.pipeline import FaceEngine
 
 DETECTORS = ("ultralight-rfb-320", "yunet-2023mar", "retinaface-mnet025")
@@ -133,7 +134,12 @@ def test_embedder_batches_and_mirrors(engine: FaceEngine, obama: np.ndarray) -> 
     double = engine.embedder.embed([crop, crop[:, ::-1].copy()])
     dimension = engine.embedder.dimension
     assert single.shape == (1, dimension)
-    assert np.allclose(double[0], single[0], atol=1e-5)
+    if engine.operating_point.precision == BF16:
+        # Each batch size runs its own compiled graph (verifier.modelzoo.runtime),
+        # and bf16 rounds differently in each: the same face, not the same bits.
+        assert float(double[0] @ single[0]) > 0.999
+    else:
+        assert np.allclose(double[0], single[0], atol=1e-5)
     assert 0.7 < float(double[0] @ double[1]) < 0.9999
     assert engine.embedder.embed([]).shape == (0, dimension)
 
