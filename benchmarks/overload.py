@@ -41,7 +41,7 @@ from typing import Any
 import grpc
 import psutil
 
-from benchmarks.loadgen.drivers import REFUSAL_BACKOFF_S, Recorder, Usage, wait_as_told
+from benchmarks.loadgen.drivers import REFUSAL_BACKOFF_S, Recorder, Usage, run_clients, wait_as_told
 from benchmarks.loadgen.operations import Operation, prepare, sdist_photos, verifier_operations
 from benchmarks.loadgen.server import channel_to, parse_env, started_server
 from benchmarks.reporting import latency_summary, provenance, run_dir, write_json
@@ -104,12 +104,7 @@ def drive(
         for group in groups for i in range(group.clients)
     ]
     try:
-        for thread in threads:
-            thread.start()
-        ready.wait()
-        with usage.measuring():
-            for thread in threads:
-                thread.join()
+        run_clients(threads, ready, usage)
         wall = time.perf_counter() - clock["start"]
     finally:
         for opened in channels.values():

@@ -152,13 +152,19 @@ def closed_loop(
                     wait_as_told(error, end)
 
     threads = [threading.Thread(target=worker, args=(i,), name=f"client-{i}") for i in range(concurrency)]
+    run_clients(threads, ready, usage)
+    return recorder, time.perf_counter() - clock["start"]
+
+
+def run_clients(threads: list[threading.Thread], ready: threading.Barrier, usage: Usage) -> None:
+    """Start the clients, release them together at ``ready`` (whose action
+    starts the clock), and measure the server's CPU until the last one ends."""
     for thread in threads:
         thread.start()
     ready.wait()
     with usage.measuring():
         for thread in threads:
             thread.join()
-    return recorder, time.perf_counter() - clock["start"]
 
 
 def open_loop(
