@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,16 +95,32 @@ def _drain(stream, into: list[str]) -> None:  # noqa: ANN001 - a binary pipe
         into.append(line.decode("utf-8", "replace"))
 
 
+# argv[1]: the soft file-size limit; the rest: the command to exec with it.
+_LIMITED_LAUNCHER = (
+    "import os, resource, signal, sys; "
+    "resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), resource.RLIM_INFINITY)); "
+    "signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+    "os.execv(sys.argv[2], sys.argv[2:])"
+)
+
+
 @contextmanager
 def serving(
-    data_dir: Path, env: dict[str, str] | None = None, preexec: Callable[[], None] | None = None
+    data_dir: Path, env: dict[str, str] | None = None, file_size_limit: int | None = None
 ) -> Iterator[ServerProcess]:
-    """`verifier serve` on a free loopback port, up once FaceVerifier reports SERVING."""
+    """`verifier serve` on a free loopback port, up once FaceVerifier reports SERVING.
+    ``file_size_limit``: a soft RLIMIT_FSIZE for the server, with SIGXFSZ ignored
+    so that a write past it fails (EFBIG) as on a full disk instead of killing
+    it. Set by a launcher that then execs the server, not by ``preexec_fn``,
+    which is unsafe in this multi-threaded test process (gRPC's and
+    OpenVINO's threads: a child aborted in gRPC's poller)."""
     port = free_port()
     full = {**os.environ, "VERIFIER_DATA_DIR": str(data_dir), "VERIFIER_SERVER__HOST": "127.0.0.1",
             "VERIFIER_SERVER__PORT": str(port), **(env or {})}
-    process = subprocess.Popen([sys.executable, "-m", "verifier.cli", "serve"], env=full, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, preexec_fn=preexec)
+    command = [sys.executable, "-m", "verifier.cli", "serve"]
+    if file_size_limit is not None:
+        command = [sys.executable, "-c", _LIMITED_LAUNCHER, str(file_size_limit), *command]
+    process = subprocess.Popen(command, env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     server = ServerProcess(process, f"127.0.0.1:{port}")
     drain = threading.Thread(target=_drain, args=(process.stdout, server.output), daemon=True)
     drain.start()

@@ -106,17 +106,12 @@ def test_a_file_that_is_not_a_store_takes_out_only_the_watchlists(
     assert store.read_bytes().startswith(b"\x00garbage")
 
 
-def _limit_file_size() -> None:
-    # A soft limit only: the test lifts it from outside (prlimit) as space is freed.
-    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, resource.RLIM_INFINITY))
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-
-
 def test_a_store_failing_at_run_time_stops_only_the_watchlists(
     tmp_path: Path, settings: Settings, engine: FaceEngine, photos: dict[str, Path]
 ) -> None:
     assert cli(tmp_path, "watchlist", "init").returncode == 0
-    with serving(tmp_path, FAST_RETRY, preexec=_limit_file_size) as server, \
+    # A soft limit only: the test lifts it from outside (prlimit) as space is freed.
+    with serving(tmp_path, FAST_RETRY, file_size_limit=FILE_SIZE_LIMIT) as server, \
             grpc.insecure_channel(server.address) as channel:
         server.wait_health(channel, WATCHLIST, SERVING)
         stub = wl_grpc.WatchlistStub(channel)

@@ -46,11 +46,6 @@ FAST = {"VERIFIER_WATCHLIST__STORE_RETRY_SECONDS": "0.2", "VERIFIER_WATCHLIST__S
 UNLIMITED = resource.RLIM_INFINITY
 
 
-def _writes_fail_softly() -> None:
-    """In the server process: a write past the file-size limit fails (EFBIG) instead of killing it."""
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-
-
 def _template(engine: FaceEngine, seed: int) -> pb.FaceSample:
     vector = np.random.default_rng(seed).standard_normal(engine.embedder.dimension)
     vector /= np.linalg.norm(vector)
@@ -180,7 +175,7 @@ def test_a_full_disk_refuses_what_needs_it_and_everything_recovers_by_itself(
     tmp_path: Path, engine: FaceEngine, photos: dict[str, Path]
 ) -> None:
     _start(tmp_path, engine)
-    with serving(tmp_path, FAST, preexec=_writes_fail_softly) as server, \
+    with serving(tmp_path, FAST, file_size_limit=UNLIMITED) as server, \
             grpc.insecure_channel(server.address) as channel:
         server.wait_health(channel, WATCHLIST, SERVING)
         stub = wl_grpc.WatchlistStub(channel)
