@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -15,6 +16,9 @@ from verifier.modelzoo.manifest import load_manifest
 from verifier.pipeline import FaceEngine
 from verifier.templates import TemplateSpec
 from verifier.watchlist.service import initialise_store
+
+if TYPE_CHECKING:
+    from verifier.vectors.milvus_server import LocalMilvus
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 LFW_DEV = SHARED_DATA / "lfw-dev"
@@ -139,3 +143,31 @@ def watchlist_channel(watchlist_server_address: str) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(watchlist_server_address) as chan:
         grpc.channel_ready_future(chan).result(timeout=10)
         yield chan
+
+
+@contextmanager
+def local_milvus(base_dir: Path) -> Iterator["LocalMilvus"]:
+    """A real Milvus standalone server (the ``milvus`` package's binary, its own
+    process) on a free 127.0.0.1 port with its data in ``base_dir``; skipped with
+    the reason where it cannot start, always stopped (its process killed by pid
+    at worst, and by the kernel should this process be killed first)."""
+    pytest.importorskip("pymilvus", reason="pymilvus is not installed (pip install '.[milvus]')")
+    from verifier.vectors.milvus_server import LocalMilvus, MilvusUnavailable
+
+    server = LocalMilvus(base_dir)
+    try:
+        try:
+            server.start()
+        except MilvusUnavailable as error:
+            pytest.skip(f"no Milvus server here: {error}")
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator["LocalMilvus"]:
+    """One Milvus server for the session's backend suites (not stopped by any test:
+    the fault tests start their own)."""
+    with local_milvus(tmp_path_factory.mktemp("milvus-server")) as server:
+        yield server

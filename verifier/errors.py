@@ -42,6 +42,7 @@ class Reason(str, Enum):
     SUBJECT_NOT_FOUND = "SUBJECT_NOT_FOUND"
     SUBJECT_EXISTS = "SUBJECT_EXISTS"
     INDEX_NOT_READY = "INDEX_NOT_READY"
+    INDEX_UNAVAILABLE = "INDEX_UNAVAILABLE"
     TOO_MANY_TEMPLATES = "TOO_MANY_TEMPLATES"
     # The store holds watchlist.max_watchlists lists already.
     TOO_MANY_WATCHLISTS = "TOO_MANY_WATCHLISTS"
@@ -80,6 +81,9 @@ _KIND_OF: dict[Reason, Kind] = {
     Reason.SUBJECT_NOT_FOUND: Kind.NOT_FOUND,
     Reason.SUBJECT_EXISTS: Kind.ALREADY_EXISTS,
     Reason.INDEX_NOT_READY: Kind.UNAVAILABLE,
+    # An external index (Milvus) failed or timed out: the service is out of
+    # service until it answers again and agrees with the store.
+    Reason.INDEX_UNAVAILABLE: Kind.UNAVAILABLE,
     Reason.TOO_MANY_TEMPLATES: Kind.INVALID_INPUT,
     Reason.TOO_MANY_WATCHLISTS: Kind.PRECONDITION,
     Reason.FIELD_INVALID: Kind.INVALID_INPUT,

@@ -1,4 +1,6 @@
-"""One suite for every 1:N vector index backend: FAISS exact, FAISS IVF, Milvus (embedded Milvus Lite)."""
+"""One suite for every 1:N vector index backend: FAISS exact, FAISS IVF,
+Milvus Lite (embedded) and a real Milvus standalone server (its own process,
+over gRPC on a loopback socket: the ``milvus_server`` fixture)."""
 
 from __future__ import annotations
 
@@ -34,14 +36,19 @@ def milvus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("milvus")
 
 
-@pytest.fixture(params=["faiss_exact", "faiss_ivf", "milvus"])
+@pytest.fixture(params=["faiss_exact", "faiss_ivf", "milvus_lite", "milvus_server"])
 def backend(request: pytest.FixtureRequest, gallery: tuple[np.ndarray, np.ndarray]) -> Iterator[VectorIndex]:
     ids, vectors = gallery
-    if request.param == "milvus":
+    if request.param == "milvus_lite":
         from verifier.vectors.milvus_index import MilvusIndex
 
         directory = request.getfixturevalue("milvus_dir")
         index: VectorIndex = MilvusIndex(str(directory / "lite.db"), f"suite_{next(_names)}", DIMENSION)
+    elif request.param == "milvus_server":
+        from verifier.vectors.milvus_index import MilvusIndex
+
+        server = request.getfixturevalue("milvus_server")
+        index = MilvusIndex(server.uri, f"suite_{next(_names)}", DIMENSION)
     else:
         source = lambda: iter([(ids, vectors)])  # noqa: E731 - the store's role in this suite
         index = FaissIndex(DIMENSION, approximate=request.param == "faiss_ivf", nprobe=16, min_train=1000,
