@@ -40,11 +40,7 @@ CORE_PACKAGES = {"face", "modelzoo", "v1"}
 
 # Known upward imports, each with the step that removes it. Remove an entry
 # with its import; the test fails on an entry that no longer happens.
-UPWARD_ALLOWED = {
-    # issue 25, step 2: one vector layer below watchlist/ and registry/; the
-    # FAISS backend still takes its reader-writer lock from the watch-list index.
-    ("verifier.vectors.faiss_index", "verifier.watchlist.index"),
-}
+UPWARD_ALLOWED: set[tuple[str, str]] = set()
 
 # Modules still over MAX_LINES, each with the step that splits it. Remove an
 # entry when the module is split; the test fails on an entry already short enough.

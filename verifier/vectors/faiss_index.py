@@ -40,7 +40,7 @@ import faiss
 import numpy as np
 
 from verifier.vectors.base import IndexTag, unit_rows
-from verifier.watchlist.index import ReadWriteLock
+from verifier.vectors.locks import ReadWriteLock
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +215,25 @@ class FaissIndex:
                 self._rebuilding = None
 
     # --- snapshots ------------------------------------------------------------------------------------------
+
+    def write(self, write: Callable[[bytes], int]) -> None:
+        """The FAISS index's bytes, through ``write`` a piece at a time (1 MB at
+        most): how a file holding several indexes (a watch-list snapshot, one
+        index per list) takes this one's part."""
+        with self._lock.reading():
+            faiss.write_index(self._index, faiss.PyCallbackIOWriter(write))
+
+    @classmethod
+    def read(cls, read: Callable[[int], bytes], dimension: int) -> "FaissIndex | None":
+        """An exact index of ``dimension`` from the bytes :meth:`write` wrote,
+        taken through ``read``; None when they are another kind of index or of
+        another dimension (a FAISS error reading them is raised)."""
+        loaded = faiss.read_index(faiss.PyCallbackIOReader(read))
+        if not isinstance(loaded, faiss.IndexIDMap2) or loaded.d != dimension:
+            return None
+        index = cls(dimension)
+        index._index = loaded
+        return index
 
     def save(self, path: Path, tag: IndexTag) -> None:
         """Write the index atomically (temporary file, fsync, rename)."""

@@ -1,18 +1,23 @@
-"""The search index: FAISS, derived from the store, one exact index per watch-list.
+"""The search index: derived from the store, one exact vector index per watch-list.
 
-Each watch-list has an ``IndexIDMap2`` over ``IndexFlatIP``: inner product of
-unit vectors is their cosine, the search is exact, and the ids are ours, so a
-subject's templates can be removed again. A template's id is its subject's
-store row shifted left by :data:`TEMPLATE_BITS` plus its position, so a search
-hit names its subject without a lookup table, and rows are never reused.
+Each watch-list's templates are one :class:`~verifier.vectors.base.VectorIndex`
+of the vector layer (:mod:`verifier.vectors`), the one the registry uses: by
+default an exact FAISS index (``IndexIDMap2`` over ``IndexFlatIP``), or a
+Milvus collection of its own (``watchlist.index``: :func:`milvus_lists`).
+Inner product of unit vectors is their cosine, the search is exact, and the
+ids are ours, so a subject's templates can be removed again. A template's id
+is its subject's store row shifted left by :data:`TEMPLATE_BITS` plus its
+position, so a search hit names its subject without a lookup table, and rows
+are never reused.
 
-Concurrency: a readers-writer lock. Searches share it; adding or removing a
-subject (all its templates in one FAISS call) takes it alone. A search thus
-sees all or none of a subject's templates, and FAISS (which releases the GIL)
-runs several searches at once. Copy-on-write was the alternative; it would copy
-the whole gallery on every enrolment, which at a million templates is 768 MB.
+Concurrency: a readers-writer lock (:mod:`verifier.vectors.locks`). Searches
+share it; adding or removing a subject (all its templates in one call) takes
+it alone. A search thus sees all or none of a subject's templates, and FAISS
+(which releases the GIL) runs several searches at once. Copy-on-write was the
+alternative; it would copy the whole gallery on every enrolment, which at a
+million templates is 768 MB.
 
-A snapshot is one file: the FAISS index of each watch-list, then a trailer
+A snapshot (of FAISS lists only) is one file: the FAISS index of each watch-list, then a trailer
 with the tag (store id, change sequence, model, dimension), each list's size,
 the ids of the stored templates the index was built without (they failed the
 template checks: see :attr:`WatchlistIndex.left_out`) and a SHA-256 of the
@@ -28,17 +33,19 @@ import hashlib
 import json
 import os
 import struct
-import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
-import faiss
 import numpy as np
 
+from verifier.config import WatchlistSettings
 from verifier.security.files import write_private
+from verifier.vectors.base import VectorIndex
+from verifier.vectors.faiss_index import FaissIndex
+from verifier.vectors.locks import ReadWriteLock
+from verifier.watchlist.store import private_directory
 
 TEMPLATE_BITS = 8
 # Snapshots hold every template: readable by the service's own user only.
@@ -60,46 +67,6 @@ def template_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _subject_ids(row: int, count: int) -> np.ndarray:
     return template_ids(np.full(count, row, dtype=np.int64), np.arange(count, dtype=np.int64))
-
-
-class ReadWriteLock:
-    """Many readers or one writer. A waiting writer holds back new readers, so a
-    steady stream of searches cannot starve an enrolment. Not re-entrant."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._writing = False
-        self._writers_waiting = 0
-
-    @contextmanager
-    def reading(self) -> Iterator[None]:
-        with self._cond:
-            while self._writing or self._writers_waiting:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
-
-    @contextmanager
-    def writing(self) -> Iterator[None]:
-        with self._cond:
-            self._writers_waiting += 1
-            while self._writing or self._readers:
-                self._cond.wait()
-            self._writers_waiting -= 1
-            self._writing = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writing = False
-                self._cond.notify_all()
 
 
 @dataclass(frozen=True)
@@ -126,34 +93,81 @@ class SnapshotTag:
     dimension: int
 
 
-class WatchlistIndex:
-    """Exact inner-product search over the live templates of one model."""
+@dataclass(frozen=True)
+class ListBackend:
+    """Where each watch-list's vectors are searched (``watchlist.index``).
 
-    def __init__(self, dimension: int, left_out: np.ndarray | None = None) -> None:
+    ``new`` makes the empty index of one list (its name and the dimension).
+    ``snapshots``: the lists live in this process's memory as exact FAISS
+    indexes, which a snapshot file saves and a start loads; another backend
+    (Milvus) keeps the vectors itself, so its lists are refilled from the
+    store at every load and no snapshot is written for them.
+    """
+
+    name: str
+    new: Callable[[str, int], VectorIndex]
+    snapshots: bool
+
+
+FAISS_LISTS = ListBackend("faiss", lambda name, dimension: FaissIndex(dimension), snapshots=True)
+
+
+def milvus_lists(uri: str, prefix: str, token: str = "") -> ListBackend:
+    """Each watch-list in a Milvus collection of its own (FLAT: exact, as FAISS),
+    named from a digest of the list's name (Milvus allows letters, digits and
+    underscores only). A list's collection is emptied when its index is made:
+    the store is the source of truth, nothing left in Milvus is trusted."""
+
+    def new(name: str, dimension: int) -> VectorIndex:
+        from verifier.vectors.milvus_index import MilvusIndex
+
+        collection = f"{prefix}_{hashlib.sha256(name.encode()).hexdigest()[:32]}"
+        index = MilvusIndex(uri, collection, dimension, token=token)
+        index.clear()
+        return index
+
+    return ListBackend("milvus", new, snapshots=False)
+
+
+def list_backend(settings: WatchlistSettings, data_dir: Path) -> ListBackend:
+    """The backend ``watchlist.index`` names (a Milvus Lite file's folder made owner-only)."""
+    if settings.index == "faiss":
+        return FAISS_LISTS
+    token = settings.milvus_token_file.read_text().strip() if settings.milvus_token_file else ""
+    uri = settings.milvus_address(data_dir)
+    if "://" not in uri:
+        private_directory(Path(uri).parent)
+    return milvus_lists(uri, settings.milvus_collection_prefix, token)
+
+
+class WatchlistIndex:
+    """Exact inner-product search over the live templates of one model, one
+    :class:`~verifier.vectors.base.VectorIndex` per watch-list."""
+
+    def __init__(self, dimension: int, left_out: np.ndarray | None = None, backend: ListBackend = FAISS_LISTS) -> None:
         self.dimension = dimension
+        self.backend = backend
         # Template ids of the stored templates this index was built without, as
         # they failed the template checks: a snapshot carries them so that a
         # start from it can report them without scanning the whole store.
         self.left_out = np.empty(0, dtype=np.int64) if left_out is None else np.asarray(left_out, dtype=np.int64)
         self._lock = ReadWriteLock()
-        self._lists: dict[str, faiss.IndexIDMap2] = {}
+        self._lists: dict[str, VectorIndex] = {}
         self._expiry: dict[int, float] = {}
-
-    def _new_list(self) -> faiss.IndexIDMap2:
-        return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dimension))
 
     def add_watchlist(self, name: str) -> None:
         with self._lock.writing():
-            self._lists.setdefault(name, self._new_list())
+            if name not in self._lists:
+                self._lists[name] = self.backend.new(name, self.dimension)
 
     def drop_watchlist(self, name: str) -> None:
         """Forget a watch-list and its templates (the store has deleted them)."""
         with self._lock.writing():
             index = self._lists.pop(name, None)
             if index is not None:
-                rows = np.unique(faiss.vector_to_array(index.id_map) >> TEMPLATE_BITS)
-                for row in rows.tolist():
+                for row in np.unique(index.ids() >> TEMPLATE_BITS).tolist():
                     self._expiry.pop(row, None)
+                index.close()
 
     def has_watchlist(self, name: str) -> bool:
         with self._lock.reading():
@@ -167,19 +181,16 @@ class WatchlistIndex:
         """Add all of one subject's templates at once: searches see all or none."""
         keys = _subject_ids(row, len(vectors))
         with self._lock.writing():
-            self._lists[watchlist].add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), keys)
+            self._lists[watchlist].add(keys, vectors)
             if expires_at is not None:
                 self._expiry[row] = expires_at
 
     def remove_subject(self, watchlist: str, row: int, count: int) -> None:
         with self._lock.writing():
-            self._remove(watchlist, row, count)
-
-    def _remove(self, watchlist: str, row: int, count: int) -> None:
-        index = self._lists.get(watchlist)
-        if index is not None:
-            index.remove_ids(_subject_ids(row, count))
-        self._expiry.pop(row, None)
+            index = self._lists.get(watchlist)
+            if index is not None:
+                index.remove(_subject_ids(row, count))
+            self._expiry.pop(row, None)
 
     def set_expiries(self, expiries: dict[int, float]) -> None:
         with self._lock.writing():
@@ -193,10 +204,10 @@ class WatchlistIndex:
         with self._lock.writing():
             expired = {row for row, when in self._expiry.items() if when <= now}
             for index in self._lists.values():
-                keys = faiss.vector_to_array(index.id_map)
+                keys = index.ids()
                 doomed = keys[np.isin(keys >> TEMPLATE_BITS, np.fromiter(expired, dtype=np.int64))]
                 if len(doomed):
-                    index.remove_ids(doomed)
+                    index.remove(doomed)
             for row in expired:
                 del self._expiry[row]
             return len(expired)
@@ -204,13 +215,13 @@ class WatchlistIndex:
     def keys(self) -> dict[str, np.ndarray]:
         """Every watch-list's template ids, sorted: to check the index against the store."""
         with self._lock.reading():
-            return {name: np.sort(faiss.vector_to_array(index.id_map)) for name, index in self._lists.items()}
+            return {name: index.ids() for name, index in self._lists.items()}
 
     def size(self, watchlists: list[str] | None = None) -> int:
         """Templates held, in the named watch-lists (all when None): a search's gallery size."""
         with self._lock.reading():
             names = self._lists if watchlists is None else watchlists
-            return sum(self._lists[name].ntotal for name in names if name in self._lists)
+            return sum(self._lists[name].size() for name in names if name in self._lists)
 
     def search(
         self, vector: np.ndarray, watchlists: list[str], top_k: int, threshold: float, now: float
@@ -218,15 +229,15 @@ class WatchlistIndex:
         """The best ``top_k`` subjects scoring at least ``threshold`` in the given
         watch-lists, each scored by its best template, expired ones skipped.
 
-        Asks FAISS for twice as many templates as subjects wanted and doubles
+        Asks each list for twice as many templates as subjects wanted and doubles
         that until enough distinct live subjects are found, the scores fall below
         the threshold, or the gallery is exhausted; every answer comes from one
-        FAISS pass per list under one read lock.
+        search pass per list under one read lock.
         """
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
         with self._lock.reading():
-            lists = [(name, self._lists[name]) for name in watchlists]
-            total = sum(index.ntotal for _, index in lists)
+            lists = [(name, self._lists[name], self._lists[name].size()) for name in watchlists]
+            total = sum(size for _, _, size in lists)
             k = min(total, 2 * top_k)
             while True:
                 best, skipped, lowest = self._best_subjects(query, lists, k, now)
@@ -236,13 +247,13 @@ class WatchlistIndex:
                 k = min(total, 2 * k)
 
     def _best_subjects(
-        self, query: np.ndarray, lists: list[tuple[str, faiss.IndexIDMap2]], k: int, now: float
+        self, query: np.ndarray, lists: list[tuple[str, VectorIndex, int]], k: int, now: float
     ) -> tuple[list[SubjectHit], int, float]:
         found: list[tuple[float, int, str]] = []
-        for name, index in lists:
-            if index.ntotal:
-                scores, keys = index.search(query, min(k, index.ntotal))
-                found.extend((float(s), int(key), name) for s, key in zip(scores[0], keys[0]) if key >= 0)
+        for name, index, size in lists:
+            if size:
+                scores, keys = index.search(query, min(k, size))
+                found.extend((float(s), int(key), name) for s, key in zip(scores, keys))
         found.sort(key=lambda hit: -hit[0])
         found = found[:k]
         best: dict[int, SubjectHit] = {}
@@ -260,35 +271,47 @@ class WatchlistIndex:
 
     @classmethod
     def build(
-        cls, dimension: int, lists: dict[str, tuple[np.ndarray, np.ndarray]], left_out: np.ndarray | None = None
+        cls, dimension: int, lists: dict[str, tuple[np.ndarray, np.ndarray]], left_out: np.ndarray | None = None,
+        backend: ListBackend = FAISS_LISTS,
     ) -> "WatchlistIndex":
         """An index of the given (template ids, vectors) of each watch-list, built
         without the stored templates ``left_out`` (their ids)."""
-        index = cls(dimension, left_out)
+        index = cls(dimension, left_out, backend)
         for name, (keys, vectors) in lists.items():
-            index._lists[name] = index._new_list()
+            index._lists[name] = backend.new(name, dimension)
             if len(keys):
-                index._lists[name].add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), keys)
+                index._lists[name].add(keys, vectors)
         return index
 
-    def serialized(self, tag: SnapshotTag) -> "SerializedIndex":
+    def close(self) -> None:
+        """Release what the lists hold open (a Milvus connection each); the index is not used after."""
+        with self._lock.writing():
+            for index in self._lists.values():
+                index.close()
+
+    def serialized(self, tag: SnapshotTag) -> "SerializedIndex | None":
         """The index as it is now, copied into memory as the parts of a snapshot
         file: taken quickly (FAISS writes each list out in pieces; its
         ``serialize_index`` was five times slower at a million templates) so
         that a caller holding the write lock holds it briefly, and written or
-        sent afterwards."""
+        sent afterwards. None on a backend that keeps no snapshot."""
+        if not self.backend.snapshots:
+            return None
         parts: list[tuple[str, list[bytes]]] = []
         with self._lock.reading():
             for name, index in self._lists.items():
                 pieces: list[bytes] = []
-                faiss.write_index(index, faiss.PyCallbackIOWriter(lambda piece: pieces.append(piece) or len(piece)))
+                cast(FaissIndex, index).write(lambda piece: pieces.append(piece) or len(piece))
                 parts.append((name, pieces))
         return SerializedIndex(tag, parts, self.left_out.copy())
 
     def save(self, path: Path, tag: SnapshotTag) -> None:
         """Write the index atomically (temporary file, fsync, rename): a crash
-        leaves the old snapshot or the new one, never half of one."""
-        self.serialized(tag).write(path)
+        leaves the old snapshot or the new one, never half of one. Nothing on a
+        backend that keeps no snapshot."""
+        serialized = self.serialized(tag)
+        if serialized is not None:
+            serialized.write(path)
 
     @classmethod
     def load(cls, path: Path, expected: SnapshotTag) -> "WatchlistIndex | None":
@@ -305,6 +328,7 @@ class WatchlistIndex:
 
     @classmethod
     def _load(cls, path: Path, accept: Callable[[SnapshotTag], bool]) -> "LoadedIndex | None":
+        """A snapshot is of FAISS lists: what it loads is on :data:`FAISS_LISTS`."""
         digest = hashlib.sha256()
 
         def read(size: int) -> bytes:
@@ -323,12 +347,8 @@ class WatchlistIndex:
                 index = cls(tag.dimension, np.array(left_out, dtype=np.int64))
                 for name, size in header["lists"].items():
                     start = source.tell()
-                    loaded = faiss.read_index(faiss.PyCallbackIOReader(read))
-                    if (
-                        not isinstance(loaded, faiss.IndexIDMap2)
-                        or source.tell() - start != size
-                        or loaded.d != tag.dimension
-                    ):
+                    loaded = FaissIndex.read(read, tag.dimension)
+                    if loaded is None or source.tell() - start != size:
                         return None
                     index._lists[name] = loaded
                 digest.update(_left_out_bytes(left_out))

@@ -51,9 +51,12 @@ from verifier.watchlist.availability import LOADING, Availability, FailClosed, S
 from verifier.templates import Template
 from verifier.validation import epoch_seconds, identifier, text
 from verifier.watchlist.index import (
+    FAISS_LISTS,
+    ListBackend,
     LoadedIndex,
     SnapshotTag,
     WatchlistIndex,
+    list_backend,
     template_ids,
     template_rows,
 )
@@ -127,9 +130,11 @@ class WatchlistService(FailClosed, Replicated):
 
     def __init__(
         self, settings: WatchlistSettings, store_path: Path, engine: FaceEngine, snapshot: Path | None,
-        thresholds: IdentificationThresholds,
+        thresholds: IdentificationThresholds, backend: ListBackend = FAISS_LISTS,
     ) -> None:
         self.settings = settings
+        # Where each list's vectors are searched: the snapshot is used only for FAISS lists.
+        self.backend = backend
         self.store_path = store_path
         self.engine = engine
         self.snapshot = snapshot
@@ -165,6 +170,7 @@ class WatchlistService(FailClosed, Replicated):
         return cls(
             config, config.store_file(settings.data_dir), engine, config.snapshot_file(settings.data_dir),
             thresholds or identification_thresholds(settings, engine.model_id, engine.operating_point),
+            list_backend(config, settings.data_dir),
         )
 
     @classmethod
@@ -214,8 +220,10 @@ class WatchlistService(FailClosed, Replicated):
         quarantined: list[QuarantinedTemplate] = []
         with self._writes, self._store_faults():
             tag = self._tag()
-            index = self._take_preloaded(tag)
-            if index is None and self.snapshot is not None:
+            # A snapshot holds FAISS lists: another backend is refilled from the store.
+            preloaded = self._take_preloaded(tag)
+            index = preloaded if self.backend.snapshots else None
+            if index is None and self.snapshot is not None and self.backend.snapshots:
                 index = WatchlistIndex.load(self.snapshot, tag)
             source = "snapshot"
             if index is None:
@@ -225,6 +233,7 @@ class WatchlistService(FailClosed, Replicated):
                     tag.dimension,
                     {name: (template_ids(found.rows, found.positions), found.vectors) for name, found in lists.items()},
                     template_ids(np.array([q.row for q in quarantined]), np.array([q.position for q in quarantined])),
+                    self.backend,
                 )
             else:
                 # Built from checked rows at this very change: what it left out is
@@ -296,6 +305,8 @@ class WatchlistService(FailClosed, Replicated):
             except (StoreError, OSError):
                 log.exception("the watch-list index was not saved; the next start rebuilds it from the store")
             finally:
+                if self._index is not None:
+                    self._index.close()
                 self._store.close()
 
     def create_watchlist(self, name: str, description: str) -> Watchlist:
