@@ -169,7 +169,8 @@ def start_server(
     prefetched = None
     if (settings.replication.replica_of is not None and watchlist is None and settings.watchlist.enabled
             and not settings.watchlist.store_file(settings.data_dir).exists()):
-        prefetched = SnapshotSource.for_settings(settings, replica_credentials(settings)).prefetch()
+        prefetched = SnapshotSource.for_settings(
+            settings, replica_credentials(settings), WatchlistService.load_index_file).prefetch()
     service = service or build_service(settings)
     if watchlist is None and settings.watchlist.enabled:
         watchlist = WatchlistService.for_settings(settings, service.engine)

@@ -21,6 +21,7 @@ from verifier.config import Settings, get_settings
 from verifier.errors import ModelPackError, VerifierError
 from verifier.extras import MissingExtra
 from verifier.registry.cli import register as register_registry
+from verifier.watchlist.bundle_cli import register as register_bundles
 from verifier.watchlist.cli import register as register_watchlist
 from verifier.evaluation.cli import register as register_eval
 from verifier.evaluation.pad import register as register_pad_eval
@@ -205,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_site_calibration(commands)
     register_security(commands)
     register_replication(commands)
+    register_bundles(commands)
     _register_screen(commands)
     register_registry(commands)
     return parser

@@ -28,7 +28,7 @@ from verifier.v1 import registry_pb2 as rg
 from verifier.v1 import registry_pb2_grpc as rg_grpc
 from verifier.v1 import verifier_pb2 as vpb
 from verifier.watchlist.service import initialise_store
-from verifier.watchlist.store import TOUCH_TRAVELLER
+from verifier.registry.store import TOUCH_TRAVELLER
 
 
 def _settings(settings: Settings, data_dir: Path) -> Settings:

@@ -28,7 +28,8 @@ from verifier.v1 import verifier_pb2 as pb
 from verifier.v1 import watchlist_pb2 as wl
 from verifier.v1 import watchlist_pb2_grpc as wl_grpc
 from verifier.watchlist.bundles import FORMAT, export_bundle, key_id, keygen, load_signing_key
-from verifier.watchlist.store import SubjectEntry, WatchlistStore, encode_payload
+from verifier.storage.feed import encode_payload
+from verifier.watchlist.store import SubjectEntry, WatchlistStore
 
 pytestmark = pytest.mark.slow
 

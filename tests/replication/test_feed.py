@@ -15,7 +15,9 @@ from verifier.errors import Reason, VerifierError
 from verifier.pipeline import FaceEngine
 from verifier.replication.feed import Feed
 from verifier.watchlist.service import WatchlistService
-from verifier.watchlist.store import Change, FeedGap, StoreError, SubjectEntry, WatchlistStore
+from verifier.storage.faults import StoreError
+from verifier.storage.feed import Change, FeedGap
+from verifier.watchlist.store import SubjectEntry, WatchlistStore
 
 
 def _store(path: Path) -> WatchlistStore:

@@ -28,7 +28,8 @@ from verifier.server.replication_servicer import ReplicationServicer
 from verifier.v1 import replication_pb2_grpc as rp_grpc
 from verifier.watchlist.index import WatchlistIndex, snapshot_tag
 from verifier.watchlist.service import WatchlistService
-from verifier.watchlist.store import StoreError, SubjectEntry, WatchlistStore
+from verifier.storage.faults import StoreError
+from verifier.watchlist.store import SubjectEntry, WatchlistStore
 
 
 @pytest.fixture()

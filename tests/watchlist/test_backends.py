@@ -14,7 +14,14 @@ import pytest
 from tests.watchlist.samples import local_settings, templates_of, unit_vectors
 from verifier.config import Settings
 from verifier.pipeline import FaceEngine
-from verifier.watchlist.index import FAISS_LISTS, ListBackend, SnapshotTag, WatchlistIndex, milvus_lists, template_ids
+from verifier.watchlist.index import (
+    FAISS_LISTS,
+    SnapshotTag,
+    WatchlistIndex,
+    milvus_collection,
+    milvus_lists,
+    template_ids,
+)
 from verifier.watchlist.service import WatchlistService
 from verifier.watchlist.store import SubjectEntry
 
@@ -23,10 +30,10 @@ _prefixes = itertools.count()
 
 
 @pytest.fixture()
-def milvus(tmp_path: Path) -> ListBackend:
+def milvus_uri(tmp_path: Path) -> str:
     pytest.importorskip("pymilvus", reason="pymilvus is not installed (pip install '.[milvus]')")
     pytest.importorskip("milvus_lite", reason="milvus-lite is not installed (pip install '.[milvus]')")
-    return milvus_lists(str(tmp_path / "lite.db"), f"lists_{next(_prefixes)}")
+    return str(tmp_path / "lite.db")
 
 
 def _gallery() -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -44,7 +51,9 @@ def _answers(index: WatchlistIndex, probes: np.ndarray) -> list[list[tuple[str, 
              index.search(probe, ["wanted", "missing"], 5, -1.0, time.time()).hits] for probe in probes]
 
 
-def test_a_list_on_milvus_answers_as_a_list_on_faiss(milvus: ListBackend) -> None:
+def test_a_list_on_milvus_answers_as_a_list_on_faiss(milvus_uri: str) -> None:
+    prefix = f"lists_{next(_prefixes)}"
+    milvus = milvus_lists(milvus_uri, prefix)
     lists = _gallery()
     probes = np.concatenate([lists["wanted"][1][[0, 50]], lists["missing"][1][[7]], unit_vectors(3, DIMENSION, 9)])
     on_faiss = WatchlistIndex.build(DIMENSION, lists, np.array([5], dtype=np.int64))
@@ -54,6 +63,12 @@ def test_a_list_on_milvus_answers_as_a_list_on_faiss(milvus: ListBackend) -> Non
         for index in (on_faiss, on_milvus):
             index.remove_subject("wanted", 1, 3)
             index.drop_watchlist("missing")
+        from verifier.vectors.milvus_index import MilvusIndex
+
+        dropped = MilvusIndex(milvus_uri, milvus_collection(prefix, "missing"), DIMENSION)
+        assert dropped.size() == 0  # a deleted list's templates do not linger in Milvus
+        dropped.close()
+        for index in (on_faiss, on_milvus):
             index.add_watchlist("missing")
             index.add_subject("missing", 500, lists["wanted"][1][:3], time.time() + 3600)
         assert _answers(on_milvus, probes) == _answers(on_faiss, probes)

@@ -25,7 +25,8 @@ from verifier.v1 import verifier_pb2 as pb
 from verifier.v1 import watchlist_pb2 as wl
 from verifier.v1 import watchlist_pb2_grpc as wl_grpc
 from verifier.watchlist.service import WatchlistService
-from verifier.watchlist.store import _SCHEMA, SCHEMA_VERSION, StoreError, SubjectEntry, WatchlistStore
+from verifier.storage.faults import StoreError
+from verifier.watchlist.store import _SCHEMA, SCHEMA_VERSION, SubjectEntry, WatchlistStore
 
 FUSION = "fusion"
 

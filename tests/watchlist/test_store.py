@@ -13,7 +13,8 @@ import pytest
 from tests.watchlist.samples import unit_vectors
 from verifier.errors import Reason, VerifierError
 from verifier.templates import Template, TemplateSpec
-from verifier.watchlist.store import StoreError, StoreFailure, StoreMissing, SubjectEntry, WatchlistStore
+from verifier.storage.faults import StoreError, StoreFailure, StoreMissing
+from verifier.watchlist.store import SubjectEntry, WatchlistStore
 
 MODEL = "mobilefacenet-192:bf17c63426dc"
 SPEC = TemplateSpec(MODEL, 192)
@@ -221,7 +222,7 @@ def test_the_searchable_scan_in_many_steps_keeps_every_list_apart(
     of three rows, two lists enrolled in turn, an expired subject, another model's
     templates and damaged rows in the middle of steps, every list gets exactly
     its live, sound templates in row order, and each damaged row is named once."""
-    monkeypatch.setattr("verifier.watchlist.store._SCAN_ROWS", 3)
+    monkeypatch.setattr("verifier.watchlist.scan._SCAN_ROWS", 3)
     store.create_watchlist("other", "")
     past = datetime.now(UTC) - timedelta(days=1)
     expected: dict[str, list[tuple[int, int, np.ndarray]]] = {"wanted": [], "other": []}

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from verifier.watchlist.store import StoreMissing, WatchlistStore
+from verifier.storage.faults import StoreMissing
+from verifier.watchlist.store import WatchlistStore
 
 SIDE_FILES = ("", "-wal", "-shm")
 

@@ -189,7 +189,8 @@ def stored_templates(settings: Settings, source: str, spec: TemplateSpec) -> tup
     registered traveller, from the configured store opened read-only; keys name store rows only."""
     from verifier.registry.store import RegistryStore
     from verifier.watchlist.index import template_rows
-    from verifier.watchlist.store import StoreError, WatchlistStore
+    from verifier.storage.faults import StoreError
+    from verifier.watchlist.store import WatchlistStore
 
     path = settings.watchlist.store_file(settings.data_dir)
     try:

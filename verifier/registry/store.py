@@ -1,10 +1,11 @@
-"""The registry's tables, in the watch-list store's SQLite file.
+"""The registry's tables and its kinds of change, in the watch-lists' database file.
 
-The registry is a store of its own (its tables, its queries, this module) but
-lives in the same database file as the watch-lists, so that every registry
-change is one transaction that also writes its row of the change feed: a
-replica receives registrations, updates, erasures and uses in order, with the
-watch-list changes, over the same feed (see :mod:`verifier.watchlist.store`).
+The registry is a store of its own (its tables, its queries, its kinds of
+change and their replay, this module) but lives in the same database file as
+the watch-lists, so that every registry change is one transaction that also
+writes its row of the change feed: a replica receives registrations, updates,
+erasures and uses in order, with the watch-list changes, over the same feed
+(see :mod:`verifier.storage.feed`).
 
 Personal data kept: the traveller id the caller chose, a keyed hash of the
 document number (never the number), the consent record and the templates
@@ -27,19 +28,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from verifier.errors import Reason, VerifierError
+from verifier.storage.database import Database, Tables
+from verifier.storage.feed import Change, next_seq, redact, register_change_kind
 from verifier.templates import Template
-from verifier.watchlist.store import (
-    ERASE_TRAVELLER,
-    REGISTER_TRAVELLER,
-    TOUCH_TRAVELLER,
-    UPDATE_TRAVELLER,
-    Applied,
-    Change,
-    WatchlistStore,
-    encode_payload,
-    register_change_kind,
-    template_record,
-)
+from verifier.watchlist.changes import template_record
+from verifier.watchlist.records import Applied
+
+REGISTER_TRAVELLER = "register_traveller"
+UPDATE_TRAVELLER = "update_traveller"
+ERASE_TRAVELLER = "erase_traveller"
+TOUCH_TRAVELLER = "touch_traveller"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS travellers (
@@ -69,6 +67,8 @@ CREATE TABLE IF NOT EXISTS traveller_feed (
     PRIMARY KEY (traveller, seq)
 ) WITHOUT ROWID;
 """
+# Unversioned: added where absent whenever a server opens the file for writing.
+TABLES = Tables("registry", _SCHEMA)
 
 # Template positions: the chip photo's and the live capture's.
 CHIP, LIVE = 0, 1
@@ -122,10 +122,6 @@ def _carried(conn: sqlite3.Connection, row: int, seq: int) -> None:
     conn.execute("INSERT OR IGNORE INTO traveller_feed (traveller, seq) VALUES (?, ?)", (row, seq))
 
 
-def _next_seq(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("SELECT value FROM meta WHERE key = 'change_seq'").fetchone()[0]) + 1
-
-
 def _insert(conn: sqlite3.Connection, payload: dict, seq: int) -> int:
     row = payload.get("row")
     cursor = conn.execute(
@@ -156,8 +152,7 @@ def _erase(conn: sqlite3.Connection, row: int) -> None:
     conn.execute("PRAGMA secure_delete = ON")
     conn.execute("DELETE FROM travellers WHERE id = ?", (row,))
     for (seq,) in conn.execute("SELECT seq FROM traveller_feed WHERE traveller = ?", (row,)).fetchall():
-        conn.execute("UPDATE changes SET payload = ? WHERE seq = ?",
-                     (encode_payload({"row": row, "redacted": True}), seq))
+        redact(conn, seq, {"row": row, "redacted": True})
     conn.execute("DELETE FROM traveller_feed WHERE traveller = ?", (row,))
 
 
@@ -201,16 +196,12 @@ def not_found(traveller_id: str) -> VerifierError:
 
 
 class RegistryStore:
-    """Travellers and their templates, over an open :class:`WatchlistStore`."""
+    """Travellers and their templates, over an open database (the watch-list store's)."""
 
-    def __init__(self, store: WatchlistStore) -> None:
+    def __init__(self, store: Database) -> None:
         self.store = store
         if not store.readonly:
-            # Tables only, no change on the feed: every server adds them itself.
-            with store.transaction(count=False) as conn:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+            store.add_tables(TABLES)
 
     def register(self, traveller_id: str, document_hash: str, consent_at: float, consent_gate: str,
                  consent_text_version: str, templates: list[Template]) -> int:
@@ -229,7 +220,7 @@ class RegistryStore:
             payload = {"traveller_id": traveller_id, "document_hash": document_hash, "consent_at": consent_at,
                        "consent_gate": consent_gate, "consent_text_version": consent_text_version,
                        "registered_at": now, "templates": [template_record(t) for t in templates]}
-            row = _insert(conn, payload, _next_seq(conn))
+            row = _insert(conn, payload, next_seq(conn))
             self.store.record(REGISTER_TRAVELLER, {**payload, "row": row})
         return row
 
@@ -247,7 +238,7 @@ class RegistryStore:
                                         other_traveller_id=other[0], found_by="document")
             payload = {"row": before.row, "updated_at": time.time(), "document_hash": document_hash or "",
                        "templates": [template_record(t) for t in templates]}
-            _update(conn, payload, _next_seq(conn))
+            _update(conn, payload, next_seq(conn))
             self.store.record(UPDATE_TRAVELLER, payload)
         return before
 

@@ -25,9 +25,8 @@ from pathlib import Path
 
 from verifier.config import ReplicationSettings
 from verifier.errors import Reason, VerifierError
-from verifier.watchlist.index import SerializedIndex
-from verifier.watchlist.service import WatchlistService
-from verifier.watchlist.store import Change, FeedPosition
+from verifier.replication.replicated import IndexImage, ReplicatedService
+from verifier.storage.feed import Change, FeedPosition
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +56,11 @@ class Snapshot:
 
     position: FeedPosition
     store: Future[StoreImage]
-    index: SerializedIndex | None = None
+    index: IndexImage | None = None
 
 
 class Feed:
-    def __init__(self, service: WatchlistService, settings: ReplicationSettings) -> None:
+    def __init__(self, service: ReplicatedService, settings: ReplicationSettings) -> None:
         self.service = service
         self.settings = settings
         self._changed = threading.Condition()
@@ -142,7 +141,7 @@ class Feed:
         """The store and index at one change, held for the block.
 
         The store image is the database file itself when it holds the pinned
-        change (see :meth:`WatchlistStore.pinned`); otherwise a copy is made in
+        change (see :meth:`verifier.storage.database.Database.pinned`); otherwise a copy is made in
         ``folder`` on a thread of its own (seconds at a million templates),
         so the index can be sent meanwhile, and removed when the block ends."""
         start = time.perf_counter()

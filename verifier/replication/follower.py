@@ -25,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import grpc
 
@@ -33,12 +33,13 @@ from verifier.client import reason_of
 from verifier.config import ReplicationSettings, Settings
 from verifier.errors import Reason, VerifierError
 from verifier.replication import metrics
+from verifier.replication.replicated import IndexLoader, ReplicatedService
 from verifier.replication.state import ReplicaState
 from verifier.v1 import replication_pb2 as rp
 from verifier.v1 import replication_pb2_grpc as rp_grpc
-from verifier.watchlist.index import LoadedIndex, WatchlistIndex
-from verifier.watchlist.service import WatchlistService
-from verifier.watchlist.store import FILE_MODE, Change, FeedGap, StoreError
+from verifier.storage.database import FILE_MODE
+from verifier.storage.faults import StoreError
+from verifier.storage.feed import Change, FeedGap
 
 log = logging.getLogger(__name__)
 
@@ -46,25 +47,29 @@ log = logging.getLogger(__name__)
 class SnapshotSource:
     """Where a replica's snapshot comes from (the primary, over a channel with the
     replica's credentials) and where it is received (beside the store and the
-    saved index). Needs no model: a replica starting empty asks for its
-    snapshot while its models load (:meth:`prefetch`)."""
+    saved index, which ``load_index`` loads while the store arrives). Needs no
+    model: a replica starting empty asks for its snapshot while its models
+    load (:meth:`prefetch`)."""
 
     def __init__(
         self, primary: str, settings: ReplicationSettings, credentials: grpc.ChannelCredentials | None,
-        store_path: Path, index_path: Path | None,
+        store_path: Path, index_path: Path | None, load_index: IndexLoader,
     ) -> None:
         self.primary = primary
         self.settings = settings
         self.credentials = credentials
         self.store_path = store_path
         self.index_path = index_path
+        self.load_index = load_index
 
     @classmethod
-    def for_settings(cls, settings: Settings, credentials: grpc.ChannelCredentials | None) -> "SnapshotSource":
+    def for_settings(
+        cls, settings: Settings, credentials: grpc.ChannelCredentials | None, load_index: IndexLoader,
+    ) -> "SnapshotSource":
         """The configured primary and this server's store and saved-index paths."""
         config = settings.watchlist
         return cls(settings.replication.replica_of or "", settings.replication, credentials,
-                   config.store_file(settings.data_dir), config.snapshot_file(settings.data_dir))
+                   config.store_file(settings.data_dir), config.snapshot_file(settings.data_dir), load_index)
 
     def channel(self) -> grpc.Channel:
         options = [("grpc.max_receive_message_length", -1)]
@@ -103,7 +108,7 @@ class SnapshotSource:
         digest = hashlib.sha256()
         size = index_size = 0
         trailer = None
-        preloaded: Future[LoadedIndex | None] | None = None
+        preloaded: Future[Any] | None = None
         start = time.perf_counter()
         marks: dict[str, float] = {}
         with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE), "wb") as out, \
@@ -115,7 +120,7 @@ class SnapshotSource:
                     # while the store arrives. Its own trailer and digest decide
                     # whether it is sound, and the installed store's tag whether it is used.
                     index_out.flush()
-                    preloaded = _preload(index_partial)
+                    preloaded = _preload(self.load_index, index_partial)
                     marks["index"] = time.perf_counter() - start
                 if part == "trailer":
                     trailer = chunk.trailer
@@ -147,14 +152,15 @@ class SnapshotSource:
 
 class Follower:
     def __init__(
-        self, service: WatchlistService, settings: ReplicationSettings, state: ReplicaState,
+        self, service: ReplicatedService, settings: ReplicationSettings, state: ReplicaState,
         credentials: grpc.ChannelCredentials | None, prefetched: "Future[Download] | None" = None,
     ) -> None:
         self.service = service
         self.settings = settings
         self.state = state
         self.primary = state.primary or ""
-        self.source = SnapshotSource(self.primary, settings, credentials, service.store_path, service.snapshot)
+        self.source = SnapshotSource(self.primary, settings, credentials, service.store_path, service.snapshot,
+                                     service.load_index_file)
         # A snapshot asked for while this server's models loaded; used by the first install.
         self._prefetched = prefetched
 
@@ -292,21 +298,21 @@ class Download:
     size: int
     trailer: rp.SnapshotTrailer
     # The index file loading (or loaded) while the store arrived.
-    preloaded: "Future[LoadedIndex | None] | None" = None
+    preloaded: "Future[Any] | None" = None
     # Seconds from the request until the index had arrived, all had arrived, and the store was on disk.
     marks: dict[str, float] = field(default_factory=dict)
 
 
-def _preload(path: Path) -> "Future[LoadedIndex | None]":
+def _preload(load: IndexLoader, path: Path) -> "Future[Any]":
     """Load the index file at ``path`` on a thread of its own."""
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replica-index-preload")
     try:
-        return pool.submit(WatchlistIndex.load_any, path)
+        return pool.submit(load, path)
     finally:
         pool.shutdown(wait=False)
 
 
-def _discard(preloaded: "Future[LoadedIndex | None] | None", *paths: Path | None) -> None:
+def _discard(preloaded: "Future[Any] | None", *paths: Path | None) -> None:
     """Remove received files that will not be installed, once nothing reads them."""
     if preloaded is not None:
         preloaded.exception()

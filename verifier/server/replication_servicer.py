@@ -17,7 +17,8 @@ from verifier.replication.state import ReplicaState
 from verifier.server.errors import mapped, status_for
 from verifier.v1 import replication_pb2 as rp
 from verifier.v1 import replication_pb2_grpc as rp_grpc
-from verifier.watchlist.store import Change, StoreError
+from verifier.storage.faults import StoreError
+from verifier.storage.feed import Change
 
 log = logging.getLogger(__name__)
 

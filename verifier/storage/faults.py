@@ -1,5 +1,6 @@
 """Storage faults at run time, in words a caller and an operator can act on,
-and whether an open file is still the file at its path.
+the errors a store raises (:class:`StoreError` and its kinds), and whether an
+open file is still the file at its path.
 
 A full disk, an I/O error or a read-only remount reaches us as an
 :class:`OSError` or as a SQLite error; :func:`fault_of` names which it is
@@ -22,6 +23,18 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+
+class StoreError(Exception):
+    """The store cannot be used: of another schema, held by another process, or failing."""
+
+
+class StoreMissing(StoreError):
+    """No store where one is configured: it must be created (or restored) by an operator."""
+
+
+class StoreFailure(StoreError):
+    """SQLite failed underneath a read or write (disk full, read-only, I/O error, corruption)."""
+
 
 DISK_FULL = "disk_full"
 READ_ONLY = "read_only"

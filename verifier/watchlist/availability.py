@@ -30,7 +30,8 @@ from verifier.config import WatchlistSettings
 from verifier.errors import Reason, VerifierError
 from verifier.watchlist import metrics
 from verifier.watchlist.index import WatchlistIndex
-from verifier.watchlist.store import StoreError, StoreMissing, WatchlistStore
+from verifier.storage.faults import StoreError, StoreMissing
+from verifier.watchlist.store import WatchlistStore
 
 # One logger for the watch-list service, whichever of its halves logs.
 log = logging.getLogger("verifier.watchlist.service")

@@ -55,15 +55,9 @@ from verifier.pipeline import FaceEngine, Selection
 from verifier.templates import Template, TemplateSpec
 from verifier.validation import epoch_seconds, identifier, moment, text
 from verifier.watchlist.service import check_entry
-from verifier.watchlist.store import (
-    Subject,
-    SubjectEntry,
-    WatchlistStore,
-    encode_payload,
-    subject_record,
-    template_of_record,
-    template_record,
-)
+from verifier.storage.feed import encode_payload
+from verifier.watchlist.changes import subject_record, template_record
+from verifier.watchlist.store import Subject, SubjectEntry, WatchlistStore
 
 FORMAT = "verifier-bundle-1"
 # The largest sequence number the store holds (SQLite INTEGER).

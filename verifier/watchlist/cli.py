@@ -39,7 +39,8 @@ from tqdm import tqdm
 from verifier.config import Settings
 from verifier.errors import VerifierError
 from verifier.watchlist.index import snapshot_tag
-from verifier.watchlist.store import StoreError, Subject, SubjectEntry, WatchlistStore
+from verifier.storage.faults import StoreError
+from verifier.watchlist.store import Subject, SubjectEntry, WatchlistStore
 
 if TYPE_CHECKING:
     from verifier.security.audit import AuditLog

@@ -45,7 +45,7 @@ from verifier.security.files import write_private
 from verifier.vectors.base import VectorIndex
 from verifier.vectors.faiss_index import FaissIndex
 from verifier.vectors.locks import ReadWriteLock
-from verifier.watchlist.store import private_directory
+from verifier.storage.database import private_directory
 
 TEMPLATE_BITS = 8
 # Snapshots hold every template: readable by the service's own user only.
@@ -97,7 +97,9 @@ class SnapshotTag:
 class ListBackend:
     """Where each watch-list's vectors are searched (``watchlist.index``).
 
-    ``new`` makes the empty index of one list (its name and the dimension).
+    ``new`` makes the empty index of one list (its name and the dimension);
+    ``discard`` lets go of the index of a list deleted from the store, its
+    vectors with it (templates of a deleted list must not linger in Milvus).
     ``snapshots``: the lists live in this process's memory as exact FAISS
     indexes, which a snapshot file saves and a start loads; another backend
     (Milvus) keeps the vectors itself, so its lists are refilled from the
@@ -106,27 +108,35 @@ class ListBackend:
 
     name: str
     new: Callable[[str, int], VectorIndex]
+    discard: Callable[[VectorIndex], None]
     snapshots: bool
 
 
-FAISS_LISTS = ListBackend("faiss", lambda name, dimension: FaissIndex(dimension), snapshots=True)
+FAISS_LISTS = ListBackend("faiss", lambda name, dimension: FaissIndex(dimension), FaissIndex.close, snapshots=True)
+
+
+def milvus_collection(prefix: str, name: str) -> str:
+    """The Milvus collection of watch-list ``name``: Milvus allows letters, digits and underscores only."""
+    return f"{prefix}_{hashlib.sha256(name.encode()).hexdigest()[:32]}"
 
 
 def milvus_lists(uri: str, prefix: str, token: str = "") -> ListBackend:
-    """Each watch-list in a Milvus collection of its own (FLAT: exact, as FAISS),
-    named from a digest of the list's name (Milvus allows letters, digits and
-    underscores only). A list's collection is emptied when its index is made:
-    the store is the source of truth, nothing left in Milvus is trusted."""
+    """Each watch-list in a Milvus collection of its own (FLAT: exact, as FAISS;
+    :func:`milvus_collection`). A list's collection is emptied when its index
+    is made (the store is the source of truth, nothing left in Milvus is
+    trusted) and when the list is deleted."""
+    from verifier.vectors.milvus_index import MilvusIndex
 
     def new(name: str, dimension: int) -> VectorIndex:
-        from verifier.vectors.milvus_index import MilvusIndex
-
-        collection = f"{prefix}_{hashlib.sha256(name.encode()).hexdigest()[:32]}"
-        index = MilvusIndex(uri, collection, dimension, token=token)
+        index = MilvusIndex(uri, milvus_collection(prefix, name), dimension, token=token)
         index.clear()
         return index
 
-    return ListBackend("milvus", new, snapshots=False)
+    def discard(index: VectorIndex) -> None:
+        cast(MilvusIndex, index).clear()
+        index.close()
+
+    return ListBackend("milvus", new, discard, snapshots=False)
 
 
 def list_backend(settings: WatchlistSettings, data_dir: Path) -> ListBackend:
@@ -167,7 +177,7 @@ class WatchlistIndex:
             if index is not None:
                 for row in np.unique(index.ids() >> TEMPLATE_BITS).tolist():
                     self._expiry.pop(row, None)
-                index.close()
+                self.backend.discard(index)
 
     def has_watchlist(self, name: str) -> bool:
         with self._lock.reading():

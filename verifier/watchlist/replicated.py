@@ -25,7 +25,9 @@ from verifier.errors import Reason, VerifierError
 from verifier.templates import Template
 from verifier.watchlist.availability import LOADING
 from verifier.watchlist.index import LoadedIndex, SerializedIndex, SnapshotTag, WatchlistIndex
-from verifier.watchlist.store import Applied, Change, PinnedStore, WatchlistStore
+from verifier.storage.database import PinnedStore
+from verifier.storage.feed import Change
+from verifier.watchlist.store import Applied, WatchlistStore
 
 
 class Replicated:
@@ -66,6 +68,13 @@ class Replicated:
             listener(seq)
         if confirm and self.confirmation is not None:
             self.confirmation(seq)
+
+    @staticmethod
+    def load_index_file(path: Path) -> LoadedIndex | None:
+        """An index file a replica received with the primary's snapshot, loaded
+        whatever store it names (:meth:`WatchlistIndex.load_any`): what
+        :meth:`install_store` takes, as ``preloaded``, with that store."""
+        return WatchlistIndex.load_any(path)
 
     def require_writable(self) -> None:
         """Refuse a write on a replica, naming the primary to send it to."""

@@ -69,17 +69,17 @@ from verifier.watchlist.results import (
     LoadReport,
     SampleOutcome,
 )
+from verifier.storage.database import private_directory
+from verifier.storage.faults import StoreError
+from verifier.watchlist.changes import template_of_record
 from verifier.watchlist.store import (
     Applied,
     QuarantinedTemplate,
-    StoreError,
     Subject,
     SubjectEntry,
     Unmigrated,
     Watchlist,
     WatchlistStore,
-    private_directory,
-    template_of_record,
 )
 
 log = logging.getLogger(__name__)
