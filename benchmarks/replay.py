@@ -8,9 +8,12 @@ image through the real pipeline (aligned crops from `verifier eval --quality`'s
 cache of the original condition, computed here when absent). Attacks: for
 ``--photos`` images drawn at random, the photo itself made into each replay
 type below, run through the real pipeline (detector, landmarks, alignment)
-and compared with the untouched photo as the reference. ISO/IEC 30107-3 terms:
-APCER is the share of attacks scored below the threshold (let through),
-BPCER the share of bona fide pairs at or above it (flagged as a replay).
+and compared with the untouched photo as the reference. An attack is caught
+when the copy check scores it at or above its threshold or the display-grid
+check (:mod:`verifier.gate.display`, the live crop alone) at or above its own,
+as at the gate, where either refers the traveller. ISO/IEC 30107-3 terms:
+APCER is the share of attacks neither check catches (let through), BPCER the
+share of bona fide pairs that either flags.
 
 LFW holds a few "genuine" pairs that are one photograph twice (cropped or
 re-encoded); flagging those is correct, and they are listed in the report.
@@ -34,6 +37,7 @@ from verifier.errors import VerifierError
 from verifier.evaluation.datasets import load_set
 from verifier.evaluation.erc import collect, mated_pairs
 from verifier.face.quality import QualityAssessor
+from verifier.gate.display import DisplayPatternDetector
 from verifier.gate.replay import ReplayDetector
 from verifier.pipeline import FaceEngine
 
@@ -237,6 +241,7 @@ def main() -> None:
     engine = FaceEngine.from_settings(settings)
     gate = settings.gate
     detector = ReplayDetector(gate.replay_threshold, gate.replay_iterations, gate.replay_epsilon)
+    display = DisplayPatternDetector(gate.display_pattern_threshold)
     matcher_threshold = serving_threshold(settings, engine.model_id, engine.operating_point).value
     quality = QualityAssessor.from_settings(settings, engine.embedder.utility_members)
     labeled = load_set(args.dataset)
@@ -252,13 +257,16 @@ def main() -> None:
     bona_fide = np.array([detector.score(original.aligned_grey[i], original.aligned_grey[j])
                           for i, j in zip(first, second)])
     per_pair_ms = (time.perf_counter() - started) * 1000 / max(len(first), 1)
+    started = time.perf_counter()
+    bona_fide_display = np.array([display.score(original.aligned_grey[i]) for i in first])
+    display_ms = (time.perf_counter() - started) * 1000 / max(len(first), 1)
 
     photos = rng.choice(np.flatnonzero(original.acquired), args.photos, replace=False)
-    # Per attack type, one row per presented face: replay score, whether the
-    # 1:1 comparison with the original matched, whether the gate's quality
-    # policy found nothing to retry. The replay check alone must catch every
-    # attack; the gate lets through only those that also match and pass quality.
-    attacks: dict[str, list[tuple[float, bool, bool]]] = {name: [] for name in ATTACKS}
+    # Per attack type, one row per presented face: replay score, display-grid
+    # score, whether the 1:1 comparison with the original matched, whether the
+    # gate's quality policy found nothing to retry. The two checks must catch
+    # every attack; the gate lets through only those that also match and pass quality.
+    attacks: dict[str, list[tuple[float, float, bool, bool]]] = {name: [] for name in ATTACKS}
     failures: dict[str, int] = {name: 0 for name in ATTACKS}
     for name, attack in ATTACKS.items():
         for i in photos:
@@ -272,51 +280,65 @@ def main() -> None:
             # LFW photos often hold other people: the replayed face is the one
             # the original's template matches best, as at the gate it is the traveller.
             face = max(faces, key=lambda f: float(f.template.vector @ original.vectors[i]))
-            attacks[name].append((detector.score(face.aligned, original.aligned_grey[i]),
+            attacks[name].append((detector.score(face.aligned, original.aligned_grey[i]), display.score(face.aligned),
                                   float(face.template.vector @ original.vectors[i]) >= matcher_threshold,
                                   quality.assess(face).acceptable))
 
     threshold = detector.threshold
-    flagged = bona_fide >= threshold
-    # The threshold that would flag 0.1 % of bona fide pairs, for reference.
+    copies = bona_fide >= threshold
+    screens = display.is_display(bona_fide_display)
+    flagged = copies | screens
+    # The copy check's threshold that would flag 0.1 % of bona fide pairs, for reference.
     at_bpcer = float(np.quantile(bona_fide, 0.999))
     rows = {}
     for name, presented in attacks.items():
-        values = np.array([score for score, _, _ in presented])
-        at_gate = np.array([score for score, match, good in presented if match and good])
+        values = np.array([score for score, _, _, _ in presented])
+        grid = np.array([score for _, score, _, _ in presented])
+        missed = (values < threshold) & ~display.is_display(grid)
+        at_gate = np.array([m for m, (_, _, match, good) in zip(missed, presented) if match and good], dtype=bool)
         rows[name] = {
             "group": "plain digital or mirrored" if name in PLAIN_DIGITAL else "transformed",
-            "presented": len(values), "no_face": failures[name], "missed": int(np.sum(values < threshold)),
-            "apcer": _apcer(values, threshold), "apcer_at_bpcer_0.1%": _apcer(values, at_bpcer),
-            "matched_and_quality_ok": len(at_gate), "accepted_at_gate": int(np.sum(at_gate < threshold)),
+            "presented": len(values), "no_face": failures[name], "missed": int(missed.sum()),
+            "apcer": float(missed.mean()) if len(values) else None,
+            "missed_by_copy_check": int(np.sum(values < threshold)), "apcer_copy_check": _apcer(values, threshold),
+            "apcer_copy_check_at_bpcer_0.1%": _apcer(values, at_bpcer),
+            "caught_by_display_grid": int(np.sum(display.is_display(grid))),
+            "matched_and_quality_ok": len(at_gate), "accepted_at_gate": int(at_gate.sum()),
             "min_score": float(values.min()) if len(values) else None, "scores": values.round(5).tolist(),
+            "display_scores": grid.round(4).tolist(),
         }
-    all_scores = np.concatenate([np.array([s for s, _, _ in p]) for p in attacks.values()])
-    plain = np.concatenate([np.array([s for s, _, _ in attacks[n]]) for n in PLAIN_DIGITAL])
+    all_missed = sum(row["missed"] for row in rows.values())
+    all_presented = sum(row["presented"] for row in rows.values())
+    plain_missed = sum(rows[n]["missed"] for n in PLAIN_DIGITAL)
+    plain_presented = sum(rows[n]["presented"] for n in PLAIN_DIGITAL)
     report = {
         "provenance": provenance(), "dataset": str(args.dataset), "photos": args.photos, "threshold": threshold,
         "cpu_flags": _cpu_flags(), "matcher_threshold": matcher_threshold,
+        "display_pattern_threshold": display.threshold, "ms_per_display_check": display_ms,
         "bona_fide_pairs": len(bona_fide), "bpcer": float(flagged.mean()), "bona_fide_flagged": int(flagged.sum()),
+        "bona_fide_flagged_as_copy": int(copies.sum()), "bona_fide_flagged_as_display": int(screens.sum()),
+        "bona_fide_display_quantiles": {q: float(np.quantile(bona_fide_display, q)) for q in (0.5, 0.99, 0.999, 1.0)},
         "flagged_pairs": [[labeled.keys[int(i)], labeled.keys[int(j)], float(s)]
                           for i, j, s in zip(first[flagged], second[flagged], bona_fide[flagged])],
         "threshold_at_bpcer_0.1%": at_bpcer, "ms_per_check": per_pair_ms,
         "bona_fide_top_scores": np.sort(bona_fide)[-10:].round(5).tolist(),
         "bona_fide_score_quantiles": {q: float(np.quantile(bona_fide, q)) for q in (0.5, 0.99, 0.999, 1.0)},
-        "apcer_all": float(np.mean(all_scores < threshold)), "apcer_plain_digital": float(np.mean(plain < threshold)),
+        "apcer_all": all_missed / max(all_presented, 1), "apcer_plain_digital": plain_missed / max(plain_presented, 1),
         "attacks": rows,
     }
     out = run_dir(args.out) / "replay.json"
     write_json(out, report)
-    print(f"threshold {threshold:.3f}: BPCER {100 * report['bpcer']:.3f} % ({int(flagged.sum())} of {len(bona_fide)} "
-          f"genuine pairs); {per_pair_ms:.1f} ms per check (CPU flags: {report['cpu_flags']}); "
-          f"threshold at BPCER 0.1 %: {at_bpcer:.3f}")
-    print("| group | replay type | presented | no face | missed | APCER | APCER at BPCER 0.1 % | lowest score "
-          "| matched, quality ok | accepted at the gate |")
+    print(f"copy check at {threshold:.3f}, display grid at {display.threshold:.2f}: BPCER {100 * report['bpcer']:.3f} % "
+          f"({int(flagged.sum())} of {len(bona_fide)} genuine pairs: {int(copies.sum())} as copies, "
+          f"{int(screens.sum())} as displays); {per_pair_ms:.1f} + {display_ms:.1f} ms per check "
+          f"(CPU flags: {report['cpu_flags']}); copy threshold at BPCER 0.1 %: {at_bpcer:.3f}")
+    print("| group | replay type | presented | no face | missed by the copy check | caught by the display grid "
+          "| missed | APCER | matched, quality ok | accepted at the gate |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, row in rows.items():
-        print(f"| {row['group']} | {name} | {row['presented']} | {row['no_face']} | {row['missed']} | "
-              f"{100 * (row['apcer'] or 0):.2f} % | {100 * (row['apcer_at_bpcer_0.1%'] or 0):.2f} % | "
-              f"{row['min_score']:.3f} | {row['matched_and_quality_ok']} | {row['accepted_at_gate']} |")
+        print(f"| {row['group']} | {name} | {row['presented']} | {row['no_face']} | {row['missed_by_copy_check']} | "
+              f"{row['caught_by_display_grid']} | {row['missed']} | {100 * (row['apcer'] or 0):.2f} % | "
+              f"{row['matched_and_quality_ok']} | {row['accepted_at_gate']} |")
     print(f"all types: APCER {100 * report['apcer_all']:.3f} %; plain digital or mirrored: "
           f"{100 * report['apcer_plain_digital']:.3f} %")
     print(f"written: {out}")

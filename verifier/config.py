@@ -289,6 +289,13 @@ class GateSettings(BaseModel):
     # `python -m benchmarks.replay`): 0.94 flags 4 of 4,414 genuine pairs
     # (0.09 %; 2 of them one photograph twice).
     replay_threshold: float = Field(default=0.94, gt=0, le=1)
+    # A display's pixel grid in the live capture (verifier.gate.display): the
+    # mean prominence (natural-log magnitude over the surrounding spectrum) of
+    # the strongest off-centre peaks of the aligned live crop, at or above
+    # which the traveller is referred (LIVE_SHOWS_DISPLAY) whatever the panel
+    # shows. Measured on LFW dev (README: `python -m benchmarks.replay`): the
+    # highest of 8,828 genuine crops scores 1.71, the 99.9th percentile 1.59.
+    display_pattern_threshold: float = Field(default=1.75, gt=0, allow_inf_nan=False)
     # Passive PAD (verifier.face.liveness): the pack's liveness model scores
     # the traveller, and a live probability below this is referred
     # (PRESENTATION_ATTACK_SUSPECTED). None: PAD is off, the default because

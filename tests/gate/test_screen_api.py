@@ -11,6 +11,7 @@ import grpc
 import numpy as np
 import pytest
 
+from benchmarks.replay import ATTACKS
 from benchmarks.screen import walk_through
 from tests.conftest import loopback_server
 from tests.gate.test_cli import _wait_for_watchlists
@@ -63,6 +64,7 @@ def test_the_same_person_is_accepted(gate_channel: grpc.Channel, photos: dict[st
     assert answer.match and answer.score >= answer.threshold
     assert answer.watchlist_searched and not answer.hits
     assert answer.replay_checked and answer.replay_score < answer.replay_threshold
+    assert answer.display_pattern_checked and answer.display_pattern_score < answer.display_pattern_threshold
     assert answer.quality.unified > 0 and answer.model_id
 
 
@@ -92,6 +94,17 @@ def test_the_chip_photo_as_the_live_frame_is_referred(gate_channel: grpc.Channel
     answer = _screen(gate_channel, [live], chip)
     assert answer.decision == pb.REFER and "LIVE_IS_DOCUMENT_PHOTO" in answer.reasons
     assert answer.match  # the embedding alone would have let it through
+
+
+def test_another_photo_of_the_traveller_on_a_screen_is_referred(gate_channel: grpc.Channel,
+                                                                photos: dict[str, Path]) -> None:
+    """Not the chip photo, so the copy check cannot see it: the panel's grid can."""
+    portrait = cv2.resize(_read(photos["obama2.jpg"]), (300, 575), interpolation=cv2.INTER_AREA)
+    on_screen = ATTACKS["screen (pixel grid, moire)"](portrait, np.random.default_rng(0))
+    answer = _screen(gate_channel, [_jpeg(on_screen, 95)], photos["obama.jpg"].read_bytes())
+    assert answer.decision == pb.REFER and "LIVE_SHOWS_DISPLAY" in answer.reasons, answer.reasons
+    assert answer.display_pattern_score >= answer.display_pattern_threshold
+    assert "LIVE_IS_DOCUMENT_PHOTO" not in answer.reasons
 
 
 def test_a_watchlisted_second_face_is_referred_with_the_hit(gate_channel: grpc.Channel,

@@ -29,6 +29,8 @@ NO_MATCH = "NO_MATCH"
 WATCHLIST_HIT = "WATCHLIST_HIT"
 WATCHLIST_UNAVAILABLE = "WATCHLIST_UNAVAILABLE"
 LIVE_IS_DOCUMENT_PHOTO = "LIVE_IS_DOCUMENT_PHOTO"
+# The live capture shows a display's pixel grid (moiré): a face on a screen.
+LIVE_SHOWS_DISPLAY = "LIVE_SHOWS_DISPLAY"
 PRESENTATION_ATTACK_SUSPECTED = "PRESENTATION_ATTACK_SUSPECTED"
 MULTIPLE_PEOPLE = "MULTIPLE_PEOPLE"
 REFERENCE_UNUSABLE = "REFERENCE_UNUSABLE"
@@ -62,6 +64,7 @@ class Findings:
     watchlist_hits: int = 0
     replay_checked: bool = False
     document_photo: bool = False
+    display_pattern: bool = False
     static_picture: bool = False
     pad_attack: bool = False
     multiple_people: bool = False
@@ -90,6 +93,8 @@ class GatePolicy:
             refer.append(WATCHLIST_HIT)
         if f.document_photo:
             refer.append(LIVE_IS_DOCUMENT_PHOTO)
+        if f.display_pattern:
+            refer.append(LIVE_SHOWS_DISPLAY)
         if f.static_picture or f.pad_attack:
             refer.append(PRESENTATION_ATTACK_SUSPECTED)
         if f.multiple_people:

@@ -27,6 +27,10 @@ a screen or a printer does to a photo:
   intensity such as gamma, which normalised correlation alone is not) and
   then normalised for local contrast (local mean removed, divided by the local
   standard deviation: blind to slowly varying gain across the face).
+- **Clipping** (a gamma or gain that crushes shadows to black or washes
+  highlights to white) leaves regions that hold nothing to compare: only
+  the pixels where the live crop is neither black nor white are correlated
+  (all of them where too few are left to judge by).
 - **A display's pixel grid, its moiré, print dots and sensor noise** are fine
   detail: the crops are compared at half the aligned resolution after a
   Gaussian blur, where that detail has been averaged away but eyes, mouth and
@@ -56,21 +60,39 @@ _BLUR_SIGMA = 1.0
 # saturated cheek) from amplifying noise into structure.
 _LOCAL_SIGMA = 4.0
 _VARIANCE_FLOOR = 25.0
+# Grey levels at or beyond which a live pixel is clipped (crushed or washed
+# out), and the share of informative compared pixels below which the whole
+# central region is correlated instead.
+_CLIPPED_DARK = 3
+_CLIPPED_BRIGHT = 252
+_MIN_INFORMATIVE = 0.4
 # ECC's Gaussian pre-filter size for its gradients.
 _ECC_GAUSS = 5
 # The coarse level of the homography search, relative to the compared size.
 _COARSE = 0.5
 
 
+def _grey(crop: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if crop.ndim == 3 else crop
+
+
 def _prepare(crop: np.ndarray) -> np.ndarray:
     """Grey, histogram-equalised, halved, blurred, locally contrast-normalised."""
-    grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if crop.ndim == 3 else crop
+    grey = _grey(crop)
     ranked = cv2.equalizeHist(np.ascontiguousarray(grey, dtype=np.uint8)).astype(np.float32)
     small = cv2.resize(ranked, None, fx=_SCALE, fy=_SCALE, interpolation=cv2.INTER_AREA)
     smooth = cv2.GaussianBlur(small, (0, 0), _BLUR_SIGMA)
     detail = smooth - cv2.GaussianBlur(smooth, (0, 0), _LOCAL_SIGMA)
     variance = cv2.GaussianBlur(detail * detail, (0, 0), _LOCAL_SIGMA)
     return detail / np.sqrt(variance + _VARIANCE_FLOOR)
+
+
+def _informative(crop: np.ndarray) -> np.ndarray:
+    """The compared pixels (at the compared size) whose whole footprint in
+    ``crop`` is neither clipped to black nor to white."""
+    grey = _grey(crop)
+    unclipped = ((grey > _CLIPPED_DARK) & (grey < _CLIPPED_BRIGHT)).astype(np.float32)
+    return (cv2.resize(unclipped, None, fx=_SCALE, fy=_SCALE, interpolation=cv2.INTER_AREA) > 0.99).astype(np.uint8)
 
 
 def _halved(prepared: np.ndarray) -> np.ndarray:
@@ -95,27 +117,36 @@ class ReplayDetector:
     def score(self, live: np.ndarray, reference: np.ndarray) -> float:
         """The higher of :meth:`same_orientation` for the live crop as it is
         and mirrored: a replayed photo scores high in one of the two."""
-        target, moving = _prepare(reference), _prepare(live)
-        return max(self._refined(target, moving), self._refined(target, np.ascontiguousarray(moving[:, ::-1])))
+        target, moving, informative = _prepare(reference), _prepare(live), _informative(live)
+        return max(self._refined(target, moving, informative),
+                   self._refined(target, np.ascontiguousarray(moving[:, ::-1]),
+                                 np.ascontiguousarray(informative[:, ::-1])))
 
     def same_orientation(self, live: np.ndarray, reference: np.ndarray) -> float:
         """The score without the mirror: for crops of one camera's stream
         (:mod:`verifier.gate.motion`), where nothing turns a face over."""
-        return self._refined(_prepare(reference), _prepare(live))
+        return self._refined(_prepare(reference), _prepare(live), _informative(live))
 
-    def _refined(self, target: np.ndarray, moving: np.ndarray) -> float:
-        """Correlation of the central regions after the coarse-to-fine
-        homography refinement. A level where ECC does not converge keeps the
-        warp it started from (the crops are then too unlike for a copy, and
-        the plain correlation says so)."""
+    def _refined(self, target: np.ndarray, moving: np.ndarray, informative: np.ndarray) -> float:
+        """Correlation of the central regions' informative pixels after the
+        coarse-to-fine homography refinement. A level where ECC does not
+        converge keeps the warp it started from (the crops are then too unlike
+        for a copy, and the plain correlation says so)."""
         half = np.diag([_COARSE, _COARSE, 1.0]).astype(np.float32)
         coarse = self._ecc(_halved(target), _halved(moving), np.eye(3, dtype=np.float32))
         warp = self._ecc(target, moving, np.linalg.inv(half) @ coarse @ half)
-        moving = cv2.warpPerspective(moving, warp, target.shape[::-1], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        size = target.shape[::-1]
+        moving = cv2.warpPerspective(moving, warp, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                      borderMode=cv2.BORDER_REPLICATE)
+        informative = cv2.warpPerspective(informative, warp, size, flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                                          borderMode=cv2.BORDER_REPLICATE)
         h, w = target.shape
         dy, dx = int(h * _BORDER), int(w * _BORDER)
-        return _ncc(target[dy:h - dy, dx:w - dx], moving[dy:h - dy, dx:w - dx])
+        central = (slice(dy, h - dy), slice(dx, w - dx))
+        kept = informative[central].astype(bool)
+        if kept.mean() < _MIN_INFORMATIVE:
+            return _ncc(target[central], moving[central])
+        return _ncc(target[central][kept], moving[central][kept])
 
     def _ecc(self, target: np.ndarray, moving: np.ndarray, start: np.ndarray) -> np.ndarray:
         """The homography ECC reaches from ``start``; ``start`` where it does not converge."""

@@ -28,6 +28,7 @@ from verifier.errors import ACQUISITION_FAILURES, Kind, ModelPackError, Reason, 
 from verifier.face.quality import PERCENTILES, QualityAssessor, QualityReport, quality_path
 from verifier.gate.motion import static_picture
 from verifier.gate.policy import MOVE_CLOSER, NO_FACE, Findings, GateDecision, GatePolicy, Verdict
+from verifier.gate.display import DisplayPatternDetector
 from verifier.gate.replay import ReplayDetector
 from verifier.imaging import ImageUse
 from verifier.matching import Decision
@@ -63,6 +64,9 @@ class ScreenOutcome:
     quality: QualityReport | None = None
     replay_score: float | None = None
     replay_threshold: float = 0.0
+    # The display-grid check of the traveller's live crop (None: no crop to check).
+    display_pattern_score: float | None = None
+    display_pattern_threshold: float = 0.0
     # The PAD model's live probability for the traveller (None: PAD is off).
     pad_score: float | None = None
     pad_threshold: float | None = None
@@ -105,6 +109,7 @@ class GateService:
         self.watchlist = watchlist
         self.policy = GatePolicy(settings.gate)
         self.replay = ReplayDetector(self.gate.replay_threshold, self.gate.replay_iterations, self.gate.replay_epsilon)
+        self.display = DisplayPatternDetector(self.gate.display_pattern_threshold)
         self.quality = QualityAssessor.from_settings(settings, self.engine.embedder.utility_members)
         check_utility_calibration(self.quality.calibration, quality_path(settings), len(PERCENTILES))
         # Passive PAD runs only where it decides: a score nobody acts on is not worth its cost per traveller.
@@ -188,6 +193,7 @@ class GateService:
         replay_score = None
         if ref.face is not None and ref.face.aligned is not None and traveller.aligned is not None:
             replay_score = self.replay.score(traveller.aligned, ref.face.aligned)
+        display_score = None if traveller.aligned is None else self.display.score(traveller.aligned)
         clock.lap("replay")
         pad_score = self._pad(traveller)
         clock.lap("pad")
@@ -197,13 +203,14 @@ class GateService:
             attempt=attempt, face_found=True, quality_codes=quality.codes, match=match.match,
             watchlist_searched=searched, watchlist_hits=len(hits), replay_checked=replay_score is not None,
             document_photo=replay_score is not None and self.replay.is_replay(replay_score),
+            display_pattern=display_score is not None and self.display.is_display(display_score),
             static_picture=bool(static), multiple_people=bool(crowd),
             pad_attack=pad_score is not None and self.gate.pad_threshold is not None
             and pad_score < self.gate.pad_threshold,
         )
         return self._outcome(findings, clock, match=match, hits=hits, searched=searched, threshold=threshold,
-                             quality=quality, replay_score=replay_score, faces=tuple(frame.faces), index=index,
-                             pad_score=pad_score)
+                             quality=quality, replay_score=replay_score, display_score=display_score,
+                             faces=tuple(frame.faces), index=index, pad_score=pad_score)
 
     def _pad(self, traveller: FaceResult) -> float | None:
         """The PAD model's live probability for the traveller; None where PAD is off."""
@@ -240,11 +247,12 @@ class GateService:
     def _outcome(self, findings: Findings, clock: _Clock, *, match: Decision | None = None, hits: tuple[Hit, ...] = (),
                  searched: bool = False, threshold: IdentificationThreshold | None = None,
                  quality: QualityReport | None = None, replay_score: float | None = None,
+                 display_score: float | None = None,
                  faces: tuple[FaceResult, ...] = (), index: int = 0, pad_score: float | None = None) -> ScreenOutcome:
         return ScreenOutcome(
             self.policy.decide(findings), match, hits, searched, threshold, quality, replay_score,
-            self.gate.replay_threshold, pad_score, self.gate.pad_threshold, faces, index, dict(clock.ms),
-            self.model_id, self.settings.models.pack,
+            self.gate.replay_threshold, display_score, self.gate.display_pattern_threshold, pad_score,
+            self.gate.pad_threshold, faces, index, dict(clock.ms), self.model_id, self.settings.models.pack,
         )
 
 

@@ -105,11 +105,15 @@ def gate_summary(response: Any) -> dict[str, Any]:
     """A gate decision (a ScreenResponse) as an audit record's fields. Scores
     are (1:1 score, replay score, unified quality, each hit's score); the
     threshold and rate are the 1:1 ones, the replay and watch-list thresholds
-    are named in the decision text, with the PAD score where one was measured."""
+    are named in the decision text, with the display-grid and PAD scores
+    where they were measured."""
     hits = tuple(f"{hit.watchlist}/{hit.subject_id}" for hit in response.hits)
     decision = (f"{gate_pb2.GateDecision.Name(response.decision)}; replay_threshold={response.replay_threshold:.4f}; "
                 f"watchlist_threshold={response.watchlist_threshold:.4f}; watchlist_searched="
                 f"{response.watchlist_searched}; pack={response.model_pack}")
+    if response.display_pattern_checked:
+        decision += (f"; display_pattern_score={response.display_pattern_score:.4f}; "
+                     f"display_pattern_threshold={response.display_pattern_threshold:.4f}")
     if response.pad_checked:
         decision += f"; pad_score={response.pad_score:.4f}; pad_threshold={response.pad_threshold:.4f}"
     return {"decision": decision, "reason": ",".join(response.reasons),

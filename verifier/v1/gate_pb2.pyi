@@ -78,7 +78,7 @@ class WatchlistHit(_message.Message):
     def __init__(self, watchlist: _Optional[str] = ..., subject_id: _Optional[str] = ..., reason: _Optional[str] = ..., source_agency: _Optional[str] = ..., external_reference: _Optional[str] = ..., score: _Optional[float] = ..., face_index: _Optional[int] = ...) -> None: ...
 
 class ScreenResponse(_message.Message):
-    __slots__ = ("decision", "reasons", "score", "match", "threshold", "false_match_rate", "threshold_source", "hits", "watchlist_searched", "watchlist_threshold", "false_positive_identification_rate", "quality", "replay_checked", "replay_score", "replay_threshold", "faces", "frame_index", "timings", "model_id", "model_pack", "gate_id", "transaction_id", "repeated_answer", "pad_checked", "pad_score", "pad_threshold")
+    __slots__ = ("decision", "reasons", "score", "match", "threshold", "false_match_rate", "threshold_source", "hits", "watchlist_searched", "watchlist_threshold", "false_positive_identification_rate", "quality", "replay_checked", "replay_score", "replay_threshold", "faces", "frame_index", "timings", "model_id", "model_pack", "gate_id", "transaction_id", "repeated_answer", "pad_checked", "pad_score", "pad_threshold", "display_pattern_checked", "display_pattern_score", "display_pattern_threshold")
     DECISION_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -105,6 +105,9 @@ class ScreenResponse(_message.Message):
     PAD_CHECKED_FIELD_NUMBER: _ClassVar[int]
     PAD_SCORE_FIELD_NUMBER: _ClassVar[int]
     PAD_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_PATTERN_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_PATTERN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_PATTERN_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     decision: GateDecision
     reasons: _containers.RepeatedScalarFieldContainer[str]
     score: float
@@ -131,7 +134,10 @@ class ScreenResponse(_message.Message):
     pad_checked: bool
     pad_score: float
     pad_threshold: float
-    def __init__(self, decision: _Optional[_Union[GateDecision, str]] = ..., reasons: _Optional[_Iterable[str]] = ..., score: _Optional[float] = ..., match: _Optional[bool] = ..., threshold: _Optional[float] = ..., false_match_rate: _Optional[float] = ..., threshold_source: _Optional[str] = ..., hits: _Optional[_Iterable[_Union[WatchlistHit, _Mapping]]] = ..., watchlist_searched: _Optional[bool] = ..., watchlist_threshold: _Optional[float] = ..., false_positive_identification_rate: _Optional[float] = ..., quality: _Optional[_Union[QualityReport, _Mapping]] = ..., replay_checked: _Optional[bool] = ..., replay_score: _Optional[float] = ..., replay_threshold: _Optional[float] = ..., faces: _Optional[_Iterable[_Union[_verifier_pb2.Face, _Mapping]]] = ..., frame_index: _Optional[int] = ..., timings: _Optional[_Iterable[_Union[_verifier_pb2.StageTiming, _Mapping]]] = ..., model_id: _Optional[str] = ..., model_pack: _Optional[str] = ..., gate_id: _Optional[str] = ..., transaction_id: _Optional[str] = ..., repeated_answer: _Optional[bool] = ..., pad_checked: _Optional[bool] = ..., pad_score: _Optional[float] = ..., pad_threshold: _Optional[float] = ...) -> None: ...
+    display_pattern_checked: bool
+    display_pattern_score: float
+    display_pattern_threshold: float
+    def __init__(self, decision: _Optional[_Union[GateDecision, str]] = ..., reasons: _Optional[_Iterable[str]] = ..., score: _Optional[float] = ..., match: _Optional[bool] = ..., threshold: _Optional[float] = ..., false_match_rate: _Optional[float] = ..., threshold_source: _Optional[str] = ..., hits: _Optional[_Iterable[_Union[WatchlistHit, _Mapping]]] = ..., watchlist_searched: _Optional[bool] = ..., watchlist_threshold: _Optional[float] = ..., false_positive_identification_rate: _Optional[float] = ..., quality: _Optional[_Union[QualityReport, _Mapping]] = ..., replay_checked: _Optional[bool] = ..., replay_score: _Optional[float] = ..., replay_threshold: _Optional[float] = ..., faces: _Optional[_Iterable[_Union[_verifier_pb2.Face, _Mapping]]] = ..., frame_index: _Optional[int] = ..., timings: _Optional[_Iterable[_Union[_verifier_pb2.StageTiming, _Mapping]]] = ..., model_id: _Optional[str] = ..., model_pack: _Optional[str] = ..., gate_id: _Optional[str] = ..., transaction_id: _Optional[str] = ..., repeated_answer: _Optional[bool] = ..., pad_checked: _Optional[bool] = ..., pad_score: _Optional[float] = ..., pad_threshold: _Optional[float] = ..., display_pattern_checked: _Optional[bool] = ..., display_pattern_score: _Optional[float] = ..., display_pattern_threshold: _Optional[float] = ...) -> None: ...
 
 class ScreenStart(_message.Message):
     __slots__ = ("reference", "gate_id", "transaction_id")
