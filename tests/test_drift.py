@@ -9,10 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import loopback_server
+from verifier import drift
 from verifier.bounds import comparisons_to_detect
 from verifier.cli import build_parser
 from verifier.config import Settings
 from verifier.drift import BINS, IDENTIFICATION, VERIFICATION, DriftMonitor
+from verifier.pipeline import FaceEngine
 
 THRESHOLD = 0.37
 TARGET = 1e-3
@@ -85,3 +88,14 @@ def test_saving_never_fails_the_outcome_it_comes_with(tmp_path: Path) -> None:
     unwritable = DriftMonitor(path=blocked / "drift.json", save_every=1)
     unwritable.observe(VERIFICATION, 0.1, THRESHOLD, TARGET)
     assert unwritable.status()[0].observed == 1
+
+
+def test_a_server_that_stops_saves_every_count(settings: Settings, engine: FaceEngine, tmp_path: Path) -> None:
+    """The periodic save may be up to ``save_every`` outcomes behind; a graceful stop writes the rest."""
+    with loopback_server(settings, engine, tmp_path, watchlist=False):
+        drift.MONITOR.observe(VERIFICATION, 0.1, THRESHOLD, TARGET)
+        counted = drift.MONITOR.snapshot()["streams"]
+    assert settings.matching.drift_path is not None
+    saved = json.loads((tmp_path / settings.matching.drift_path).read_text())["streams"]
+    assert saved[VERIFICATION]["observed"] == counted[VERIFICATION]["observed"] >= 1
+    assert saved[VERIFICATION]["histogram"] == counted[VERIFICATION]["histogram"]

@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+from verifier import drift
 from verifier.calibration import serving_threshold
 from verifier.config import Settings
 from verifier.gate.service import GateService
@@ -98,10 +99,12 @@ class RunningServer:
 
     def stop(self, grace: float) -> None:
         """Refuse new calls, let in-flight ones finish within ``grace`` seconds,
-        then save the watch-list index and close its store."""
+        then save the drift counts (the last save may be up to
+        ``save_every`` outcomes behind) and the watch-list index, and close the stores."""
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
         self.stopping.set()
+        drift.MONITOR.save()
         if self.storage_probe is not None:
             self.storage_probe.join()
         if self.watchlist is not None:
