@@ -15,7 +15,10 @@ saved at the store's current change, else rebuilt. Writes commit to the store
 first, then change the index under the same lock.
 
 Failing closed: while the index is not loaded, registration and anything that
-searches is refused (INDEX_NOT_READY), never answered "no duplicate".
+searches is refused (INDEX_NOT_READY), never answered "no duplicate"; an
+index that fails while serving (Milvus down, slow or drifted from the store)
+is taken out of service with INDEX_UNAVAILABLE until it is loaded again and
+agrees with the store (:mod:`verifier.registry.indexing`).
 """
 
 from __future__ import annotations
@@ -42,11 +45,12 @@ from verifier.gate.service import GateService
 from verifier.imaging import ImageUse
 from verifier.matching import Decision
 from verifier.pipeline import FaceResult, Selection
+from verifier.registry.indexing import IndexedRegistry
 from verifier.registry.store import CHIP, LIVE, RegistryStore, Traveller, not_found
 from verifier.security.audit import CHANGE, AuditLog, Entry, recorded_change
 from verifier.templates import Template
 from verifier.validation import identifier, text
-from verifier.vectors.base import IndexTag, VectorIndex
+from verifier.vectors.base import VectorIndex
 from verifier.vectors.faiss_index import FaissIndex
 from verifier.watchlist.index import TEMPLATE_BITS, template_ids
 from verifier.watchlist.availability import Availability
@@ -123,24 +127,6 @@ def _rows(keys: np.ndarray) -> np.ndarray:
     return np.asarray(keys, dtype=np.int64) >> TEMPLATE_BITS
 
 
-def build_index(settings: Settings, dimension: int, source: RegistryStore | None, model_id: str) -> VectorIndex:
-    """The configured index, empty (its owner fills it from the store)."""
-    config = settings.registry
-    if config.index == "milvus":
-        from verifier.vectors.milvus_index import MilvusIndex
-
-        token = config.milvus_token_file.read_text().strip() if config.milvus_token_file else ""
-        uri = config.milvus_address(settings.data_dir)
-        if "://" not in uri:
-            private_directory(Path(uri).parent)
-        return MilvusIndex(uri, config.milvus_collection, dimension, token=token)
-    return FaissIndex(
-        dimension, approximate=config.index == "faiss_ivf", nprobe=config.ivf_nprobe,
-        min_train=config.ivf_min_train, retrain_growth=config.ivf_retrain_growth,
-        source=(lambda: source.vectors(model_id, dimension)) if source is not None else None,
-    )
-
-
 def _store_faults(method: Callable) -> Callable:
     """A use case whose store fault (the store gone, the disk failing) takes the
     store's services out of service and is answered with its reason, as the
@@ -154,7 +140,7 @@ def _store_faults(method: Callable) -> Callable:
     return guarded
 
 
-class RegistryService:
+class RegistryService(IndexedRegistry):
     def __init__(self, settings: Settings, gate: GateService, watchlists: WatchlistService,
                  audit: AuditLog | None = None) -> None:
         self.settings = settings
@@ -173,6 +159,11 @@ class RegistryService:
         # Set when the store went missing: the store that comes back may be an
         # older copy, so the index is built again from it (see supervise).
         self._stale = False
+        # Why the index was taken out of service while serving (Milvus failed,
+        # timed out or drifted); None while serving or before the first load.
+        self._fault: VerifierError | None = None
+        # Health's update, called when the registry goes in or out of service (set by supervise).
+        self._health: Callable[[], None] = lambda: None
         watchlists.on_applied(self._follow)
         watchlists.on_availability(self._store_availability)
 
@@ -188,9 +179,6 @@ class RegistryService:
     def dimension(self) -> int:
         return self.gate.engine.embedder.dimension
 
-    @property
-    def ready(self) -> bool:
-        return self._index is not None and self._registry is not None and not self._stale
 
     @property
     def store(self) -> RegistryStore:
@@ -198,50 +186,6 @@ class RegistryService:
         if self._registry is None or self._registry.store is not found:
             self._registry = RegistryStore(found)
         return self._registry
-
-    def _ready_index(self) -> VectorIndex:
-        if self._index is None or self._stale:
-            raise VerifierError(Reason.INDEX_NOT_READY, "the registry index is loading; try again shortly")
-        return self._index
-
-    def _tag(self) -> IndexTag:
-        store = self.store.store
-        return IndexTag(store.store_id, store.change_seq(), self.model_id, self.dimension)
-
-    def load(self) -> str:
-        """Load the index from its snapshot when it matches the store, else rebuild it; returns which."""
-        with self._writes:
-            registry = self.store
-            index = build_index(self.settings, self.dimension, registry, self.model_id)
-            source = "store"
-            if isinstance(index, FaissIndex) and self.snapshot is not None and index.load(self.snapshot, self._tag()):
-                source = "snapshot"
-            else:
-                expected = sum(len(keys) for keys, _ in registry.vectors(self.model_id, self.dimension))
-                if index.size() != expected or (expected and not isinstance(index, FaissIndex)
-                                                and not np.array_equal(index.ids(), self._store_ids())):
-                    if index.size():
-                        index.clear()  # type: ignore[attr-defined]  # Milvus: derived, rebuilt from the store
-                    self._fill(index, registry)
-                else:
-                    source = "milvus" if not isinstance(index, FaissIndex) else source
-            self._index = index
-        log.info("registry index (%s) ready from %s: %d templates", self.config.index, source, index.size())
-        return source
-
-    def _store_ids(self) -> np.ndarray:
-        return np.sort(np.concatenate([keys for keys, _ in self.store.vectors(self.model_id, self.dimension)]
-                                      or [np.zeros(0, dtype=np.int64)]))
-
-    def _fill(self, index: VectorIndex, registry: RegistryStore) -> None:
-        if isinstance(index, FaissIndex) and index.approximate:
-            index.rebuild()
-            return
-        for keys, vectors in registry.vectors(self.model_id, self.dimension):
-            index.add(keys, vectors)
-        flush = getattr(index, "flush", None)
-        if flush is not None:
-            flush()
 
     def close(self) -> None:
         """Write the gathered last-used times, save the FAISS index's snapshot
@@ -297,7 +241,8 @@ class RegistryService:
         index = self._ready_index()
         best: tuple[float, int] | None = None
         for template in templates:
-            scores, keys = index.search(template.vector, self.config.search_depth)
+            with self._index_faults(index):
+                scores, keys = index.search(template.vector, self.config.search_depth)
             for score, row in zip(scores.tolist(), _rows(keys).tolist()):
                 if row != own_row and (best is None or score > best[0]):
                     best = (score, row)
@@ -321,7 +266,7 @@ class RegistryService:
         templates = [chip_face.template, live_face.template]
         analysed = time.perf_counter()
         deadlines.check("search")
-        with self._writes:
+        with self._writing():
             other, nearest = self._duplicates(templates, None)
             if other is not None:
                 raise VerifierError(
@@ -341,10 +286,13 @@ class RegistryService:
         served = [(position, t.vector) for position, t in enumerate(templates) if t.model_id == self.model_id]
         if served:
             keys = template_ids(np.full(len(served), row), np.array([p for p, _ in served]))
-            index.add(keys, np.stack([v for _, v in served]))
+            with self._index_faults(index):
+                index.add(keys, np.stack([v for _, v in served]))
 
     def _unindex(self, row: int, count: int) -> None:
-        self._ready_index().remove(template_ids(np.full(count, row), np.arange(count)))
+        index = self._ready_index()
+        with self._index_faults(index):
+            index.remove(template_ids(np.full(count, row), np.arange(count)))
 
     @_store_faults
     def verify(self, traveller_id: str, live: bytes) -> TravellerCheck:
@@ -391,7 +339,7 @@ class RegistryService:
                                     "templates: an update cannot change whose record this is",
                                     causes="NO_MATCH_ENROLLED", score=f"{best:.4f}")
         templates = [chip_face.template, live_face.template]
-        with self._writes:
+        with self._writing():
             other, nearest = self._duplicates(templates, before.row)
             if other is not None:
                 raise VerifierError(Reason.DUPLICATE_IDENTITY,
@@ -413,7 +361,7 @@ class RegistryService:
             erased = self.store.erase(traveller_id)
             with self._uses_lock:
                 self._uses.pop(erased.row, None)
-            if self._index is not None:
+            if self._index is not None:  # else the next load finds the collection ahead of the store
                 self._unindex(erased.row, len(erased.templates))
             self._drop_snapshot()
             seq = self.store.store.last_seq
@@ -432,7 +380,11 @@ class RegistryService:
         return self.store.traveller(traveller_id)
 
     def stats(self) -> Stats:
-        size = self._index.size() if self._index is not None else 0
+        index = self._index
+        size = 0
+        if index is not None:
+            with self._index_faults(index):
+                size = index.size()
         return Stats(self.store.count(), size, self.config.index, self.ready)
 
     def sweep(self, now: float | None = None) -> list[str]:
@@ -480,13 +432,20 @@ class RegistryService:
     def supervise(self, stop: threading.Event, on_ready: Callable[[], None] = lambda: None) -> None:
         """Load the index once the store serves (then call ``on_ready``: health
         reports the registry serving), then sweep every retention_sweep_seconds."""
+        self._health = on_ready
         next_sweep = time.monotonic() + self.config.retention_sweep_seconds
         next_flush = time.monotonic() + self.config.last_used_flush_seconds
+        next_check = time.monotonic() + self.config.milvus_check_seconds
+        next_retry = time.monotonic()
         while not stop.wait(0.2):
             if self._index is None or self._stale:
-                if self.watchlists.availability.serving:
-                    self._reload(on_ready)
+                if self.watchlists.availability.serving and time.monotonic() >= next_retry:
+                    next_retry = time.monotonic() + self.config.milvus_retry_seconds
+                    self._reload()
                 continue
+            if self.config.index == "milvus" and time.monotonic() >= next_check:
+                next_check = time.monotonic() + self.config.milvus_check_seconds
+                self.check_collection()
             if self.watchlists.read_only_for is not None or time.monotonic() < next_flush:
                 continue  # a replica erases what its primary erases, and writes nothing of its own
             next_flush = time.monotonic() + self.config.last_used_flush_seconds
@@ -501,21 +460,6 @@ class RegistryService:
                 except Exception:  # noqa: BLE001 - the next round tries again
                     log.exception("registry retention sweep failed")
 
-    def _reload(self, on_ready: Callable[[], None]) -> None:
-        """(Re)load the index from the store now serving; retried by the supervisor on failure."""
-        try:
-            if self._stale:
-                self._stale = False
-                with self._writes:
-                    stale, self._index = self._index, None
-                if stale is not None:
-                    log.warning("the store went missing: the registry index is built again from the store now served")
-                    stale.close()
-                on_ready()
-            self.load()
-            on_ready()
-        except Exception:  # noqa: BLE001 - retried; the registry stays refused meanwhile
-            log.exception("registry index not loaded; retrying")
 
     def _follow(self, applied: Applied) -> None:
         """A replica's index follows the registry changes applied from the feed."""
@@ -524,7 +468,8 @@ class RegistryService:
         for row, templates in applied.travellers:
             stale = self._index_keys_of(row)
             if len(stale):
-                self._index.remove(stale)
+                with self._index_faults(self._index):
+                    self._index.remove(stale)
             if templates is not None:
                 self._index_templates(row, templates)
 
