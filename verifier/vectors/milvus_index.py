@@ -29,7 +29,9 @@ server at 100k: README, registry, "Consistency"):
   see rows this process did not write (another writer, a restored backup):
   they wait for the server's newest timestamp.
 
-Every call is bounded by ``timeout_s`` (bulk work: ``bulk_timeout_s``); any
+Every call is bounded: searches and writes by ``timeout_s``, the Strong reads
+(which wait for the server's next time tick) by ``check_timeout_s``, bulk work
+by ``bulk_timeout_s``; any
 failure, a timeout included, is raised as :class:`VerifierError`
 ``INDEX_UNAVAILABLE``, never answered as "nothing found".
 
@@ -74,7 +76,7 @@ class MilvusIndex:
     def __init__(self, uri: str, collection: str, dimension: int, index_type: IndexType = "FLAT",
                  token: str = "", search_params: dict[str, int] | None = None,
                  index_params: dict[str, int] | None = None, timeout_s: float = 10.0,
-                 bulk_timeout_s: float = 600.0) -> None:
+                 check_timeout_s: float = 10.0, bulk_timeout_s: float = 600.0) -> None:
         from pymilvus import DataType, MilvusClient
 
         if index_type not in ("FLAT", "IVF_FLAT", "HNSW"):
@@ -86,6 +88,7 @@ class MilvusIndex:
         self.index_params = dict(index_params or {})
         self.search_params = {"metric_type": "IP", "params": dict(search_params or {})}
         self.timeout_s = timeout_s
+        self.check_timeout_s = check_timeout_s
         self.bulk_timeout_s = bulk_timeout_s
         self._types = DataType
         self._lock = threading.Lock()
@@ -170,7 +173,7 @@ class MilvusIndex:
     def size(self) -> int:
         result = self._call("count", lambda: self._client.query(
             self.collection, filter="", output_fields=["count(*)"], consistency_level=CHECK,
-            timeout=self.timeout_s))
+            timeout=self.check_timeout_s))
         return int(result[0]["count(*)"])
 
     def ids(self) -> np.ndarray:
@@ -178,7 +181,7 @@ class MilvusIndex:
             found: list[int] = []
             iterator = self._client.query_iterator(self.collection, batch_size=10_000, filter="",
                                                    output_fields=[_ID], consistency_level=CHECK,
-                                                   timeout=self.bulk_timeout_s)
+                                                   timeout=self.check_timeout_s)  # each batch's call
             while True:
                 batch = iterator.next()
                 if not batch:
