@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -81,3 +82,13 @@ def provenance() -> dict[str, Any]:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def append_line(row: dict[str, Any], out: Path | None) -> None:
+    """Log one result as a JSON line and append it to ``out``: several runs, one
+    file, each result a line (what the plots read)."""
+    line = json.dumps(row)
+    logging.getLogger("benchmarks").info("%s", line)
+    if out is not None:
+        with out.open("a") as handle:
+            handle.write(line + "\n")
