@@ -61,6 +61,7 @@ class Reason(str, Enum):
     BUNDLE_REFUSED = "BUNDLE_REFUSED"
     REPLICA_UNCONFIRMED = "REPLICA_UNCONFIRMED"
     DUPLICATE_IDENTITY = "DUPLICATE_IDENTITY"
+    DUPLICATE_SUSPECTED = "DUPLICATE_SUSPECTED"
     REGISTRATION_REFUSED = "REGISTRATION_REFUSED"
 
 
@@ -110,6 +111,10 @@ _KIND_OF: dict[Reason, Kind] = {
     # Registry: the face (or document) is registered under another traveller
     # id, which the detail ``other_traveller_id`` names for the officer.
     Reason.DUPLICATE_IDENTITY: Kind.ALREADY_EXISTS,
+    # Registry: the faces resemble a registered traveller (named in
+    # ``other_traveller_id``) more than strangers do at the registry's size,
+    # short of certain: nothing is stored; an officer compares them and decides.
+    Reason.DUPLICATE_SUSPECTED: Kind.PRECONDITION,
     # Registry: the captures failed a gate check (the detail ``causes``: quality
     # codes, NO_MATCH, LIVE_IS_DOCUMENT_PHOTO, ...); the kiosk may capture again.
     Reason.REGISTRATION_REFUSED: Kind.PRECONDITION,
