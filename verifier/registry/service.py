@@ -5,9 +5,11 @@ Registration runs the gate's own checks (:class:`verifier.gate.service.GateServi
 components: its quality assessor on both images, its matcher at the 1:1
 threshold, its document-photo replay detector, so a replayed chip photo cannot
 register anyone), then searches both faces against every registered traveller
-and stores the traveller only when neither scores at or above the duplicate
-threshold under another id. The search and the insert run under one lock, so
-two registrations of one face racing each other cannot both pass.
+and stores the traveller only when the duplicate decision, calibrated at the
+registry's current size (:mod:`verifier.registry.duplicates`), finds no other
+traveller: a certain duplicate is refused (DUPLICATE_IDENTITY), a suspected
+one is sent to an officer (DUPLICATE_SUSPECTED). The search and the insert run
+under one lock, so two registrations of one face racing each other cannot both pass.
 
 The store is the source of truth: the index (FAISS exact or IVF, or Milvus:
 :mod:`verifier.vectors`) is derived, loaded from a snapshot only when it was
@@ -45,6 +47,7 @@ from verifier.gate.service import GateService
 from verifier.imaging import ImageUse
 from verifier.matching import Decision
 from verifier.pipeline import FaceResult, Selection
+from verifier.registry.duplicates import DuplicatePolicy, Finding, fuse, refusal
 from verifier.registry.indexing import IndexedRegistry
 from verifier.registry.store import CHIP, LIVE, RegistryStore, Traveller, not_found
 from verifier.security.audit import CHANGE, AuditLog, Entry, recorded_change
@@ -148,6 +151,7 @@ class RegistryService(IndexedRegistry):
         self.gate = gate
         self.watchlists = watchlists
         self.audit = audit
+        self.duplicate_policy = DuplicatePolicy(self.config)
         self.key = read_key(self.config.key_file(settings.data_dir))
         self.snapshot = self.config.snapshot_file(settings.data_dir) if self.config.index != "milvus" else None
         self._registry: RegistryStore | None = None
@@ -235,21 +239,29 @@ class RegistryService(IndexedRegistry):
                                 + ", ".join(causes), causes=",".join(causes), score=f"{match.score:.4f}")
         return chip_face, live_face, match, live_quality.unified, replay
 
-    def _duplicates(self, templates: list[Template], own_row: int | None) -> tuple[Traveller | None, float | None]:
-        """The registered traveller (other than ``own_row``) a face scores at or
-        above the duplicate threshold with, and the best score seen."""
+    def _duplicates(self, templates: list[Template], own_row: int | None, document: str | None) -> Finding:
+        """The duplicate decision over the registered travellers (other than
+        ``own_row``) nearest either new face, at the index's current size; a
+        candidate holding ``document`` (its hash) adds that evidence. Refused
+        with the traveller it names when the decision finds one; an index entry
+        the store does not hold is still refused, never passed."""
         index = self._ready_index()
-        best: tuple[float, int] | None = None
+        results = []
         for template in templates:
             with self._index_faults(index):
                 scores, keys = index.search(template.vector, self.config.search_depth)
-            for score, row in zip(scores.tolist(), _rows(keys).tolist()):
-                if row != own_row and (best is None or score > best[0]):
-                    best = (score, row)
-        if best is None or best[0] < self.config.duplicate_threshold:
-            return None, best[0] if best else None
-        other = self.store.by_rows([best[1]]).get(best[1])
-        return other, best[0]
+            results.append((scores, _rows(keys)))
+        with self._index_faults(index):
+            size = index.size()
+        candidates = fuse(results, exclude=own_row)
+        travellers = self.store.by_rows([candidate.row for candidate in candidates])
+        same = frozenset(row for row, other in travellers.items() if document and other.document_hash == document)
+        finding = self.duplicate_policy.decide(candidates, size, same)
+        other = travellers.get(finding.candidate.row) if finding.candidate is not None else None
+        refused = refusal(finding, other.traveller_id if other is not None else "")
+        if refused is not None:
+            raise refused
+        return finding
 
     # --- use cases ------------------------------------------------------------------------------------------
 
@@ -267,12 +279,7 @@ class RegistryService(IndexedRegistry):
         analysed = time.perf_counter()
         deadlines.check("search")
         with self._writing():
-            other, nearest = self._duplicates(templates, None)
-            if other is not None:
-                raise VerifierError(
-                    Reason.DUPLICATE_IDENTITY,
-                    f"this face is registered under traveller {other.traveller_id!r}: refer to an officer",
-                    other_traveller_id=other.traveller_id, score=f"{nearest:.4f}", found_by="face")
+            nearest = self._duplicates(templates, None, hashed).nearest
             row = self.store.register(traveller_id, hashed, consent_at or time.time(), consent_gate,
                                       consent_text_version, templates)
             self._index_templates(row, templates)
@@ -340,11 +347,7 @@ class RegistryService(IndexedRegistry):
                                     causes="NO_MATCH_ENROLLED", score=f"{best:.4f}")
         templates = [chip_face.template, live_face.template]
         with self._writing():
-            other, nearest = self._duplicates(templates, before.row)
-            if other is not None:
-                raise VerifierError(Reason.DUPLICATE_IDENTITY,
-                                    f"this face is registered under traveller {other.traveller_id!r}",
-                                    other_traveller_id=other.traveller_id, score=f"{nearest:.4f}", found_by="face")
+            nearest = self._duplicates(templates, before.row, hashed).nearest
             self.store.update(traveller_id, templates, hashed)
             self._unindex(before.row, len(before.templates))
             self._index_templates(before.row, templates)
