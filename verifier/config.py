@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from verifier.edge_config import AdmissionSettings, AuditSettings, SecuritySettings, ServerSettings
@@ -458,10 +458,7 @@ class BundleSettings(BaseModel):
 
 
 class ScoreTail(BaseModel):
-    """The upper tail of non-mated duplicate-search scores, modelled as
-    exponential above ``anchor``: P(S >= t) = exceedance * exp(-(t - anchor) / scale).
-    Fitted by ``python -m benchmarks.duplicates --fit`` (verifier.registry.duplicates.fit_tail);
-    belongs to one model: refit when the model changes, or on a site's own scores."""
+    """Non-mated scores' tail: P(S >= t) = exceedance * exp(-(t - anchor) / scale) above anchor."""
 
     anchor: float = Field(ge=-1.0, le=1.0, allow_inf_nan=False)
     exceedance: float = Field(gt=0.0, le=1.0)
@@ -487,23 +484,16 @@ class RegistrySettings(BaseModel):
     index: Literal["faiss_exact", "faiss_ivf", "milvus"] = "faiss_ivf"
     # The FAISS index saved at shutdown (relative to data_dir); None: rebuilt at start.
     snapshot_path: Path | None = Path("registry") / "index.snapshot"
-    # The single-face rule the registry used before its calibrated decision
-    # (any face at or above it: a duplicate); the registry benchmarks compare
-    # against it (agreement of approximate search, before/after figures).
+    # The single-face rule before the calibrated decision (benchmarks compare with it).
     duplicate_threshold: float = Field(default=0.60, ge=-1.0, le=1.0, allow_inf_nan=False)
-    # The calibrated duplicate decision (verifier.registry.duplicates): targets
-    # per registration of a newcomer (a stranger to every registered
-    # traveller), from which the thresholds follow at the registry's size.
-    # Refused as a certain DUPLICATE_IDENTITY by mistake: rare enough that an
-    # automatic refusal is fair.
+    # The duplicate decision (verifier.registry.duplicates): targets per newcomer's
+    # registration, whence the thresholds at the registry's size. Refused as a
+    # certain DUPLICATE_IDENTITY by mistake; sent to an officer (DUPLICATE_SUSPECTED;
+    # at least as often: the officers' load, traded against duplicates missed).
     duplicate_certain_rate: float = Field(default=1e-4, gt=0.0, lt=1.0)
-    # Sent to an officer (DUPLICATE_SUSPECTED): the officers' load, traded
-    # against duplicates missed; at least the certain rate.
     duplicate_refer_rate: float = Field(default=1e-2, gt=0.0, lt=1.0)
-    # Non-mated tails of the lower (both faces) and higher (either face) of a
-    # registration's two face scores against one traveller, fitted on LFW dev
-    # for the served model (README: registry duplicates). The exponential
-    # over-predicts LFW's measured tail beyond its anchor, so the thresholds err high.
+    # Tails of the lower (both) and higher (either) face's non-mated score against
+    # one traveller: `python -m benchmarks.duplicates --fit` on LFW dev, this model.
     duplicate_tail_both: ScoreTail = ScoreTail(anchor=0.3464, exceedance=0.001, scale=0.0230)
     duplicate_tail_either: ScoreTail = ScoreTail(anchor=0.4005, exceedance=0.001, scale=0.0228)
     # Templates the duplicate search asks the index for (then scored exactly).
@@ -557,14 +547,6 @@ class RegistrySettings(BaseModel):
     # and one feed change per verification. A crash loses at most this much
     # of them: a record's retention then counts from a slightly earlier use.
     last_used_flush_seconds: float = Field(default=30.0, gt=0)
-
-    @model_validator(mode="after")
-    def _refer_before_refusing(self) -> "RegistrySettings":
-        """Officers see at least what is refused outright: a referral threshold above
-        the certain one would pass evidence between them unreviewed."""
-        if self.duplicate_refer_rate < self.duplicate_certain_rate:
-            raise ValueError("registry.duplicate_refer_rate is below registry.duplicate_certain_rate")
-        return self
 
     def key_file(self, data_dir: Path) -> Path:
         return data_dir / self.document_key_path

@@ -25,7 +25,8 @@ The evidence, per registered traveller near either new face (a candidate):
 The thresholds come from the upper tail of the non-mated ``both`` and
 ``either`` scores, modelled as exponential above an anchor
 (:class:`ScoreTail`, fitted by :func:`fit_tail` from measured scores: LFW dev
-by ``python -m benchmarks.duplicates``, or a site's own nearest-other scores).
+by ``python -m benchmarks.duplicates --fit`` for the served model, refitted
+when the model changes, or a site's own nearest-other scores).
 With per-candidate tail probability p(t), the chance that the best of N
 strangers reaches t is 1 - (1 - p(t))^N; the threshold for a target rate r per
 registration solves that for t. Assumptions, stated where they are used:
@@ -177,6 +178,10 @@ class DuplicatePolicy:
     """The decision at the registry's current size, from the registry's settings."""
 
     def __init__(self, settings: RegistrySettings) -> None:
+        """Refuses a referral rate below the certain rate: officers see at least
+        what is refused outright, or evidence between the two would pass unreviewed."""
+        if settings.duplicate_refer_rate < settings.duplicate_certain_rate:
+            raise ValueError("registry.duplicate_refer_rate is below registry.duplicate_certain_rate")
         self.settings = settings
 
     def thresholds(self, size: int) -> Thresholds:
