@@ -171,3 +171,10 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator["LocalMi
     the fault tests start their own)."""
     with local_milvus(tmp_path_factory.mktemp("milvus-server")) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator["LocalMilvus"]:
+    """A Milvus server of the requesting module's own: its tests may stop, freeze and restart it."""
+    with local_milvus(tmp_path_factory.mktemp("milvus-own")) as server:
+        yield server

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.conftest import local_milvus
 from tests.gate.test_cli import _wait_for_watchlists
 from tests.registry.test_registry_api import _refusal, _register, _settings
 from tests.registry.test_registry_api import stub  # noqa: F401 - the fixture, over this module's server
@@ -36,13 +35,6 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # Long enough for a restarted server (a few seconds here) and a reload from the store.
 RECOVERY_S = 90.0
-
-
-@pytest.fixture(scope="module")
-def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMilvus]:
-    """A server of this module's own: its tests stop, freeze and restart it."""
-    with local_milvus(tmp_path_factory.mktemp("milvus-faults")) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import pytest
 from verifier.vectors.milvus_server import LocalMilvus, _is_server
 
 DIMENSION = 32
-WRITERS, PER_WRITER, SEARCHERS = 4, 25, 4
+WRITERS, PER_WRITER, SEARCHERS = 4, 10, 4
 
 _STARTER = """
 import sys, time

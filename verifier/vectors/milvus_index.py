@@ -92,34 +92,55 @@ class MilvusIndex:
         self.bulk_timeout_s = bulk_timeout_s
         self._types = DataType
         self._lock = threading.Lock()
-        self._client = self._call("connect", lambda: MilvusClient(uri=uri, token=token, timeout=timeout_s)
-                                  if token else MilvusClient(uri=uri, timeout=timeout_s))
+        # A connection of its own (pymilvus shares one per address otherwise, and a
+        # shared one that gave up after a restart is handed to every new client).
+        credentials = {"token": token} if token else {}
+        self._connect = lambda: MilvusClient(uri=uri, timeout=timeout_s, dedicated=True, **credentials)
+        # Set by a failed call: the next call connects afresh and loads the collection
+        # again (pymilvus gives a connection up once the server was gone, and a
+        # restarted server serves a collection only once it is loaded again).
+        self._broken = False
+        self._client = self._call("connect", self._connect)
         self._ensure()
 
     def _call(self, what: str, action: Callable[[], _T]) -> _T:
         """``action``, its failure raised as INDEX_UNAVAILABLE (a fault, never an empty answer)."""
         try:
+            if self._broken:
+                self._reconnect()
             return action()
         except VerifierError:
             raise
         except Exception as error:  # noqa: BLE001 - pymilvus raises its own, grpc's and OSError
+            self._broken = True
             raise VerifierError(Reason.INDEX_UNAVAILABLE, f"Milvus {what} failed on collection "
                                 f"{self.collection!r}: {type(error).__name__}: {error}",
                                 collection=self.collection, operation=what) from error
 
-    def _ensure(self) -> None:
-        def ensure() -> None:
-            if not self._client.has_collection(self.collection, timeout=self.timeout_s):
-                schema = self._client.create_schema(auto_id=False, enable_dynamic_field=False)
-                schema.add_field(_ID, self._types.INT64, is_primary=True)
-                schema.add_field(_VECTOR, self._types.FLOAT_VECTOR, dim=self.dimension)
-                params = self._client.prepare_index_params()
-                params.add_index(_VECTOR, index_type=self.index_type, metric_type="IP", params=self.index_params)
-                self._client.create_collection(self.collection, schema=schema, index_params=params,
-                                               consistency_level=SEARCH, timeout=self.bulk_timeout_s)
-            self._client.load_collection(self.collection, timeout=self.bulk_timeout_s)
+    def _reconnect(self) -> None:
+        with self._lock:
+            if not self._broken:
+                return  # another thread reconnected meanwhile
+            stale, self._client = self._client, self._connect()
+            self._close(stale)
+            self._load()
+            self._broken = False
+            log.info("Milvus collection %r: connected again and loaded", self.collection)
 
-        self._call("load", ensure)
+    def _ensure(self) -> None:
+        self._call("load", self._load)
+
+    def _load(self) -> None:
+        """The collection, created (empty, with its index) unless it exists, and loaded for search."""
+        if not self._client.has_collection(self.collection, timeout=self.timeout_s):
+            schema = self._client.create_schema(auto_id=False, enable_dynamic_field=False)
+            schema.add_field(_ID, self._types.INT64, is_primary=True)
+            schema.add_field(_VECTOR, self._types.FLOAT_VECTOR, dim=self.dimension)
+            params = self._client.prepare_index_params()
+            params.add_index(_VECTOR, index_type=self.index_type, metric_type="IP", params=self.index_params)
+            self._client.create_collection(self.collection, schema=schema, index_params=params,
+                                           consistency_level=SEARCH, timeout=self.bulk_timeout_s)
+        self._client.load_collection(self.collection, timeout=self.bulk_timeout_s)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Insert, then read the ids back: returns only once every one is searchable."""
@@ -230,7 +251,11 @@ class MilvusIndex:
         self.search_params = {"metric_type": "IP", "params": dict(search_params)}
 
     def close(self) -> None:
+        self._close(self._client)
+
+    @staticmethod
+    def _close(client: object) -> None:
         try:
-            self._client.close()
+            client.close()  # type: ignore[attr-defined]
         except Exception as error:  # noqa: BLE001 - closing a connection to a server that is gone
             log.debug("Milvus connection closed with %s", error)

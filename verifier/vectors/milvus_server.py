@@ -46,9 +46,10 @@ log = logging.getLogger(__name__)
 
 # Where the unpacked binaries are kept between runs (per package version).
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "verifier" / "milvus-server"
-# How long start() waits for the server's health endpoint, and stop() for SIGTERM to end it.
+# How long start() waits for the server's health endpoint, and stop() for SIGTERM to end it (the
+# server is then killed: its data is only ever a test's or a benchmark's, and a kill is a fault it recovers from).
 START_TIMEOUT_S = 120.0
-STOP_GRACE_S = 5.0
+STOP_GRACE_S = 2.0
 _LAUNCHER = """#!{python} -IS
 # Written by verifier.vectors.milvus_server: the Milvus binary, killed by the
 # kernel when the process that started it dies.

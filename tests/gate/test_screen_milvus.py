@@ -1,0 +1,63 @@
+"""Screen with the watch-lists on a real Milvus standalone server (its own
+process): while Milvus is down the gate refers the traveller it would have
+accepted (WATCHLIST_UNAVAILABLE, never an ACCEPT without the search), and
+accepts again once Milvus is back."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.conftest import loopback_server
+from tests.gate.test_cli import _wait_for_watchlists
+from tests.gate.test_screen_api import _screen
+from verifier.config import Settings
+from verifier.pipeline import FaceEngine
+from verifier.v1 import gate_pb2 as pb
+from verifier.v1 import verifier_pb2 as vpb
+from verifier.v1 import watchlist_pb2 as wl
+from verifier.v1 import watchlist_pb2_grpc as wl_grpc
+from verifier.vectors.milvus_server import LocalMilvus
+
+# A restarted server takes some seconds (about 15 on this shared machine) to serve its collections again.
+RECOVERY_S = 90.0
+
+
+@pytest.fixture(scope="module")
+def channel(settings: Settings, engine: FaceEngine, milvus: LocalMilvus, photos: dict[str, Path],
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[grpc.Channel]:
+    """A gate whose watch-list 'wanted' (Biden) is a collection on the Milvus server."""
+    local = settings.model_copy(deep=True)
+    local.watchlist.index, local.watchlist.milvus_uri = "milvus", milvus.uri
+    with loopback_server(local, engine, tmp_path_factory.mktemp("gate-milvus"), watchlist=True) as address:
+        with grpc.insecure_channel(address) as opened:
+            _wait_for_watchlists(address)
+            wl_grpc.WatchlistStub(opened).CreateWatchlist(wl.CreateWatchlistRequest(name="wanted"), timeout=10)
+            wl_grpc.WatchlistStub(opened).EnrollSubject(wl.EnrollSubjectRequest(
+                subject=wl.Subject(watchlist="wanted", subject_id="jb-1", reason="test warrant", source_agency="T"),
+                samples=[vpb.FaceSample(image=vpb.Image(data=photos["biden.jpg"].read_bytes()))]), timeout=30)
+            yield opened
+
+
+def test_screen_refers_while_milvus_is_down_and_accepts_once_it_is_back(
+        channel: grpc.Channel, milvus: LocalMilvus, photos: dict[str, Path]) -> None:
+    live, chip = photos["obama2.jpg"].read_bytes(), photos["obama.jpg"].read_bytes()
+    answer = _screen(channel, [live], chip)
+    assert answer.decision == pb.ACCEPT and answer.watchlist_searched, answer.reasons
+    milvus.stop()
+    try:
+        answer = _screen(channel, [live], chip)
+        assert answer.decision == pb.REFER and "WATCHLIST_UNAVAILABLE" in answer.reasons
+        assert answer.match and not answer.watchlist_searched
+    finally:
+        milvus.start()
+    deadline = time.monotonic() + RECOVERY_S  # the restarted server loads its collections again
+    while (answer := _screen(channel, [live], chip)).decision != pb.ACCEPT:
+        assert list(answer.reasons) == ["WATCHLIST_UNAVAILABLE"], answer.reasons  # meanwhile: refer, as before
+        assert time.monotonic() < deadline, "the gate never searched the watch-lists again"
+        time.sleep(1.0)
+    assert answer.watchlist_searched and not answer.hits
