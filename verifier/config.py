@@ -523,9 +523,8 @@ class RegistrySettings(BaseModel):
     milvus_ivf_nlist: int = Field(default=1024, ge=1, le=65536)
     milvus_search_nprobe: int = Field(default=64, ge=1, le=65536)
     # A search, insert or delete slower than this is a fault: the registry goes
-    # out of service (INDEX_UNAVAILABLE) instead of holding the caller. At 1M on
-    # the shared 2-core machine the p99 of every index setting measured was at
-    # most 0.73 s, and a write's read-back waits one time tick (about 0.2 s).
+    # out of service (INDEX_UNAVAILABLE), not hold the caller. Measured at 1M: every
+    # p99 at most 0.73 s; a write's read-back waits one time tick (about 0.2 s).
     milvus_timeout_seconds: float = Field(default=2.0, gt=0)
     # The checks against the store (count and ids with Strong consistency,
     # each waiting for the server's next time tick), per call.
