@@ -1,7 +1,7 @@
 """Screen with the watch-lists on a real Milvus standalone server (its own
 process): while Milvus is down the gate refers the traveller it would have
-accepted (WATCHLIST_UNAVAILABLE, never an ACCEPT without the search), and
-accepts again once Milvus is back."""
+accepted (WATCHLIST_UNAVAILABLE, never an ACCEPT without the search) and the
+Watchlist health entry is NOT_SERVING, and it accepts again once Milvus is back."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import loopback_server
 from tests.gate.test_cli import _wait_for_watchlists
@@ -25,6 +26,11 @@ from verifier.vectors.milvus_server import LocalMilvus
 
 # A restarted server takes some seconds (about 15 on this shared machine) to serve its collections again.
 RECOVERY_S = 90.0
+
+
+def _watchlist_health(channel: grpc.Channel) -> int:
+    return health_pb2_grpc.HealthStub(channel).Check(
+        health_pb2.HealthCheckRequest(service="verifier.v1.Watchlist"), timeout=10).status
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +59,8 @@ def test_screen_refers_while_milvus_is_down_and_accepts_once_it_is_back(
         answer = _screen(channel, [live], chip)
         assert answer.decision == pb.REFER and "WATCHLIST_UNAVAILABLE" in answer.reasons
         assert answer.match and not answer.watchlist_searched
+        # The failed search took the watch-lists out of service: a kiosk's client fails over on health.
+        assert _watchlist_health(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
     finally:
         milvus.start()
     deadline = time.monotonic() + RECOVERY_S  # the restarted server loads its collections again
@@ -61,3 +69,4 @@ def test_screen_refers_while_milvus_is_down_and_accepts_once_it_is_back(
         assert time.monotonic() < deadline, "the gate never searched the watch-lists again"
         time.sleep(1.0)
     assert answer.watchlist_searched and not answer.hits
+    assert _watchlist_health(channel) == health_pb2.HealthCheckResponse.SERVING

@@ -4,7 +4,8 @@
 The service has a state (:class:`Availability`). A store that
 is missing (STORE_MISSING) or fails underneath a call (STORE_UNAVAILABLE: disk
 full, read-only, corrupt) puts it out of service with that reason: every call
-is refused with it, never answered "no hit" from a half-working store, and
+is refused with it, never answered "no hit" from a half-working store (a
+watch-list on a Milvus server that fails, INDEX_UNAVAILABLE, likewise), and
 :meth:`WatchlistService.supervise` keeps trying to reopen the store and
 rebuild the index until it works again. While serving, the supervisor also
 checks every ``store_watch_seconds`` that the store is still the file it
@@ -107,12 +108,18 @@ class FailClosed:
 
     @contextmanager
     def _store_faults(self) -> Iterator[None]:
-        """Any store fault inside the block takes the service out of service and is
-        answered with its reason; never half an answer."""
+        """Any store fault inside the block, or an index on a vector server that
+        fails (INDEX_UNAVAILABLE: Milvus down, slow or refusing), takes the service
+        out of service and is answered with its reason; never half an answer. The
+        supervisor loads the lists again (from the store) until it works."""
         try:
             yield
         except StoreError as error:
             raise self._fail(error) from error
+        except VerifierError as error:
+            if error.reason is Reason.INDEX_UNAVAILABLE:
+                self._set_availability(Availability(State.OUT_OF_SERVICE, Reason.INDEX_UNAVAILABLE, error.message))
+            raise
 
     def store_faults(self) -> AbstractContextManager[None]:
         """The same, for another service keeping its tables in this store (the registry)."""

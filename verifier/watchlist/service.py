@@ -491,9 +491,9 @@ class WatchlistService(FailClosed, Replicated):
         deadlines.check("search")
         start = time.perf_counter()
         now = time.time()
-        threshold = self.thresholds.for_gallery(index.size(names))
-        outcome = index.search(template.vector, names, wanted, threshold.value, now)
         with self._store_faults():
+            threshold = self.thresholds.for_gallery(index.size(names))
+            outcome = index.search(template.vector, names, wanted, threshold.value, now)
             subjects = self.store.subjects_by_row([hit.row for hit in outcome.hits])
         live = [hit for hit in outcome.hits if hit.row in subjects]
         candidates = [Candidate(rank, subjects[hit.row], hit.score) for rank, hit in enumerate(live, start=1)]
