@@ -107,23 +107,25 @@ class FailClosed:
         return self._refusal()
 
     @contextmanager
-    def _store_faults(self) -> Iterator[None]:
-        """Any store fault inside the block, or an index on a vector server that
-        fails (INDEX_UNAVAILABLE: Milvus down, slow or refusing), takes the service
-        out of service and is answered with its reason; never half an answer. The
-        supervisor loads the lists again (from the store) until it works."""
+    def _store_faults(self, lists: bool = True) -> Iterator[None]:
+        """Any store fault inside the block, or (with ``lists``) a watch-list on a
+        vector server that fails (INDEX_UNAVAILABLE: Milvus down, slow or
+        refusing), takes the service out of service and is answered with its
+        reason; never half an answer. The supervisor loads the lists again (from
+        the store) until it works."""
         try:
             yield
         except StoreError as error:
             raise self._fail(error) from error
         except VerifierError as error:
-            if error.reason is Reason.INDEX_UNAVAILABLE:
+            if lists and error.reason is Reason.INDEX_UNAVAILABLE:
                 self._set_availability(Availability(State.OUT_OF_SERVICE, Reason.INDEX_UNAVAILABLE, error.message))
             raise
 
     def store_faults(self) -> AbstractContextManager[None]:
-        """The same, for another service keeping its tables in this store (the registry)."""
-        return self._store_faults()
+        """Store faults only, for another service keeping its tables in this store
+        (the registry): its own index's faults are its own, not the watch-lists'."""
+        return self._store_faults(lists=False)
 
     def serving_store(self) -> WatchlistStore:
         """The store, refused with the reason while it is out of service (for the registry)."""
