@@ -140,6 +140,14 @@ def _port(port: Any) -> Port:
     return Port(port.get_any_name(), dims)
 
 
+# A graph's first inference runs alone. Observed: four requests making a fresh
+# process's first inferences at once hung for good, threads waiting in
+# OpenVINO's Python binding on a C++ static initialiser (__cxa_guard_acquire)
+# whose owner waited for the interpreter lock. Once a graph has run, its
+# callers run in parallel.
+_FIRST_RUN = threading.Lock()
+
+
 class _Compiled:
     """A compiled graph and its infer requests. A compiled graph is shared;
     its infer requests are not, so each call takes one from a pool (made on
@@ -148,8 +156,17 @@ class _Compiled:
     def __init__(self, compiled: Any) -> None:
         self.compiled = compiled
         self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._ran = threading.Event()
 
     def run(self, feed: dict[str, np.ndarray], wanted: Iterable[int]) -> list[np.ndarray]:
+        if self._ran.is_set():
+            return self._infer(feed, wanted)
+        with _FIRST_RUN:
+            outputs = self._infer(feed, wanted)
+            self._ran.set()
+            return outputs
+
+    def _infer(self, feed: dict[str, np.ndarray], wanted: Iterable[int]) -> list[np.ndarray]:
         try:
             request = self._requests.get_nowait()
         except queue.Empty:
