@@ -44,7 +44,8 @@ import numpy as np
 
 from benchmarks.reporting import append_line, provenance
 from benchmarks.registry import LFW_DEV, fit_shape, real_embeddings, synthetic
-from verifier.config import ScoreTail, get_settings
+from verifier.config import get_settings
+from verifier.store_config import ScoreTail
 from verifier.evaluation.datasets import load_set
 from verifier.registry.duplicates import DuplicatePolicy, Outcome, fit_tail, fuse
 

@@ -1,7 +1,9 @@
 """Screen with the watch-lists on a real Milvus standalone server (its own
 process): while Milvus is down the gate refers the traveller it would have
 accepted (WATCHLIST_UNAVAILABLE, never an ACCEPT without the search) and the
-Watchlist health entry is NOT_SERVING, and it accepts again once Milvus is back."""
+Watchlist health entry is NOT_SERVING, and it accepts again once Milvus is back.
+A Milvus that holds the search (frozen) costs the gate no more than
+``watchlist.milvus_timeout_seconds`` before it refers."""
 
 from __future__ import annotations
 
@@ -26,6 +28,11 @@ from verifier.vectors.milvus_server import LocalMilvus
 
 # A restarted server takes some seconds (about 15 on this shared machine) to serve its collections again.
 RECOVERY_S = 90.0
+# The gate's watch-list searches on Milvus: slower than this is a fault (watchlist.milvus_timeout_seconds).
+MILVUS_TIMEOUT_S = 1.0
+# A Screen's own work besides the search, generously (a shared 2-core machine): the bound asserted is the
+# setting's, far under the 10 s a Milvus call was allowed before it was one.
+SCREEN_WORK_S = 4.0
 
 
 def _watchlist_health(channel: grpc.Channel) -> int:
@@ -39,6 +46,7 @@ def channel(settings: Settings, engine: FaceEngine, milvus: LocalMilvus, photos:
     """A gate whose watch-list 'wanted' (Biden) is a collection on the Milvus server."""
     local = settings.model_copy(deep=True)
     local.watchlist.index, local.watchlist.milvus_uri = "milvus", milvus.uri
+    local.watchlist.milvus_timeout_seconds = MILVUS_TIMEOUT_S
     with loopback_server(local, engine, tmp_path_factory.mktemp("gate-milvus"), watchlist=True) as address:
         with grpc.insecure_channel(address) as opened:
             _wait_for_watchlists(address)
@@ -70,3 +78,31 @@ def test_screen_refers_while_milvus_is_down_and_accepts_once_it_is_back(
         time.sleep(1.0)
     assert answer.watchlist_searched and not answer.hits
     assert _watchlist_health(channel) == health_pb2.HealthCheckResponse.SERVING
+
+
+def _until_accepted(channel: grpc.Channel, live: bytes, chip: bytes) -> pb.ScreenResponse:
+    deadline = time.monotonic() + RECOVERY_S
+    while (answer := _screen(channel, [live], chip)).decision != pb.ACCEPT:
+        assert list(answer.reasons) == ["WATCHLIST_UNAVAILABLE"], answer.reasons
+        assert time.monotonic() < deadline, "the gate never searched the watch-lists again"
+        time.sleep(1.0)
+    return answer
+
+
+def test_a_frozen_milvus_costs_the_gate_its_timeout_then_a_referral(
+        channel: grpc.Channel, milvus: LocalMilvus, photos: dict[str, Path]) -> None:
+    live, chip = photos["obama2.jpg"].read_bytes(), photos["obama.jpg"].read_bytes()
+    assert _until_accepted(channel, live, chip).watchlist_searched
+    milvus.pause()  # accepts connections, answers nothing: a Milvus overloaded or wedged
+    try:
+        began = time.monotonic()
+        answer = _screen(channel, [live], chip)
+        waited = time.monotonic() - began
+        assert answer.decision == pb.REFER and "WATCHLIST_UNAVAILABLE" in answer.reasons, answer.reasons
+        assert not answer.watchlist_searched
+        assert waited < MILVUS_TIMEOUT_S + SCREEN_WORK_S, f"the gate waited {waited:.1f} s on a frozen Milvus"
+        assert _watchlist_health(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
+    finally:
+        milvus.resume()
+    answer = _until_accepted(channel, live, chip)
+    assert answer.watchlist_searched and not answer.hits

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.watchlist.samples import local_settings, templates_of, unit_vectors
-from verifier.config import Settings
+from verifier.config import Settings, WatchlistSettings
 from verifier.pipeline import FaceEngine
 from verifier.watchlist.index import (
     FAISS_LISTS,
@@ -53,7 +53,7 @@ def _answers(index: WatchlistIndex, probes: np.ndarray) -> list[list[tuple[str, 
 
 def test_a_list_on_milvus_answers_as_a_list_on_faiss(milvus_uri: str) -> None:
     prefix = f"lists_{next(_prefixes)}"
-    milvus = milvus_lists(milvus_uri, prefix)
+    milvus = milvus_lists(milvus_uri, prefix, WatchlistSettings())
     lists = _gallery()
     probes = np.concatenate([lists["wanted"][1][[0, 50]], lists["missing"][1][[7]], unit_vectors(3, DIMENSION, 9)])
     on_faiss = WatchlistIndex.build(DIMENSION, lists, np.array([5], dtype=np.int64))

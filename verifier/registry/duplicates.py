@@ -54,7 +54,7 @@ from enum import Enum
 
 import numpy as np
 
-from verifier.config import RegistrySettings, ScoreTail
+from verifier.store_config import RegistrySettings, ScoreTail
 from verifier.errors import Reason, VerifierError
 
 

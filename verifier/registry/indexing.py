@@ -45,13 +45,12 @@ def build_index(settings: Settings, dimension: int, source: RegistryStore | None
     if config.index == "milvus":
         from verifier.vectors.milvus_index import MilvusIndex
 
-        token = config.milvus_token_file.read_text().strip() if config.milvus_token_file else ""
         uri = config.milvus_address(settings.data_dir)
         if "://" not in uri:
             private_directory(Path(uri).parent)
         build, search = config.milvus_index_params()
         return MilvusIndex(uri, config.milvus_collection, dimension, index_type=config.milvus_index_type,
-                           token=token, index_params=build, search_params=search,
+                           token=config.milvus_token(), index_params=build, search_params=search,
                            timeout_s=config.milvus_timeout_seconds,
                            check_timeout_s=config.milvus_check_timeout_seconds,
                            bulk_timeout_s=config.milvus_bulk_timeout_seconds)

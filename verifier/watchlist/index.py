@@ -40,7 +40,7 @@ from typing import BinaryIO, cast
 
 import numpy as np
 
-from verifier.config import WatchlistSettings
+from verifier.store_config import MilvusClientSettings, WatchlistSettings
 from verifier.security.files import write_private
 from verifier.vectors.base import VectorIndex
 from verifier.vectors.faiss_index import FaissIndex
@@ -120,15 +120,19 @@ def milvus_collection(prefix: str, name: str) -> str:
     return f"{prefix}_{hashlib.sha256(name.encode()).hexdigest()[:32]}"
 
 
-def milvus_lists(uri: str, prefix: str, token: str = "") -> ListBackend:
+def milvus_lists(uri: str, prefix: str, client: MilvusClientSettings) -> ListBackend:
     """Each watch-list in a Milvus collection of its own (FLAT: exact, as FAISS;
-    :func:`milvus_collection`). A list's collection is emptied when its index
-    is made (the store is the source of truth, nothing left in Milvus is
-    trusted) and when the list is deleted."""
+    :func:`milvus_collection`), reached with ``client``'s token and time limits.
+    A list's collection is emptied when its index is made (the store is the
+    source of truth, nothing left in Milvus is trusted) and when the list is
+    deleted."""
     from verifier.vectors.milvus_index import MilvusIndex
 
     def new(name: str, dimension: int) -> VectorIndex:
-        index = MilvusIndex(uri, milvus_collection(prefix, name), dimension, token=token)
+        index = MilvusIndex(uri, milvus_collection(prefix, name), dimension, token=client.milvus_token(),
+                            timeout_s=client.milvus_timeout_seconds,
+                            check_timeout_s=client.milvus_check_timeout_seconds,
+                            bulk_timeout_s=client.milvus_bulk_timeout_seconds)
         index.clear()
         return index
 
@@ -143,11 +147,10 @@ def list_backend(settings: WatchlistSettings, data_dir: Path) -> ListBackend:
     """The backend ``watchlist.index`` names (a Milvus Lite file's folder made owner-only)."""
     if settings.index == "faiss":
         return FAISS_LISTS
-    token = settings.milvus_token_file.read_text().strip() if settings.milvus_token_file else ""
     uri = settings.milvus_address(data_dir)
     if "://" not in uri:
         private_directory(Path(uri).parent)
-    return milvus_lists(uri, settings.milvus_collection_prefix, token)
+    return milvus_lists(uri, settings.milvus_collection_prefix, settings)
 
 
 class WatchlistIndex:
