@@ -25,9 +25,10 @@ server at 100k: README, registry, "Consistency"):
   deleted ids; Strong and a Session query a second later did not). Waiting
   here (up to a time tick) is paid by erasures and updates only, and after
   it every Session search sees the delete.
-- **checks against the store: Strong.** :meth:`size` and :meth:`ids` must also
-  see rows this process did not write (another writer, a restored backup):
-  they wait for the server's newest timestamp.
+- **checks against the store: Strong.** :meth:`ids` must also see rows this
+  process did not write (another writer, a restored backup): it waits for the
+  server's newest timestamp. :meth:`size`, which every watch-list search and
+  every registration asks for, is read as searches are (Session, ``timeout_s``).
 
 Every call is bounded: searches and writes by ``timeout_s``, the Strong reads
 (which wait for the server's next time tick) by ``check_timeout_s``, bulk work
@@ -192,9 +193,13 @@ class MilvusIndex:
                 np.array([hit["id"] for hit in found], dtype=np.int64))
 
     def size(self) -> int:
+        """Vectors a search sees now: Session, bounded as a search is. Searches ask
+        for it (a gallery's size sets their threshold), so it must not wait for
+        the server's time tick nor outlast ``timeout_s``; the check against the
+        store reads :meth:`ids` with Strong consistency."""
         result = self._call("count", lambda: self._client.query(
-            self.collection, filter="", output_fields=["count(*)"], consistency_level=CHECK,
-            timeout=self.check_timeout_s))
+            self.collection, filter="", output_fields=["count(*)"], consistency_level=SEARCH,
+            timeout=self.timeout_s))
         return int(result[0]["count(*)"])
 
     def ids(self) -> np.ndarray:
