@@ -213,10 +213,18 @@ def index_spec(text: str) -> tuple[str, dict[str, int]]:
         raise argparse.ArgumentTypeError(f"{text!r}: parameters are name=integer, comma-separated") from error
 
 
+def server_setting(text: str) -> tuple[str, str]:
+    """``dataCoord.segment.maxSize=128`` as ("dataCoord.segment.maxSize", "128")."""
+    key, separator, value = text.partition("=")
+    if not separator or not key or not value:
+        raise argparse.ArgumentTypeError(f"{text!r}: a milvus.yaml setting is KEY=VALUE")
+    return key, value
+
+
 def measure_milvus(uri: str, size: int, dimension: int, planted: np.ndarray, queries: np.ndarray,
                    truth: tuple[np.ndarray, np.ndarray], threshold: float, depth: int, seed: int,
                    indexes: list[tuple[str, dict[str, int]]], efs: list[int], nprobes: list[int],
-                   server_pid: int | None) -> Iterator[dict]:
+                   server_pid: int | None, server_settings: dict[str, str] | None = None) -> Iterator[dict]:
     """Insert and flush once, then build and search each index type in turn on a Milvus server."""
     from verifier.vectors.milvus_index import MilvusIndex
 
@@ -247,7 +255,10 @@ def measure_milvus(uri: str, size: int, dimension: int, planted: np.ndarray, que
                    "p99_ms": round(float(np.percentile(latencies, 99)), 3),
                    "server_rss_gb": round(server.memory_info().rss / 2**30, 2) if server else None,
                    "agreement": float(np.mean(np.array(answers) == exact)), "queries": len(queries),
-                   "exact_hits": int((exact >= 0).sum()), "threshold": threshold, "consistency": "Session"}
+                   "exact_hits": int((exact >= 0).sum()), "threshold": threshold, "consistency": "Session",
+                   "segments": sorted((int(segment.num_rows) for segment in
+                                       index._client.list_loaded_segments(index.collection)), reverse=True),
+                   "server_settings": server_settings or {}}
     index.clear()
     index.close()
 
@@ -262,6 +273,9 @@ def main() -> None:
                         help="index types to build in turn: TYPE[:name=value,...]")
     parser.add_argument("--milvus-ef", type=int, nargs="+", default=[get_settings().registry.milvus_search_ef])
     parser.add_argument("--milvus-nprobe", type=int, nargs="+", default=[64])
+    parser.add_argument("--milvus-set", type=server_setting, nargs="+", default=[],
+                        help="settings of the started server's milvus.yaml, KEY=VALUE by dotted key "
+                             "(dataCoord.segment.maxSize=128: segments of 128 MB, not the package's 512)")
     parser.add_argument("--nprobe", type=int, nargs="+", default=[get_settings().registry.ivf_nprobe])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--queries", type=int, default=3000, help="at most this many queries (genuine and newcomer)")
@@ -283,7 +297,8 @@ def main() -> None:
     with ExitStack() as stack:
         uri, server_pid = args.milvus_uri, None
         if "milvus" in args.backends and uri is None:
-            server = stack.enter_context(LocalMilvus(Path(stack.enter_context(tempfile.TemporaryDirectory()))))
+            server = stack.enter_context(LocalMilvus(Path(stack.enter_context(tempfile.TemporaryDirectory())),
+                                                         overrides=dict(args.milvus_set)))
             uri, server_pid = server.uri, server.pid
         for size in args.sizes:
             truth = exact_best(queries, size, dimension, planted, args.seed)
@@ -291,7 +306,7 @@ def main() -> None:
                 if backend == "milvus":
                     results = measure_milvus(uri, size, dimension, planted, queries, truth, threshold, depth,
                                              args.seed, args.milvus_index, args.milvus_ef, args.milvus_nprobe,
-                                             server_pid)
+                                             server_pid, dict(args.milvus_set))
                 else:
                     nprobes = args.nprobe if backend == "faiss_ivf" else [0]
                     results = measure(backend, size, dimension, planted, queries, truth, threshold, nprobes, depth,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from verifier.vectors.milvus_server import LocalMilvus, _is_server
+from verifier.vectors.milvus_server import LocalMilvus, MilvusUnavailable, _is_server, configure
 
 DIMENSION = 32
 WRITERS, PER_WRITER, SEARCHERS = 4, 10, 4
@@ -109,3 +110,34 @@ def test_an_acknowledged_write_is_seen_by_every_later_search(milvus_server: Loca
         writer.clear()
         writer.close()
         reader.close()
+
+
+def _package_template() -> str:
+    milvus = pytest.importorskip("milvus", reason="the milvus package is not installed (pip install '.[milvus]')")
+    return (Path(milvus.__file__).parent / "data" / "config.yaml.template").read_text()
+
+
+def test_settings_are_set_in_the_packages_own_configuration(tmp_path: Path) -> None:
+    template = _package_template()
+    text = configure(template, tmp_path / "etcd.yaml", {"dataCoord.segment.maxSize": 128,
+                                                        "queryNode.segcore.knowhereThreadPoolNumRatio": 1})
+    etcd = f"etcd:\n  config:\n    path: {tmp_path / 'etcd.yaml'}\n"
+    assert etcd in text
+    changed = [(old, new) for old, new in zip(template.split("\n"), text.replace(etcd, "etcd:\n").split("\n"))
+               if old != new]
+    assert sorted(changed) == [("    knowhereThreadPoolNumRatio: 4", "    knowhereThreadPoolNumRatio: 1"),
+                               ("    maxSize: 512 # Maximum size of a segment in MB",
+                                "    maxSize: 128 # Maximum size of a segment in MB")]
+    # Another section's key of the same name is left alone (dataNode.segment has no maxSize; log.file has one).
+    assert "  segment:\n    insertBufSize: 16777216" in text
+
+
+def test_a_setting_the_configuration_lacks_is_refused(tmp_path: Path) -> None:
+    template = _package_template()
+    for key in ("dataCoord.segment.largest", "dataCoord.segmentation.maxSize", "nowhere.segment.maxSize"):
+        with pytest.raises(MilvusUnavailable, match="no " + re.escape(key)):
+            configure(template, tmp_path / "e.yaml", {key: 128})
+    with pytest.raises(MilvusUnavailable, match="section"):
+        configure(template, tmp_path / "e.yaml", {"dataCoord.segment": 1})
+    with pytest.raises(MilvusUnavailable, match="etcd"):
+        configure(template.replace("etcd:\n", "etc:\n"), tmp_path / "e.yaml", {})

@@ -35,11 +35,13 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import signal
 import socket
 import stat
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,43 @@ def _binaries() -> Path:
     return home / "bin"
 
 
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def set_value(text: str, key: str, value: int | float | str) -> str:
+    """``text`` (a milvus.yaml) with the scalar at dotted ``key`` (``dataCoord.segment.maxSize``)
+    set to ``value``, its comment kept; refused where the file has no such key, so a package
+    that renamed one fails loudly instead of serving the default."""
+    lines = text.split("\n")
+    start, end, found = 0, len(lines), -1
+    for depth, name in enumerate(key.split(".")):
+        found = next((number for number in range(start, end) if _indent(lines[number]) == 2 * depth
+                      and lines[number].lstrip().startswith(f"{name}:")), -1)
+        if found < 0:
+            raise MilvusUnavailable(f"the package's milvus.yaml has no {key} to set")
+        start = found + 1  # the block under it: lines indented deeper (blank lines and comments within)
+        end = next((number for number in range(start, end) if lines[number].strip()
+                    and not lines[number].lstrip().startswith("#") and _indent(lines[number]) <= 2 * depth), end)
+    name, _, rest = lines[found].partition(":")
+    current, _, comment = rest.partition(" #")
+    if not current.strip():
+        raise MilvusUnavailable(f"{key} in the package's milvus.yaml is a section, not a value")
+    lines[found] = f"{name}: {value}" + (f" #{comment}" if comment else "")
+    return "\n".join(lines)
+
+
+def configure(text: str, etcd_config: Path, overrides: Mapping[str, int | float | str]) -> str:
+    """The package's milvus.yaml ``text`` pointing at ``etcd_config``, with each of
+    ``overrides`` (dotted key: value) set."""
+    if not text.startswith("etcd:") and "\netcd:\n" not in text:
+        raise MilvusUnavailable("the package's milvus.yaml has no etcd section to configure")
+    text = text.replace("etcd:\n", f"etcd:\n  config:\n    path: {etcd_config}\n", 1)
+    for key, value in overrides.items():
+        text = set_value(text, key, value)
+    return text
+
+
 def _is_server(pid: int, binary: Path) -> bool:
     """Whether ``pid`` is still a process running ``binary`` (pids are reused)."""
     try:
@@ -101,9 +140,13 @@ class LocalMilvus:
     """One Milvus standalone server in ``base_dir``, its client port ``port``
     on 127.0.0.1. ``start`` waits until it serves; ``stop`` always ends it."""
 
-    def __init__(self, base_dir: Path, port: int | None = None) -> None:
+    def __init__(self, base_dir: Path, port: int | None = None,
+                 overrides: Mapping[str, int | float | str] | None = None) -> None:
         self.base_dir = Path(base_dir)
         self.port = port or free_port()
+        # Settings of milvus.yaml by dotted key, for the benchmarks' sweeps (for example
+        # dataCoord.segment.maxSize: a search runs one task per sealed segment).
+        self.overrides = dict(overrides or {})
         self.pid: int | None = None
         # The embedded etcd's client and peer ports, kept across restarts (its data names them).
         self.etcd_ports: tuple[int, int] | None = None
@@ -138,10 +181,7 @@ class LocalMilvus:
                     "initial-cluster": f"default=http://127.0.0.1:{peer}",
                 }.items()))
                 milvus_yaml = owner.base_dir / "configs" / "milvus.yaml"
-                text = milvus_yaml.read_text()
-                if not text.startswith("etcd:") and "\netcd:\n" not in text:
-                    raise MilvusUnavailable("the package's milvus.yaml has no etcd section to configure")
-                milvus_yaml.write_text(text.replace("etcd:\n", f"etcd:\n  config:\n    path: {etcd}\n", 1))
+                milvus_yaml.write_text(configure(milvus_yaml.read_text(), etcd, owner.overrides))
 
             def try_bind_port(self, port: int) -> socket.socket | None:
                 """The package's probe, with SO_REUSEADDR: a restart reuses a port in TIME_WAIT."""
