@@ -301,8 +301,8 @@ def _detection(engine: FaceEngine, generated: list[SceneCase], floor: float, spa
                 if not detected or face is None:
                     misses.append([truth.photo.key, round(truth.eyes, 1), bool(detected), face is not None])
                     continue
-                chip = _template(engine, person[1]).vector
-                try:
+                try:  # a chip photo or tight crop the pipeline refuses (at the floor, say) has no score to compare
+                    chip = _template(engine, person[1]).vector
                     tight = engine.analyse(_tight(frame, truth, span), Selection.CENTRE).template.vector
                 except VerifierError:
                     continue
