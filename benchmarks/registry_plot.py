@@ -23,7 +23,9 @@ def series_name(row: dict) -> str:
     """What one line of the plot is: the backend and its search setting."""
     if row["backend"] == "milvus":
         params = ", ".join(f"{k}={v}" for k, v in {**row.get("index_params", {}), **row["search_params"]}.items())
-        return f"Milvus server {row['index']}" + (f" ({params})" if params else "")
+        segments = row.get("server_settings", {}).get("dataCoord.segment.maxSize")
+        return f"Milvus server {row['index']}" + (f" ({params})" if params else "") + \
+            (f", {segments} MB segments" if segments else "")
     return row["backend"] if row["nprobe"] is None else f"{row['backend']}, nprobe {row['nprobe']}"
 
 
