@@ -35,7 +35,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import re
 import signal
 import socket
 import stat
