@@ -146,15 +146,16 @@ def watchlist_channel(watchlist_server_address: str) -> Iterator[grpc.Channel]:
 
 
 @contextmanager
-def local_milvus(base_dir: Path) -> Iterator["LocalMilvus"]:
+def local_milvus(base_dir: Path, overrides: dict[str, str] | None = None) -> Iterator["LocalMilvus"]:
     """A real Milvus standalone server (the ``milvus`` package's binary, its own
-    process) on a free 127.0.0.1 port with its data in ``base_dir``; skipped with
+    process) on a free 127.0.0.1 port with its data in ``base_dir`` (and
+    ``overrides`` of its milvus.yaml, by dotted key); skipped with
     the reason where it cannot start, always stopped (its process killed by pid
     at worst, and by the kernel should this process be killed first)."""
     pytest.importorskip("pymilvus", reason="pymilvus is not installed (pip install '.[milvus]')")
     from verifier.vectors.milvus_server import LocalMilvus, MilvusUnavailable
 
-    server = LocalMilvus(base_dir)
+    server = LocalMilvus(base_dir, overrides=overrides)
     try:
         try:
             server.start()
