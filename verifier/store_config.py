@@ -24,6 +24,9 @@ class MilvusClientSettings(BaseModel):
     milvus_uri: str = "milvus.db"
     # A file holding the Milvus token (user:password or an API key); None: none sent.
     milvus_token_file: Path | None = None
+    # TLS (an https:// URI): the PEM of the CA that signed the server's certificate;
+    # None: the system's CA roots.
+    milvus_ca_file: Path | None = None
     # A search, insert or delete slower than this is a fault. Measured at 1M: every
     # p99 at most 0.73 s; a write's read-back waits one time tick (about 0.2 s).
     milvus_timeout_seconds: float = Field(default=2.0, gt=0)
@@ -38,6 +41,10 @@ class MilvusClientSettings(BaseModel):
         if "://" in self.milvus_uri:
             return self.milvus_uri
         return str(data_dir / self.milvus_uri)
+
+    def milvus_ca(self) -> str:
+        """The CA file's path as pymilvus takes it; empty for the system's roots."""
+        return str(self.milvus_ca_file) if self.milvus_ca_file else ""
 
     def milvus_token(self) -> str:
         """The token file's content; empty when none is configured."""

@@ -53,7 +53,7 @@ def build_index(settings: Settings, dimension: int, source: RegistryStore | None
                            token=config.milvus_token(), index_params=build, search_params=search,
                            timeout_s=config.milvus_timeout_seconds,
                            check_timeout_s=config.milvus_check_timeout_seconds,
-                           bulk_timeout_s=config.milvus_bulk_timeout_seconds)
+                           bulk_timeout_s=config.milvus_bulk_timeout_seconds, ca_file=config.milvus_ca())
     return FaissIndex(
         dimension, approximate=config.index == "faiss_ivf", nprobe=config.ivf_nprobe,
         min_train=config.ivf_min_train, retrain_growth=config.ivf_retrain_growth,

@@ -77,7 +77,7 @@ class MilvusIndex:
     def __init__(self, uri: str, collection: str, dimension: int, index_type: IndexType = "FLAT",
                  token: str = "", search_params: dict[str, int] | None = None,
                  index_params: dict[str, int] | None = None, timeout_s: float = 10.0,
-                 check_timeout_s: float = 10.0, bulk_timeout_s: float = 600.0) -> None:
+                 check_timeout_s: float = 10.0, bulk_timeout_s: float = 600.0, ca_file: str = "") -> None:
         from pymilvus import DataType, MilvusClient
 
         if index_type not in ("FLAT", "IVF_FLAT", "HNSW"):
@@ -95,7 +95,9 @@ class MilvusIndex:
         self._lock = threading.Lock()
         # A connection of its own (pymilvus shares one per address otherwise, and a
         # shared one that gave up after a restart is handed to every new client).
-        credentials = {"token": token} if token else {}
+        credentials: dict[str, object] = {"token": token} if token else {}
+        if ca_file:  # TLS checked against this CA (pymilvus reads it as the channel's root certificates)
+            credentials.update(secure=True, server_pem_path=ca_file)
         self._connect = lambda: MilvusClient(uri=uri, timeout=timeout_s, dedicated=True, **credentials)
         # Set by a failed call: the next call connects afresh and loads the collection
         # again (pymilvus gives a connection up once the server was gone, and a

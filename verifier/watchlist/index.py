@@ -132,7 +132,7 @@ def milvus_lists(uri: str, prefix: str, client: MilvusClientSettings) -> ListBac
         index = MilvusIndex(uri, milvus_collection(prefix, name), dimension, token=client.milvus_token(),
                             timeout_s=client.milvus_timeout_seconds,
                             check_timeout_s=client.milvus_check_timeout_seconds,
-                            bulk_timeout_s=client.milvus_bulk_timeout_seconds)
+                            bulk_timeout_s=client.milvus_bulk_timeout_seconds, ca_file=client.milvus_ca())
         index.clear()
         return index
 
