@@ -21,7 +21,7 @@ Figures (all with the served pack and settings):
    (returned by the pipeline: eyes measured at or above the floor).
 2. Each found face's score against its chip photo (another photo of the
    person) minus the score of the same face cut tightly out of the same
-   frame (a square of 6 eye distances sent as its own image): |delta|
+   frame (a square of 6 eye distances sent as its own image, losslessly): |delta|
    median, 99th percentile and maximum per frame size.
 3. Through a real server on loopback (gRPC, a watch-list of the
    companions): Screen with the traveller's chip; a watch-listed companion
@@ -240,12 +240,15 @@ def _template(engine: FaceEngine, photo: Photo) -> Template:
 
 
 def _tight(frame: np.ndarray, truth: Placed, span: float) -> bytes:
+    """The face cut out of the decoded frame, sent losslessly (PNG): the same pixels the
+    frame's face has. A JPEG of the cut would add a second compression, on another 8x8
+    grid, that the face in the frame never went through (it moved medians by about 0.002)."""
     centre = truth.points.mean(axis=0)
     half = span * truth.eyes / 2
     h, w = frame.shape[:2]
     x0, y0 = int(max(0, centre[0] - half)), int(max(0, centre[1] - half))
     x1, y1 = int(min(w, centre[0] + half)), int(min(h, centre[1] + half))
-    return jpeg(frame[y0:y1, x0:x1])
+    return cv2.imencode(".png", frame[y0:y1, x0:x1])[1].tobytes()
 
 
 @dataclass
