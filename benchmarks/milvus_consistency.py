@@ -6,8 +6,8 @@ On a Milvus standalone server (``--milvus-uri``, or one started here from the
 ``milvus`` package), a FLAT collection of ``--size`` random 128-D unit vectors,
 flushed:
 
-- one search at each consistency level (Strong, Bounded, Session) from the
-  process that wrote the collection: p50 and p99;
+- one search, and one count of the rows, at each consistency level (Strong,
+  Bounded, Session) from the process that wrote the collection: p50 and p99;
 - a write as the service makes it (MilvusIndex.add: insert, then the ids read
   back; MilvusIndex.remove: delete, then read back until gone) against the
   bare insert and delete: what the guard costs;
@@ -66,6 +66,11 @@ def measure(uri: str, size: int, repeats: int, seed: int) -> list[dict]:
         stats = _timed(lambda: client.search(COLLECTION, data=[next(it).tolist()], limit=10,
                                              search_params={"metric_type": "IP"}, consistency_level=level), repeats)
         rows.append({"operation": "search", "consistency": level, "size": size, **stats})
+    for level in LEVELS:  # the gallery's size, which every watch-list search and registration asks for
+        stats = _timed(lambda: client.query(COLLECTION, filter="", output_fields=["count(*)"],
+                                            consistency_level=level), repeats)
+        rows.append({"operation": "count", "consistency": level, "size": size, **stats})
+    rows.append({"operation": "MilvusIndex.size()", "size": size, **_timed(index.size, repeats)})
     fresh = _units(repeats * 4, rng)
     keys = iter(range(10 * size, 10 * size + len(fresh)))
     vectors = iter(fresh)
