@@ -24,14 +24,15 @@ class MilvusClientSettings(BaseModel):
     milvus_uri: str = "milvus.db"
     # A file holding the Milvus token (user:password or an API key); None: none sent.
     milvus_token_file: Path | None = None
-    # TLS (an https:// URI): the PEM of the CA that signed the server's certificate;
-    # None: the system's CA roots.
+    # The PEM of the CA that signed the server's TLS certificate (the channel is then
+    # TLS whatever the URI's scheme); None: an https:// URI is checked against the
+    # system's CA roots, an http:// one is plain.
     milvus_ca_file: Path | None = None
-    # A search, insert or delete slower than this is a fault. Measured at 1M: every
-    # p99 at most 0.73 s; a write's read-back waits one time tick (about 0.2 s).
+    # A search, count, insert or delete slower than this is a fault. Measured at 1M:
+    # every p99 at most 0.73 s; a write's read-back waits one time tick (about 0.2 s).
     milvus_timeout_seconds: float = Field(default=2.0, gt=0)
-    # The checks against the store (count and ids with Strong consistency,
-    # each waiting for the server's next time tick), per call.
+    # The checks against the store (the ids with Strong consistency, each call
+    # waiting for the server's next time tick), per call.
     milvus_check_timeout_seconds: float = Field(default=10.0, gt=0)
     # Loading, flushing and refilling a collection from the store (minutes at millions).
     milvus_bulk_timeout_seconds: float = Field(default=1800.0, gt=0)
