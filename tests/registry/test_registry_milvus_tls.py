@@ -65,3 +65,11 @@ def test_a_server_it_cannot_check_or_reach_in_clear_is_refused(
         index = build_index(_settings(uri, tmp_path, ca if with_ca else None, "refused"), DIMENSION, None, "model")
         index.search(np.ones(DIMENSION, dtype=np.float32) / np.sqrt(DIMENSION), 1)  # not reached: connecting fails
     assert refused.value.reason is Reason.INDEX_UNAVAILABLE
+
+
+def test_a_ca_file_that_is_not_there_is_refused(tls: tuple[LocalMilvus, Path], tmp_path: Path) -> None:
+    server, _ = tls
+    settings = _settings(f"https://127.0.0.1:{server.port}", tmp_path, tmp_path / "missing-ca.pem", "no_ca")
+    with pytest.raises(VerifierError) as refused:
+        build_index(settings, DIMENSION, None, "model")
+    assert refused.value.reason is Reason.INDEX_UNAVAILABLE
