@@ -162,17 +162,20 @@ def _screen(bgr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     blurs it by a sixth to a third of a cell and each camera pixel averages the panel over
     its area at a non-integer 0.35-0.7 of the panel's resolution, too coarse
     to resolve the grid: what is left of the grid folds into moiré. Then the
-    panel's raised black level, sensor noise and re-encoding."""
+    panel's raised black level, sensor noise and re-encoding. Light is
+    clipped where a sensor clips it, after the lens and the pixel's area
+    have averaged it (a sub-pixel is brighter than its pixel's average, but
+    nothing saturates before the camera sees it)."""
     h, w = bgr.shape[:2]
     cell = np.zeros((3, 3, 3), np.float32)
     cell[:2, 0, 2], cell[:2, 1, 1], cell[:2, 2, 0] = 3.75, 3.75, 3.75
     cell[2] = 0.4 * cell[0]
     panel = np.repeat(np.repeat(bgr.astype(np.float32), 3, 0), 3, 1) * np.tile(cell, (h, w, 1))
-    panel = _turn(np.clip(panel, 0, 255).astype(np.uint8), rng.uniform(-6.0, 6.0))
+    panel = _turn(panel, rng.uniform(-6.0, 6.0))
     panel = cv2.GaussianBlur(panel, (0, 0), rng.uniform(0.5, 1.0))
     scale = rng.uniform(0.35, 0.7)
     out = cv2.resize(panel, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    out = out.astype(np.float32) * rng.uniform(0.8, 1.0) + rng.uniform(10, 30)
+    out = out * rng.uniform(0.8, 1.0) + rng.uniform(10, 30)
     return _jpeg(_noise(np.clip(out, 0, 255).astype(np.uint8), rng, 3.0), 85)
 
 

@@ -98,13 +98,16 @@ def test_the_chip_photo_as_the_live_frame_is_referred(gate_channel: grpc.Channel
 
 def test_another_photo_of_the_traveller_on_a_screen_is_referred(gate_channel: grpc.Channel,
                                                                 photos: dict[str, Path]) -> None:
-    """Not the chip photo, so the copy check cannot see it: the panel's grid can."""
+    """Not the chip photo, so the copy check cannot see it: the panel's grid
+    can, on most panels (tilt, lens blur and distance drawn at random; the
+    benchmark measures how many: README, Presentation attacks)."""
     portrait = cv2.resize(_read(photos["obama2.jpg"]), (300, 575), interpolation=cv2.INTER_AREA)
-    on_screen = ATTACKS["screen (pixel grid, moire)"](portrait, np.random.default_rng(0))
-    answer = _screen(gate_channel, [_jpeg(on_screen, 95)], photos["obama.jpg"].read_bytes())
-    assert answer.decision == pb.REFER and "LIVE_SHOWS_DISPLAY" in answer.reasons, answer.reasons
-    assert answer.display_pattern_score >= answer.display_pattern_threshold
-    assert "LIVE_IS_DOCUMENT_PHOTO" not in answer.reasons
+    answers = [_screen(gate_channel, [_jpeg(ATTACKS["screen (pixel grid, moire)"](portrait, np.random.default_rng(seed)),
+                                            95)], photos["obama.jpg"].read_bytes()) for seed in range(4)]
+    referred = [a for a in answers if a.decision == pb.REFER and "LIVE_SHOWS_DISPLAY" in a.reasons]
+    assert len(referred) >= 2, [(a.decision, list(a.reasons), a.display_pattern_score) for a in answers]
+    assert all(a.display_pattern_score >= a.display_pattern_threshold for a in referred)
+    assert all("LIVE_IS_DOCUMENT_PHOTO" not in a.reasons for a in answers)
 
 
 def test_a_watchlisted_second_face_is_referred_with_the_hit(gate_channel: grpc.Channel,
