@@ -39,7 +39,7 @@ a screen or a printer does to a photo:
   Gaussian blur, where that detail has been averaged away but eyes, mouth and
   hair strands that tell two photographs apart remain. Half resolution also
   makes the homography search cheap (both orientations, three coarse starts
-  each, ~8 ms on 2 cores: README, Presentation attacks).
+  each, ~9 ms on 2 cores: README, Presentation attacks).
 
 The score is how well the gradients' directions agree between the central
 regions of the prepared crops after the warp (the cosine of the angle between
