@@ -22,7 +22,10 @@ Figures (all with the served pack and settings):
 2. Each found face's score against its chip photo (another photo of the
    person) minus the score of the same face cut tightly out of the same
    frame (a square of 6 eye distances sent as its own image, losslessly): |delta|
-   median, 99th percentile and maximum per frame size.
+   median, 99th percentile and maximum per frame size. Beside it, the tight
+   crop's own spread: a second tight crop, its centre moved 0.15 eye
+   distances, scored the same way (how far a score moves with nothing but
+   where the face was cut).
 3. Through a real server on loopback (gRPC, a watch-list of the
    companions): Screen with the traveller's chip; a watch-listed companion
    at or above the floor must give REFER WATCHLIST_HIT naming them. Two
@@ -45,7 +48,7 @@ import argparse
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -74,6 +77,11 @@ JPEG_QUALITY = 90
 HEAD_AXES = (1.9, 2.6)
 # A tight crop: a square this many eye distances wide about the face.
 TIGHT_SPAN = 6.0
+# The tight crop's own spread: the score of the face in a second tight crop,
+# its centre moved this many eye distances in a seeded direction, minus the
+# first's. No frame is needed for it, so it is how far a face's score moves
+# with nothing but where its crop was cut: the floor under the frame's deltas.
+TIGHT_SHIFT = 0.15
 WATCHLIST = "scenes"
 # A walk-through companion's eye distance as a share of the traveller's: behind
 # them, yet under gate.second_person_ratio (not in the gate with them).
@@ -278,9 +286,11 @@ def cases(photos: dict[str, list[Photo]], per_size: int, seed: int = SEED) -> li
 def _detection(engine: FaceEngine, generated: list[SceneCase], floor: float, span: float) -> dict[str, object]:
     """Recall and score deltas per frame size, through the engine (no transport)."""
     rows: dict[str, dict[str, object]] = {}
+    rng = np.random.default_rng(SEED)
     for size in FRAME_SIZES:
         at_floor = found = searched = below = below_found = 0
         deltas: list[float] = []
+        spread: list[float] = []
         worst: list[tuple[float, str, float]] = []
         misses: list[list[object]] = []
         for case in (c for c in generated if c.size == size):
@@ -304,30 +314,43 @@ def _detection(engine: FaceEngine, generated: list[SceneCase], floor: float, spa
                 if not detected or face is None:
                     misses.append([truth.photo.key, round(truth.eyes, 1), bool(detected), face is not None])
                     continue
+                angle = rng.uniform(0.0, 2 * np.pi)
+                moved = replace(truth, points=truth.points + np.float32(TIGHT_SHIFT * truth.eyes)
+                                * np.array([np.cos(angle), np.sin(angle)], np.float32))
                 try:  # a chip photo or tight crop the pipeline refuses (at the floor, say) has no score to compare
                     chip = _template(engine, person[1]).vector
                     tight = engine.analyse(_tight(frame, truth, span), Selection.CENTRE).template.vector
+                    other = engine.analyse(_tight(frame, moved, span), Selection.CENTRE).template.vector
                 except VerifierError:
                     continue
                 deltas.append(float(face.template.vector @ chip) - float(tight @ chip))
+                spread.append(float(other @ chip) - float(tight @ chip))
                 worst.append((abs(deltas[-1]), truth.photo.key, round(truth.eyes, 1)))
         absolute = np.abs(np.array(deltas)) if deltas else np.zeros(1)
+        shifted = np.abs(np.array(spread)) if spread else np.zeros(1)
         rows[f"{size[0]}x{size[1]}"] = {
             "faces_at_or_above_floor": at_floor, "detected": found, "searched": searched,
             "recall": found / max(at_floor, 1), "searched_share": searched / max(at_floor, 1),
             "below_floor": below, "below_floor_detected": below_found,
             "score_delta_abs_median": float(np.median(absolute)), "score_delta_abs_p99": float(np.quantile(absolute, 0.99)),
-            "score_delta_abs_max": float(absolute.max()), "score_deltas": len(deltas), "misses": misses,
+            "score_delta_abs_max": float(absolute.max()), "score_deltas": len(deltas),
+            "score_delta_above_0_03": int((absolute > 0.03).sum()),
+            "tight_shift_delta_abs_median": float(np.median(shifted)),
+            "tight_shift_delta_abs_p99": float(np.quantile(shifted, 0.99)),
+            "tight_shift_delta_abs_max": float(shifted.max()), "tight_shift_above_0_03": int((shifted > 0.03).sum()),
+            "misses": misses,
             "largest_deltas": sorted(worst, reverse=True)[:5],
         }
     print("| frame | faces >= floor | detected (recall) | searched | below floor (detected) | "
-          "median abs delta | p99 | max |")
-    print("|---|---|---|---|---|---|---|---|")
+          "median abs delta | p99 | max | above 0.03 | tight crop shifted: median | p99 | max | above 0.03 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, row in rows.items():
         print(f"| {name} | {row['faces_at_or_above_floor']} | {row['detected']} ({100 * row['recall']:.2f} %) | "
               f"{row['searched']} ({100 * row['searched_share']:.2f} %) | {row['below_floor']} "
               f"({row['below_floor_detected']}) | {row['score_delta_abs_median']:.4f} | "
-              f"{row['score_delta_abs_p99']:.4f} | {row['score_delta_abs_max']:.4f} |")
+              f"{row['score_delta_abs_p99']:.4f} | {row['score_delta_abs_max']:.4f} | {row['score_delta_above_0_03']} | "
+              f"{row['tight_shift_delta_abs_median']:.4f} | {row['tight_shift_delta_abs_p99']:.4f} | "
+              f"{row['tight_shift_delta_abs_max']:.4f} | {row['tight_shift_above_0_03']} |")
     return rows
 
 

@@ -166,6 +166,16 @@ class DetectorSettings(BaseModel):
     # (README, Detection: how far a face's score moves with the frame it is
     # in, for 1, 2 and 3 looks).
     region_looks: int = Field(default=2, ge=1, le=4)
+    # Then this many more looks, each region shifted diagonally by
+    # region_jitter of the box's width and height about the last look's box,
+    # and the five points averaged over them and the last look (0: the last
+    # look's points alone; 2: one diagonal, both ways; 4: both diagonals). One
+    # look's points move with where its region happens to sit, a few pixels
+    # either way; their mean moves far less, so a face scores against its chip
+    # photo the same in whatever frame or crop it came (README, The gate's
+    # camera: the tight crop's own spread for 0 and 2).
+    region_jitter_looks: int = Field(default=2, ge=0, le=4, multiple_of=2)
+    region_jitter: float = Field(default=0.05, gt=0.0, le=0.25, allow_inf_nan=False)
 
 
 class PipelineSettings(BaseModel):

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 STAGES = ("decode", "detect", "landmarks", "align", "embed")
 # Bump when a change to pre- or post-processing changes templates: caches of
 # templates (the evaluation's) key on it, as they key on model ids and settings.
-PIPELINE_REVISION = 8
+PIPELINE_REVISION = 9
 
 
 class Selection(Enum):
@@ -90,6 +90,9 @@ class FrameFaces:
 
 # A face of the second look is the first look's when their boxes overlap this much.
 _SAME_FACE_IOU = 0.3
+# The directions (x, y) of the averaged looks' shifts, in the order taken:
+# detector.region_jitter_looks of them.
+_JITTER_DIRECTIONS = ((1.0, 1.0), (-1.0, -1.0), (1.0, -1.0), (-1.0, 1.0))
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -226,17 +229,54 @@ class FaceEngine:
         Where a look finds no face overlapping the last (rare: a face at the
         detection threshold), the last box and points stand and ``confirmed``
         stays False: the caller drops such a face only where the detector
-        itself scored it under ``min_score`` (a fine-pass candidate)."""
+        itself scored it under ``min_score`` (a fine-pass candidate). The last
+        look's points are then averaged with those of looks at shifted regions
+        (:meth:`_averaged`)."""
         looks: list[Look] = []
         for _ in range(self.settings.detector.region_looks):
             if looks:
-                faces = [(bgr, Detection(look.region.to_image(look.box), detection.score,
-                                         None if look.points is None else look.region.to_image(look.points)))
+                faces = [(bgr, self._at(look, detection.score, np.zeros(4, np.float32)))
                          for (bgr, detection), look in zip(faces, looks)]
             again = self._look(faces)
             looks = [replace(new, confirmed=new.confirmed or old.confirmed) for new, old in zip(again, looks)] \
                 if looks else again
-        return looks
+        return self._averaged(faces, looks)
+
+    @staticmethod
+    def _at(look: Look, score: float, shift: np.ndarray) -> Detection:
+        """``look``'s box and points in image pixels, the box moved by ``shift`` (x1, y1, x2, y2)."""
+        return Detection(look.region.to_image(look.box) + shift, score,
+                         None if look.points is None else look.region.to_image(look.points))
+
+    def _averaged(self, faces: list[tuple[np.ndarray, Detection]], looks: list[Look]) -> list[Look]:
+        """``looks`` with their points replaced by the mean, in image pixels,
+        of their own and those of ``detector.region_jitter_looks`` looks at
+        regions shifted diagonally about their box (those that found the face).
+        The landmark stage is not equivariant to where its input is cut: one
+        look's points move by a pixel or two when its region moves by a few,
+        which moves the template; the mean over shifted regions varies far
+        less with the region the looks began from."""
+        detector = self.settings.detector
+        directions = _JITTER_DIRECTIONS[:detector.region_jitter_looks]
+        if not directions or not looks:
+            return looks
+        shifted = []
+        for (bgr, detection), look in zip(faces, looks):
+            x1, y1, x2, y2 = look.region.to_image(look.box)
+            step = detector.region_jitter * np.array([x2 - x1, y2 - y1], np.float32)
+            shifted += [(bgr, self._at(look, detection.score, np.tile(step * direction, 2).astype(np.float32)))
+                        for direction in directions]
+        found = self._look(shifted)
+        averaged = []
+        for k, look in enumerate(looks):
+            own = found[k * len(directions):(k + 1) * len(directions)]
+            if look.points is None:
+                averaged.append(look)
+                continue
+            points = [look.region.to_image(look.points)] + [
+                other.region.to_image(other.points) for other in own if other.confirmed and other.points is not None]
+            averaged.append(replace(look, points=look.region.from_image(np.mean(points, axis=0))))
+        return averaged
 
     def _look(self, faces: list[tuple[np.ndarray, Detection]]) -> list[Look]:
         if not faces:

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
+from verifier.config import Settings
 from verifier.face.region import cut_region
-from verifier.pipeline import FaceEngine
+from verifier.pipeline import FaceEngine, Selection
 
 
 def _dots(size: tuple[int, int], points: np.ndarray) -> np.ndarray:
@@ -62,3 +64,46 @@ def test_one_face_gives_one_template_in_a_small_and_a_4k_frame(engine: FaceEngin
         result = engine.analyse(cv2.imencode(".png", frame)[1].tobytes())
         templates.append(result.template.vector)
     assert float(templates[0] @ templates[1]) > 0.99
+
+
+@pytest.fixture(scope="module")
+def last_look_only(settings: Settings) -> FaceEngine:
+    """The served pack with the five points of the last look alone (no averaged looks)."""
+    local = settings.model_copy(deep=True)
+    local.detector.region_jitter_looks = 0
+    return FaceEngine.from_settings(local)
+
+
+def _spread(engine: FaceEngine, image: np.ndarray) -> float:
+    """How far apart the templates of eight tight cuts of the face in ``image``
+    are (1 - the least cosine): squares of 6 eye distances, each centred 0.15
+    eye distances from the face's centre in another direction."""
+    face = engine.analyse(cv2.imencode(".png", image)[1].tobytes()).face
+    eyes = float(np.linalg.norm(face.landmarks[0] - face.landmarks[1]))
+    centre = face.landmarks.mean(axis=0)
+    vectors = []
+    for angle in np.arange(8) * np.pi / 4:
+        x, y = centre + 0.15 * eyes * np.array([np.cos(angle), np.sin(angle)])
+        x0, y0 = int(max(0.0, x - 3 * eyes)), int(max(0.0, y - 3 * eyes))
+        cut = image[y0:int(y + 3 * eyes), x0:int(x + 3 * eyes)]
+        vectors.append(engine.analyse(cv2.imencode(".png", cut)[1].tobytes(), Selection.CENTRE).template.vector)
+    stacked = np.array(vectors)
+    return 1.0 - float((stacked @ stacked.T).min())
+
+
+def test_points_averaged_over_shifted_looks_move_less_with_where_the_face_is_cut(
+    engine: FaceEngine, last_look_only: FaceEngine, photos: dict[str, Path]
+) -> None:
+    """The shipped photos, each cut eight ways: the cuts' templates agree more
+    closely when the five points are the mean over the last look and looks at
+    shifted regions (detector.region_jitter_looks) than with the last look's
+    alone, and no two cuts of one face are further apart than a second capture
+    would move a score (README, The gate's camera: the tight crop's own spread)."""
+    assert engine.settings.detector.region_jitter_looks > 0
+    averaged, single = [], []
+    for name in ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg"):
+        image = cv2.imread(str(photos[name]), cv2.IMREAD_COLOR)
+        averaged.append(_spread(engine, image))
+        single.append(_spread(last_look_only, image))
+    assert sum(averaged) < sum(single), (averaged, single)
+    assert max(averaged) < 0.03, averaged
