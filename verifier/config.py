@@ -172,9 +172,12 @@ class DetectorSettings(BaseModel):
     # look's points alone; 2: one diagonal, both ways; 4: both diagonals). One
     # look's points move with where its region happens to sit, a few pixels
     # either way; their mean moves far less, so a face scores against its chip
-    # photo the same in whatever frame or crop it came (README, The gate's
-    # camera: the tight crop's own spread for 0 and 2).
-    region_jitter_looks: int = Field(default=2, ge=0, le=4, multiple_of=2)
+    # photo nearly the same in whatever frame or crop it came. Off by default:
+    # 2 costs about 10 ms a face (40 ms of CPU a Screen) on 2 cores, and the
+    # served calibration tables are measured without it; a deployer who turns
+    # it on re-runs `verifier eval --calibrate` with it on (README, The gate's
+    # camera: what it buys and costs).
+    region_jitter_looks: int = Field(default=0, ge=0, le=4, multiple_of=2)
     region_jitter: float = Field(default=0.05, gt=0.0, le=0.25, allow_inf_nan=False)
 
 

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 STAGES = ("decode", "detect", "landmarks", "align", "embed")
 # Bump when a change to pre- or post-processing changes templates: caches of
 # templates (the evaluation's) key on it, as they key on model ids and settings.
-PIPELINE_REVISION = 9
+PIPELINE_REVISION = 8
 
 
 class Selection(Enum):
