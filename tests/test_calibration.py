@@ -23,6 +23,14 @@ def _local(settings: Settings) -> Settings:
     return settings.model_copy(deep=True)
 
 
+def _altered(settings: Settings, path: Path, key: str, value: object) -> Path:
+    """The served table with ``key`` set to ``value``, written to ``path``."""
+    raw = json.loads(calibration_path(settings).read_text())
+    raw[key] = value
+    path.write_text(json.dumps(raw))
+    return path
+
+
 def test_the_shipped_table_is_for_the_default_packs_model(settings: Settings, engine: FaceEngine) -> None:
     """Fails when a model is re-prepared without recalibrating: run `verifier eval --calibrate`."""
     table = load_table(calibration_path(settings))
@@ -50,12 +58,9 @@ def test_the_row_taken_is_never_laxer_than_the_target(settings: Settings, engine
 
 
 def test_a_table_made_for_another_model_is_refused(settings: Settings, engine: FaceEngine, tmp_path: Path) -> None:
-    raw = json.loads(calibration_path(settings).read_text())
-    raw["model_id"] = "faceplugin-feature-512:84fd65a16b57"
-    other = tmp_path / "other.json"
-    other.write_text(json.dumps(raw))
     local = _local(settings)
-    local.matching.calibration_file = other
+    local.matching.calibration_file = _altered(settings, tmp_path / "other.json", "model_id",
+                                               "faceplugin-feature-512:84fd65a16b57")
     with pytest.raises(ModelPackError, match="was made for faceplugin-feature-512"):
         serving_threshold(local, engine.model_id)
 
@@ -159,3 +164,33 @@ def test_a_table_without_1_to_n_rows_keeps_the_configured_threshold(
     assert not thresholds.calibrated
     chosen = thresholds.for_gallery(10_000)
     assert chosen.value == local.watchlist.threshold and "configured watchlist.threshold" in chosen.source
+
+
+def test_a_table_measured_with_other_template_settings_is_refused(
+    settings: Settings, engine: FaceEngine, tmp_path: Path
+) -> None:
+    """Averaged second looks or mirror embedding change every template: a table
+    measured without them (the shipped ones record no pipeline key, so their
+    defaults) does not serve with them, nor one measured with them without;
+    each refusal names the key."""
+    shipped = calibration_path(settings)
+    served = serving_threshold(settings, engine.model_id).value
+    for section, name, value in (("detector", "region_jitter_looks", 2), ("pipeline", "embed_mirror", True)):
+        local = _local(settings)
+        setattr(getattr(local, section), name, value)
+        local.matching.calibration_file = shipped
+        with pytest.raises(ModelPackError, match=f"key pipeline.{name} records"):
+            serving_threshold(local, engine.model_id)
+    averaged = _altered(settings, tmp_path / "averaged.json", "pipeline",
+                        {"embed_mirror": False, "region_jitter_looks": 2, "region_jitter": 0.05})
+    local = _local(settings)
+    local.matching.calibration_file = averaged
+    with pytest.raises(ModelPackError, match="key pipeline.region_jitter"):
+        serving_threshold(local, engine.model_id)
+    local.detector.region_jitter_looks = 2
+    assert serving_threshold(local, engine.model_id).value == served
+    local.detector.region_jitter = 0.1
+    with pytest.raises(ModelPackError, match="key pipeline.region_jitter records 0.05"):
+        serving_threshold(local, engine.model_id)
+    with pytest.raises(ModelPackError, match="key pipeline = 'averaged'"):
+        load_table(_altered(settings, averaged, "pipeline", "averaged"))

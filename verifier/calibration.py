@@ -43,7 +43,7 @@ import json
 import logging
 import math
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -130,6 +130,9 @@ class CalibrationTable:
     # The operating point the scores were measured at.
     runtime: str = ONNXRUNTIME
     precision: str = F32
+    # The settings besides the models that change templates, as measured
+    # (template_settings); a table without the key was measured at their defaults.
+    pipeline: dict[str, object] = field(default_factory=dict)
 
     @property
     def point(self) -> OperatingPoint:
@@ -168,6 +171,36 @@ class CalibrationTable:
     def require_models(self, models: dict[str, str], path: Path) -> None:
         """Refuse a table measured on other prepared models than the ones loaded."""
         require_models(self.models, models, path, "run `verifier eval --calibrate` for these models")
+
+    def require_pipeline(self, served: dict[str, object], path: Path) -> None:
+        """Refuse a table measured with other template-changing settings than
+        ``served``: its thresholds were measured on other templates."""
+        recorded = self.pipeline or _DEFAULT_TEMPLATE_SETTINGS
+        differ = [key for key in [*served, *(key for key in recorded if key not in served)]
+                  if recorded.get(key) != served.get(key)]
+        if differ:
+            key = differ[0]
+            raise ModelPackError(
+                f"calibration table {path}: key pipeline.{key} records "
+                f"{repr(recorded[key]) if key in recorded else 'nothing'}, the service runs with "
+                f"{repr(served[key]) if key in served else 'nothing'}: the templates differ; run "
+                "`verifier eval --calibrate` with these settings or serve the settings the table was measured with")
+
+
+# What a table without a ``pipeline`` key was measured with: the defaults of
+# the settings template_settings records.
+_DEFAULT_TEMPLATE_SETTINGS: dict[str, object] = {"embed_mirror": False, "region_jitter_looks": 0}
+
+
+def template_settings(settings: Settings) -> dict[str, object]:
+    """The settings besides the models whose change changes every template
+    (mirror embedding, the second look's averaged points), as a table records
+    them: scores measured with one are not the scores served with another."""
+    recorded: dict[str, object] = {"embed_mirror": settings.pipeline.embed_mirror,
+                                   "region_jitter_looks": settings.detector.region_jitter_looks}
+    if settings.detector.region_jitter_looks:
+        recorded["region_jitter"] = settings.detector.region_jitter
+    return recorded
 
 
 def require_models(recorded: dict[str, str], models: dict[str, str], path: Path, remedy: str) -> None:
@@ -221,6 +254,10 @@ def _check_values(table: CalibrationTable, path: Path) -> None:
             raise ModelPackError(f"calibration table {path}: key {key}.gallery_size = {ident.gallery_size!r} "
                                  "is not a positive whole number")
     check_order_and_models(table.rows, table.models, path)
+    if not isinstance(table.pipeline, dict) or not all(
+            isinstance(value, (bool, int, float)) for value in table.pipeline.values()):
+        raise ModelPackError(f"calibration table {path}: key pipeline = {table.pipeline!r} is not a map of settings "
+                             "to values (run `verifier eval --calibrate`)")
 
 
 def check_order_and_models(rows: "Sequence[CalibrationRow | SiteRow]", models: dict[str, str], path: Path) -> None:
@@ -267,6 +304,7 @@ def _served_table(settings: Settings, model_id: str, path: Path, point: Operatin
     table = load_table(path)
     table.require_model(model_id, path)
     table.require_models(scored_models(settings), path)
+    table.require_pipeline(template_settings(settings), path)
     if table.point != point:
         raise ModelPackError(f"calibration table {path} was measured at {table.point}, the models run at {point}: "
                              f"{calibrate_command(point)} makes a table for {point}")

@@ -27,6 +27,7 @@ from verifier.calibration import (
     calibration_path,
     scored_models,
     serving_threshold,
+    template_settings,
     write_table,
 )
 from verifier.config import Settings
@@ -254,8 +255,8 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
                   "(the server keeps watchlist.threshold)")
         path = calibration_path(settings, engine.operating_point)
         table = _calibration_table(result, pack, tuple(identification), scored_models(settings))
-        write_table(replace(table, runtime=engine.operating_point.runtime, precision=engine.operating_point.precision),
-                    path)
+        write_table(replace(table, runtime=engine.operating_point.runtime, precision=engine.operating_point.precision,
+                            pipeline=template_settings(settings)), path)
         print(f"calibration table: {path}")
     return EXIT_OK
 
