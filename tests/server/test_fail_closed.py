@@ -197,6 +197,8 @@ def test_damaged_rows_are_quarantined_across_sigkill_restarts(tmp_path: Path, en
         ("VERIFIER_DETECTOR__FLOOR_INPUT_EYE_PX", "nan", "detector.floor_input_eye_px"),
         ("VERIFIER_DETECTOR__MAX_INPUT_PIXELS", "100", "detector.max_input_pixels"),
         ("VERIFIER_DETECTOR__REGION_CONTEXT", "0.5", "detector.region_context"),
+        ("VERIFIER_DETECTOR__REGION_JITTER_LOOKS", "3", "detector.region_jitter_looks"),
+        ("VERIFIER_DETECTOR__REGION_JITTER", "nan", "detector.region_jitter"),
         ("VERIFIER_REGISTRY__LAST_USED_FLUSH_SECONDS", "0", "registry.last_used_flush_seconds"),
         ("VERIFIER_REGISTRY__IVF_NPROBE", "0", "registry.ivf_nprobe"),
     ],
@@ -221,3 +223,13 @@ def test_another_models_calibration_or_a_missing_model_stops_the_start(tmp_path:
     assert result.returncode == 2 and "was made for" in result.stderr, result.stderr
     result = cli(tmp_path, "serve", env={"VERIFIER_MODELS__CACHE_DIR": str(tmp_path / "empty")})
     assert result.returncode == 2 and "is missing" in result.stderr, result.stderr
+
+
+def test_settings_that_change_templates_stop_the_start_with_a_table_measured_without_them(tmp_path: Path) -> None:
+    """Averaged looks or mirror embedding served with the shipped tables (measured
+    with both off) would decide at thresholds measured on other templates."""
+    for variable, named in (("VERIFIER_DETECTOR__REGION_JITTER_LOOKS", "pipeline.region_jitter_looks"),
+                            ("VERIFIER_PIPELINE__EMBED_MIRROR", "pipeline.embed_mirror")):
+        result = cli(tmp_path, "serve", env={variable: "2" if "LOOKS" in variable else "true"})
+        assert result.returncode == 2 and f"key {named} records" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
